@@ -1,0 +1,327 @@
+//! Test harness: a fresh, real PostgreSQL server per test, in a container
+//! started by testcontainers, and a way to run the real `cargo xtask` binary
+//! against it in a hermetic environment.
+//!
+//! Images: `XTASK_TEST_PG_IMAGE` names the image repository (default the
+//! official `postgres`, so the suite runs unchanged wherever a registry is
+//! reachable); the tag is the server's major version, 15 or 17: the suite
+//! runs every database test against both. CI points it at `local/postgres`,
+//! built offline by `scripts/build-pg-image.sh`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use testcontainers::bollard::models::PortBinding;
+use testcontainers::core::wait::LogWaitStrategy;
+use testcontainers::core::{ExecCommand, IntoContainerPort, WaitFor};
+use testcontainers::runners::SyncRunner;
+use testcontainers::{Container, GenericImage, ImageExt};
+
+pub const PASSWORD: &str = "test-secret-pw";
+pub const USER: &str = "app";
+pub const DB: &str = "app";
+const READY: &str = "database system is ready to accept connections";
+
+/// The image repository under test.
+pub fn image_repo() -> String {
+    std::env::var("XTASK_TEST_PG_IMAGE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "postgres".into())
+}
+
+/// Fails the test with one line saying why Docker is unusable and what to do.
+/// Never lets the suite pass silently without a database.
+fn require_docker() {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = CHECK.get_or_init(|| {
+        let out = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output();
+        match out {
+            Err(e) => Err(format!("the docker CLI cannot be run ({e})")),
+            Ok(o) if !o.status.success() => Err(format!(
+                "no Docker engine answers ({})",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("docker info failed")
+                    .trim()
+            )),
+            Ok(_) => Ok(()),
+        }
+    });
+    if let Err(why) = result {
+        panic!(
+            "e2e tests need a Docker engine, and {why}: start one (`sudo bash scripts/docker-setup.sh`), or run only the unit tests with `cargo nextest run -p xtask`"
+        );
+    }
+}
+
+fn require_image(repo: &str, tag: &str) {
+    let present = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            &format!("{repo}:{tag}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present && repo != "postgres" {
+        panic!(
+            "image {repo}:{tag} is missing: build it with `sudo bash scripts/build-pg-image.sh {tag}`"
+        );
+    }
+}
+
+/// A PostgreSQL server in a container, removed when dropped.
+pub struct PgServer {
+    pub container: Container<GenericImage>,
+    pub major: u32,
+    pub host: String,
+    pub port: u16,
+}
+
+impl PgServer {
+    pub fn start(major: u32) -> PgServer {
+        require_docker();
+        let repo = image_repo();
+        let tag = major.to_string();
+        require_image(&repo, &tag);
+        let container = GenericImage::new(repo.clone(), tag.clone())
+            .with_exposed_port(5432.tcp())
+            // Both the official image and ours initialise through a temporary
+            // server first, so the ready line appears twice.
+            .with_wait_for(WaitFor::log(
+                LogWaitStrategy::stdout_or_stderr(READY).with_times(2),
+            ))
+            .with_env_var("POSTGRES_PASSWORD", PASSWORD)
+            .with_env_var("POSTGRES_USER", USER)
+            .with_env_var("POSTGRES_DB", DB)
+            .with_startup_timeout(Duration::from_secs(120))
+            // Publish on loopback only, on a port Docker picks.
+            .with_host_config_modifier(|hc| {
+                hc.publish_all_ports = Some(false);
+                let binding = PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                };
+                hc.port_bindings = Some([("5432/tcp".to_string(), Some(vec![binding]))].into());
+            })
+            .start()
+            .unwrap_or_else(|e| panic!("cannot start {repo}:{tag}: {e}"));
+        let port = container
+            .get_host_port_ipv4(5432.tcp())
+            .expect("the port is published");
+        let server = PgServer {
+            container,
+            major,
+            host: "127.0.0.1".into(),
+            port,
+        };
+        server.wait_until_connectable();
+        server
+    }
+
+    /// The log line can come a moment before the socket accepts: retry for a while.
+    fn wait_until_connectable(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.try_psql(DB, "SELECT 1") {
+                Ok(_) => return,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("PostgreSQL {} never accepted connections: {e}", self.major)
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Runs SQL with the host's `psql` (any version talks to any server) and
+    /// returns unaligned, tuples-only output.
+    pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new("psql")
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .envs(self.libpq_env(db))
+            .output()
+            .map_err(|e| format!("cannot run psql: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.try_psql(db, sql)
+            .unwrap_or_else(|e| panic!("psql failed: {e}\nSQL: {sql}"))
+    }
+
+    /// Feeds a whole script to `psql` on stdin, stopping at the first error.
+    pub fn psql_script(&self, db: &str, script: &[u8]) {
+        let mut child = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .envs(self.libpq_env(db))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("psql runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script)
+            .expect("psql reads its script");
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "psql script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn create_db(&self, name: &str) {
+        self.psql(DB, &format!("CREATE DATABASE \"{name}\""));
+    }
+
+    /// libpq settings for the host's client tools.
+    pub fn libpq_env(&self, db: &str) -> Vec<(String, String)> {
+        [
+            ("PGHOST", self.host.clone()),
+            ("PGPORT", self.port.to_string()),
+            ("PGUSER", USER.into()),
+            ("PGDATABASE", db.into()),
+            ("PGPASSWORD", PASSWORD.into()),
+            ("PGCLIENTENCODING", "UTF8".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Runs a command inside the container (its own client tools, same major
+    /// as the server) and returns its stdout; panics on a non-zero exit.
+    pub fn exec(&self, cmd: &[&str]) -> Vec<u8> {
+        let mut res = self
+            .container
+            .exec(ExecCommand::new(cmd.iter().copied()))
+            .expect("exec starts");
+        let stdout = res.stdout_to_vec().expect("exec stdout");
+        let stderr = res.stderr_to_vec().unwrap_or_default();
+        let code = res.exit_code().expect("exec exit code");
+        assert_eq!(
+            code,
+            Some(0),
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&stderr)
+        );
+        stdout
+    }
+
+    /// The whole content of a table, ordered, as text: for comparing databases.
+    pub fn table_rows(&self, db: &str, table: &str) -> String {
+        self.psql(
+            db,
+            &format!("SELECT t::text FROM {table} t ORDER BY t::text"),
+        )
+    }
+
+    /// The settings of the `cargo xtask` environment that point at this server.
+    pub fn xtask_env(&self, db: &str) -> BTreeMap<String, String> {
+        [
+            ("POSTGRES_HOST", self.host.clone()),
+            ("POSTGRES_PORT", self.port.to_string()),
+            ("POSTGRES_USER", USER.to_string()),
+            ("POSTGRES_DB", db.to_string()),
+            ("PGPASSWORD", PASSWORD.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// A hermetic run of the xtask: a workspace root of its own (no `.env` of the
+/// developer's), none of the caller's database variables, plus `env`.
+pub struct Xtask {
+    /// The binary under test: the test crate's `CARGO_BIN_EXE_xtask-e2e`.
+    pub bin: PathBuf,
+    pub root: tempfile::TempDir,
+}
+
+impl Xtask {
+    pub fn new(bin: impl Into<PathBuf>) -> Xtask {
+        Xtask {
+            bin: bin.into(),
+            root: tempfile::tempdir().expect("a temporary workspace"),
+        }
+    }
+
+    pub fn backup_dir(&self) -> PathBuf {
+        self.root.path().join("backups")
+    }
+
+    pub fn command(&self, args: &[&str], env: &BTreeMap<String, String>) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args).current_dir(self.root.path());
+        for var in [
+            "DATABASE_URL",
+            "PGPASSWORD",
+            "POSTGRES_PASSWORD",
+            "POSTGRES_HOST",
+            "POSTGRES_PORT",
+            "POSTGRES_DB",
+            "POSTGRES_USER",
+            "BACKUP_DIR",
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGDATABASE",
+            "PGSERVICE",
+            "CARGO_MANIFEST_DIR",
+        ] {
+            c.env_remove(var);
+        }
+        c.env("XTASK_ROOT", self.root.path()).envs(env);
+        c
+    }
+
+    pub fn run(&self, args: &[&str], env: &BTreeMap<String, String>) -> Output {
+        self.command(args, env)
+            .output()
+            .expect("the xtask binary runs")
+    }
+}
+
+/// Files in a directory (names only, sorted), ignoring subdirectories.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// stdout and stderr of a run, for assertion messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

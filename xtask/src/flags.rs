@@ -1,0 +1,121 @@
+//! Every command and option of `cargo xtask`, declared in one place.
+//!
+//! Options that several tasks share are `Args` groups flattened into each
+//! task. Values that may also come from the environment are resolved in
+//! `config.rs` (flag > environment > `.env` > default), not by clap, so the
+//! same precedence applies to every source, `DATABASE_URL` included.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Database tooling for this workspace: PostgreSQL backups",
+    long_about = None,
+    disable_help_subcommand = true,
+    max_term_width = 100,
+    after_help = "Configuration: flag > environment > .env file > default. See README.md for every variable."
+)]
+pub struct Xtask {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up a database: pg_dump streamed through gzip and SHA-256 into BACKUP_DIR
+    DbBackup(DbBackup),
+}
+
+/// Where the database is. Passwords are never flags: they would show in `ps`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConnectionArgs {
+    /// Database server host [env: POSTGRES_HOST] [default: localhost]
+    #[arg(help_heading = "Connection", long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Database server port [env: POSTGRES_PORT] [default: 5432]
+    #[arg(help_heading = "Connection", long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Database name [env: POSTGRES_DB] [default: app]
+    #[arg(
+        help_heading = "Connection",
+        short = 'd',
+        long = "dbname",
+        value_name = "NAME"
+    )]
+    pub dbname: Option<String>,
+    /// Database user [env: POSTGRES_USER] [default: app]; the password comes from PGPASSWORD,
+    /// POSTGRES_PASSWORD, DATABASE_URL or ~/.pgpass
+    #[arg(
+        help_heading = "Connection",
+        short = 'U',
+        long = "user",
+        value_name = "USER"
+    )]
+    pub user: Option<String>,
+}
+
+/// Options every database task takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Backup directory, relative to the workspace root [env: BACKUP_DIR] [default: ./backups]
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Print only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail (the commands run, the settings' sources)
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+/// `--type`: the retention tier of a backup, or `auto` to pick it by date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TypeArg {
+    /// First backup of a calendar month: monthly; else first of an ISO week: weekly; else daily
+    Auto,
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbBackup {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Retention tier of this backup
+    #[arg(
+        long = "type",
+        value_enum,
+        default_value = "daily",
+        value_name = "TYPE"
+    )]
+    pub kind: TypeArg,
+    /// Re-read the written backup and check its checksum, gzip stream and SQL structure
+    #[arg(long)]
+    pub verify: bool,
+    /// Dump only the schema (no table data)
+    #[arg(long)]
+    pub schema_only: bool,
+    /// Print one JSON object describing the result on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// gzip level, 1 (fast) to 9 (small) [env: BACKUP_COMPRESSION_LEVEL] [default: 6]
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compression_level: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        super::Xtask::command().debug_assert();
+    }
+}

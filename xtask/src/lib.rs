@@ -1,0 +1,77 @@
+//! The library behind `cargo xtask`. Layers, top to bottom (arrows only point down):
+//!
+//! - [`flags`]: the command line; [`tasks`]: one module per command.
+//! - Effects: [`pg`] (running PostgreSQL's client tools), [`archive`] (the
+//!   streaming pipeline and atomic files), [`store`] (the backup directory).
+//! - Pure core: [`naming`], [`meta`], [`metrics`], [`sqlscan`], [`config`].
+//! - [`ui`]: what goes to stderr.
+
+pub mod archive;
+pub mod config;
+pub mod flags;
+pub mod meta;
+pub mod metrics;
+pub mod naming;
+pub mod pg;
+pub mod sqlscan;
+pub mod store;
+pub mod tasks;
+pub mod ui;
+
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+
+/// Exit codes besides 0 (success), 1 (any other failure) and 2 (bad usage).
+pub mod exit {
+    /// The backup was written but failed its verification.
+    pub const VERIFY_FAILED: u8 = 3;
+}
+
+/// An error with a specific exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<Failure>())
+        .map_or(1, |f| f.code)
+}
+
+/// The whole command line: parse, dispatch, and turn an error into one line
+/// on stderr and an exit code.
+pub fn main() -> ExitCode {
+    use clap::Parser;
+    let flags = flags::Xtask::parse();
+    match run(flags) {
+        Ok(code) => code,
+        Err(err) => {
+            ui::print_error(&err);
+            ExitCode::from(exit_code_for(&err))
+        }
+    }
+}
+
+/// Runs one parsed command line.
+pub fn run(flags: flags::Xtask) -> anyhow::Result<ExitCode> {
+    let Some(command) = flags.command else {
+        // `cargo xtask` alone lists the tasks, and that is not an error.
+        flags::Xtask::command().print_help()?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let ctx = tasks::Context::load()?;
+    match command {
+        flags::Command::DbBackup(args) => tasks::backup::run(args, &ctx),
+    }
+}

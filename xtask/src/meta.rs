@@ -1,0 +1,154 @@
+//! The `.meta` file: what one backup is, as JSON. Its schema is documented in
+//! `docs/backup-format.md`; `FORMAT_VERSION` changes when a field changes
+//! meaning or disappears (new optional fields keep the version).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::naming::BackupType;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupMeta {
+    pub format_version: u32,
+    pub database: String,
+    #[serde(rename = "type")]
+    pub kind: BackupType,
+    pub file: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub duration_seconds: f64,
+    /// Size of the `.sql.gz` file.
+    pub size_bytes: u64,
+    /// Size of the SQL inside it.
+    pub uncompressed_bytes: u64,
+    /// SHA-256 of the `.sql.gz` file, as in the `.sha256` file.
+    pub sha256: String,
+    pub format: String,
+    pub compression: Compression,
+    pub schema_only: bool,
+    pub pg_dump_version: String,
+    pub server_version: String,
+    /// How the client tools were run: `host` (or `compose` once that route exists).
+    pub via: String,
+    /// Rows per table, counted from the dump's COPY blocks.
+    pub tables: BTreeMap<String, u64>,
+    pub git_commit: Option<String>,
+    pub tool_version: String,
+    /// Set by `--verify` (and later `db-verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compression {
+    pub algorithm: String,
+    pub level: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    #[serde(with = "time::serde::rfc3339")]
+    pub verified_at: OffsetDateTime,
+    pub ok: bool,
+    /// What failed, when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl BackupMeta {
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("metadata always serializes");
+        s.push('\n');
+        s
+    }
+
+    pub fn from_json(text: &str) -> anyhow::Result<BackupMeta> {
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
+/// `sha256sum`'s line for a file: `sha256sum -c` accepts it in the file's directory.
+pub fn sha256_line(hex: &str, file_name: &str) -> String {
+    format!("{hex}  {file_name}\n")
+}
+
+/// Parses a `sha256sum` line back: (hex digest, file name).
+pub fn parse_sha256_line(text: &str) -> Option<(String, String)> {
+    let line = text.lines().next()?;
+    let (hex, name) = line.split_once(' ')?;
+    let name = name.strip_prefix([' ', '*'])?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| (hex.to_ascii_lowercase(), name.to_string()))
+}
+
+#[cfg(test)]
+pub(crate) fn example() -> BackupMeta {
+    use time::macros::datetime;
+    BackupMeta {
+        format_version: FORMAT_VERSION,
+        database: "app".into(),
+        kind: BackupType::Daily,
+        file: "app_daily_20261124T020000Z.sql.gz".into(),
+        started_at: datetime!(2026-11-24 02:00:00 UTC),
+        finished_at: datetime!(2026-11-24 02:00:03.25 UTC),
+        duration_seconds: 3.25,
+        size_bytes: 1234,
+        uncompressed_bytes: 9876,
+        sha256: "ab".repeat(32),
+        format: "plain".into(),
+        compression: Compression {
+            algorithm: "gzip".into(),
+            level: 6,
+        },
+        schema_only: false,
+        pg_dump_version: "17.12".into(),
+        server_version: "17.12".into(),
+        via: "host".into(),
+        tables: [
+            ("public.users".to_string(), 3),
+            ("public.orders".to_string(), 10),
+        ]
+        .into(),
+        git_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        tool_version: "0.1.0".into(),
+        verification: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_json_shape() {
+        insta::assert_snapshot!(example().to_json());
+    }
+
+    #[test]
+    fn meta_round_trips() {
+        let m = example();
+        assert_eq!(BackupMeta::from_json(&m.to_json()).unwrap(), m);
+    }
+
+    #[test]
+    fn sha256_lines() {
+        let hex = "0f".repeat(32);
+        let line = sha256_line(&hex, "a_daily_20260101T000000Z.sql.gz");
+        assert_eq!(line, format!("{hex}  a_daily_20260101T000000Z.sql.gz\n"));
+        assert_eq!(
+            parse_sha256_line(&line),
+            Some((hex.clone(), "a_daily_20260101T000000Z.sql.gz".into()))
+        );
+        assert_eq!(
+            parse_sha256_line(&format!("{hex} *x.sql.gz")),
+            Some((hex, "x.sql.gz".into()))
+        );
+        assert_eq!(parse_sha256_line("nothex  x"), None);
+    }
+}

@@ -1,0 +1,245 @@
+//! The Prometheus textfile (node_exporter's textfile collector format) the
+//! backup writes into `BACKUP_DIR/metrics/`. Pure: parse what is there, merge
+//! this run's series in, render. Series of other databases and types, and
+//! lines this tool does not know, are kept as they were.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use time::OffsetDateTime;
+
+use crate::naming::BackupType;
+
+pub const FILE_NAME: &str = "backup.prom";
+
+/// The metrics this tool owns, in the order they are written, with their help.
+const KNOWN: &[(&str, &str)] = &[
+    (
+        "backup_last_success_timestamp",
+        "Unix time of the last successful backup.",
+    ),
+    (
+        "backup_last_failure_timestamp",
+        "Unix time of the last failed backup.",
+    ),
+    (
+        "backup_last_status",
+        "1 if the last backup succeeded, 0 if it failed.",
+    ),
+    (
+        "backup_size_bytes",
+        "Size of the last successful backup file in bytes.",
+    ),
+    (
+        "backup_uncompressed_size_bytes",
+        "Size of the SQL in the last successful backup in bytes.",
+    ),
+    (
+        "backup_duration_seconds",
+        "Duration of the last successful backup in seconds.",
+    ),
+    (
+        "backup_last_verify_timestamp",
+        "Unix time of the last verification of a backup.",
+    ),
+    (
+        "backup_last_verify_status",
+        "1 if the last verification passed, 0 if it failed.",
+    ),
+];
+
+/// One series: metric name and its rendered label set.
+type Key = (String, String);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    series: BTreeMap<Key, String>,
+}
+
+impl Metrics {
+    /// Reads a textfile; comment lines are dropped (they are rewritten for known metrics).
+    pub fn parse(text: &str) -> Metrics {
+        let mut series = BTreeMap::new();
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let (head, value) = match line.rsplit_once(' ') {
+                Some(p) => p,
+                None => continue,
+            };
+            let (name, labels) = match head.find('{') {
+                Some(i) => (&head[..i], &head[i..]),
+                None => (head, ""),
+            };
+            series.insert((name.to_string(), labels.to_string()), value.to_string());
+        }
+        Metrics { series }
+    }
+
+    pub fn set(&mut self, name: &str, labels: &[(&str, &str)], value: impl ToString) {
+        self.series
+            .insert((name.to_string(), render_labels(labels)), value.to_string());
+    }
+
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<&str> {
+        self.series
+            .get(&(name.to_string(), render_labels(labels)))
+            .map(String::as_str)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut names: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
+        for (name, _) in self.series.keys() {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+        for name in names {
+            let rows: Vec<_> = self.series.iter().filter(|((n, _), _)| n == name).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            if let Some((_, help)) = KNOWN.iter().find(|(n, _)| *n == name) {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            }
+            for ((n, labels), value) in rows {
+                let _ = writeln!(out, "{n}{labels} {value}");
+            }
+        }
+        out
+    }
+}
+
+fn render_labels(labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The outcome of one backup run, as the metrics record it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Success {
+        size_bytes: u64,
+        uncompressed_bytes: u64,
+        duration_seconds: f64,
+    },
+    Failure,
+}
+
+pub fn record_backup(
+    m: &mut Metrics,
+    database: &str,
+    kind: BackupType,
+    at: OffsetDateTime,
+    outcome: &Outcome,
+) {
+    let labels = [("database", database), ("type", kind.as_str())];
+    let ts = at.unix_timestamp();
+    match outcome {
+        Outcome::Success {
+            size_bytes,
+            uncompressed_bytes,
+            duration_seconds,
+        } => {
+            m.set("backup_last_success_timestamp", &labels, ts);
+            m.set("backup_last_status", &labels, 1);
+            m.set("backup_size_bytes", &labels, size_bytes);
+            m.set(
+                "backup_uncompressed_size_bytes",
+                &labels,
+                uncompressed_bytes,
+            );
+            m.set(
+                "backup_duration_seconds",
+                &labels,
+                format!("{duration_seconds:.3}"),
+            );
+        }
+        Outcome::Failure => {
+            m.set("backup_last_failure_timestamp", &labels, ts);
+            m.set("backup_last_status", &labels, 0);
+        }
+    }
+}
+
+pub fn record_verify(
+    m: &mut Metrics,
+    database: &str,
+    kind: BackupType,
+    at: OffsetDateTime,
+    ok: bool,
+) {
+    let labels = [("database", database), ("type", kind.as_str())];
+    m.set("backup_last_verify_timestamp", &labels, at.unix_timestamp());
+    m.set("backup_last_verify_status", &labels, u8::from(ok));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn merging_keeps_other_series_and_foreign_lines() {
+        let before = "\
+# HELP backup_size_bytes old help
+backup_size_bytes{database=\"other\",type=\"weekly\"} 42
+backup_last_status{database=\"app\",type=\"daily\"} 0
+node_custom_metric 7
+";
+        let mut m = Metrics::parse(before);
+        record_backup(
+            &mut m,
+            "app",
+            BackupType::Daily,
+            datetime!(2026-11-24 02:00 UTC),
+            &Outcome::Success {
+                size_bytes: 1048576,
+                uncompressed_bytes: 8388608,
+                duration_seconds: 12.3456,
+            },
+        );
+        record_backup(
+            &mut m,
+            "app",
+            BackupType::Monthly,
+            datetime!(2026-11-24 03:00 UTC),
+            &Outcome::Failure,
+        );
+        record_verify(
+            &mut m,
+            "app",
+            BackupType::Daily,
+            datetime!(2026-11-24 02:01 UTC),
+            true,
+        );
+        let text = m.render();
+        insta::assert_snapshot!(text);
+        assert_eq!(Metrics::parse(&text), m, "render and parse agree");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut m = Metrics::default();
+        m.set("backup_last_status", &[("database", "we\"ird\\db")], 1);
+        assert_eq!(
+            m.render().lines().last().unwrap(),
+            "backup_last_status{database=\"we\\\"ird\\\\db\"} 1"
+        );
+    }
+}

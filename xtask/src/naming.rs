@@ -1,0 +1,348 @@
+//! Backup file names: `{database}_{type}_{timestamp}.sql.gz`, and back.
+//!
+//! The timestamp is UTC, `YYYYMMDDTHHMMSSZ`, so names sort by time. A second
+//! backup of the same database and type in the same second gets a sequence
+//! suffix (`...Z-2`); parsing reads from the right, so a database name may
+//! itself contain underscores. Characters that cannot stand in a file name
+//! (`/`, `%`, control characters, a leading dot) are percent-encoded.
+
+use std::fmt;
+use std::str::FromStr;
+
+use time::{
+    Date, OffsetDateTime, PrimitiveDateTime, UtcOffset, format_description::BorrowedFormatItem,
+    macros::format_description,
+};
+
+/// The extension of a plain SQL dump compressed with gzip.
+pub const SQL_GZ: &str = ".sql.gz";
+pub const SHA256_SUFFIX: &str = ".sha256";
+pub const META_SUFFIX: &str = ".meta";
+
+const STAMP: &[BorrowedFormatItem<'static>] =
+    format_description!("[year][month][day]T[hour][minute][second]Z");
+
+/// A retention tier.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+impl BackupType {
+    pub const ALL: [BackupType; 3] = [BackupType::Daily, BackupType::Weekly, BackupType::Monthly];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupType::Daily => "daily",
+            BackupType::Weekly => "weekly",
+            BackupType::Monthly => "monthly",
+        }
+    }
+}
+
+impl fmt::Display for BackupType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BackupType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BackupType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown backup type '{s}': use daily, weekly or monthly"))
+    }
+}
+
+/// The identity of one backup, as its file name spells it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackupName {
+    pub database: String,
+    pub kind: BackupType,
+    /// UTC, whole seconds.
+    pub timestamp: OffsetDateTime,
+    /// 1 for the first backup of that database, type and second; 2, 3, ... after.
+    pub seq: u32,
+}
+
+impl BackupName {
+    pub fn new(database: &str, kind: BackupType, timestamp: OffsetDateTime) -> BackupName {
+        let timestamp = timestamp
+            .to_offset(UtcOffset::UTC)
+            .replace_nanosecond(0)
+            .expect("0 is a valid nanosecond");
+        BackupName {
+            database: database.to_string(),
+            kind,
+            timestamp,
+            seq: 1,
+        }
+    }
+
+    pub fn with_seq(mut self, seq: u32) -> BackupName {
+        self.seq = seq;
+        self
+    }
+
+    pub fn stamp(&self) -> String {
+        let mut s = self
+            .timestamp
+            .format(STAMP)
+            .expect("a UTC timestamp always formats");
+        if self.seq > 1 {
+            s.push_str(&format!("-{}", self.seq));
+        }
+        s
+    }
+
+    /// The dump's file name, e.g. `app_daily_20261124T020000Z.sql.gz`.
+    pub fn file_name(&self) -> String {
+        format!(
+            "{}_{}_{}{SQL_GZ}",
+            encode_component(&self.database),
+            self.kind,
+            self.stamp()
+        )
+    }
+
+    pub fn sha256_name(&self) -> String {
+        format!("{}{SHA256_SUFFIX}", self.file_name())
+    }
+
+    pub fn meta_name(&self) -> String {
+        format!("{}{META_SUFFIX}", self.file_name())
+    }
+
+    /// Parses a dump's file name back; `None` for anything the tool did not name.
+    pub fn parse(file_name: &str) -> Option<BackupName> {
+        let stem = file_name.strip_suffix(SQL_GZ)?;
+        let (rest, stamp) = stem.rsplit_once('_')?;
+        let (database, kind) = rest.rsplit_once('_')?;
+        let kind = kind.parse().ok()?;
+        let (stamp, seq) = match stamp.split_once('-') {
+            Some((s, n)) => {
+                let seq: u32 = n.parse().ok().filter(|n| *n >= 2)?;
+                if n != seq.to_string() {
+                    return None;
+                }
+                (s, seq)
+            }
+            None => (stamp, 1),
+        };
+        let timestamp = PrimitiveDateTime::parse(stamp, STAMP).ok()?.assume_utc();
+        let database = decode_component(database)?;
+        if database.is_empty() {
+            return None;
+        }
+        Some(BackupName {
+            database,
+            kind,
+            timestamp,
+            seq,
+        })
+    }
+}
+
+impl PartialOrd for BackupName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Oldest first; ties broken by sequence, then database and type, so the order is total.
+impl Ord for BackupName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.timestamp, self.seq, &self.database, self.kind).cmp(&(
+            other.timestamp,
+            other.seq,
+            &other.database,
+            other.kind,
+        ))
+    }
+}
+
+fn needs_encoding(i: usize, b: u8) -> bool {
+    b == b'/' || b == b'\\' || b == b'%' || b < 0x20 || b == 0x7f || (i == 0 && b == b'.')
+}
+
+/// Percent-encodes the bytes of a database name that cannot stand in a file name.
+pub fn encode_component(name: &str) -> String {
+    let mut bytes = Vec::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        if needs_encoding(i, b) {
+            bytes.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            bytes.push(b);
+        }
+    }
+    String::from_utf8(bytes).expect("only ASCII bytes were replaced")
+}
+
+fn decode_component(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `--type=auto`: monthly for the first backup of a calendar month (UTC),
+/// weekly for the first of an ISO week, daily otherwise. `existing` holds the
+/// timestamps of this database's complete backups, of any type.
+pub fn auto_type(now: OffsetDateTime, existing: &[OffsetDateTime]) -> BackupType {
+    let now = now.to_offset(UtcOffset::UTC);
+    let same_month = |t: &OffsetDateTime| {
+        let t = t.to_offset(UtcOffset::UTC);
+        (t.year(), t.month()) == (now.year(), now.month()) && t <= now
+    };
+    let same_week = |t: &OffsetDateTime| {
+        let t = t.to_offset(UtcOffset::UTC);
+        iso_week(t.date()) == iso_week(now.date()) && t <= now
+    };
+    if !existing.iter().any(same_month) {
+        BackupType::Monthly
+    } else if !existing.iter().any(same_week) {
+        BackupType::Weekly
+    } else {
+        BackupType::Daily
+    }
+}
+
+fn iso_week(d: Date) -> (i32, u8) {
+    let (year, week, _) = d.to_iso_week_date();
+    (year, week)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn names_round_trip() {
+        let n = BackupName::new(
+            "app",
+            BackupType::Daily,
+            datetime!(2026-11-24 02:00:00.123 UTC),
+        );
+        assert_eq!(n.file_name(), "app_daily_20261124T020000Z.sql.gz");
+        assert_eq!(n.sha256_name(), "app_daily_20261124T020000Z.sql.gz.sha256");
+        assert_eq!(BackupName::parse(&n.file_name()), Some(n.clone()));
+        let n2 = n.with_seq(2);
+        assert_eq!(n2.file_name(), "app_daily_20261124T020000Z-2.sql.gz");
+        assert_eq!(BackupName::parse(&n2.file_name()), Some(n2));
+    }
+
+    #[test]
+    fn underscores_and_odd_characters_in_database_names() {
+        for db in [
+            "my_app_db",
+            "weekly_daily",
+            "a/b",
+            "%x",
+            ".hidden",
+            "çava_db",
+            "tab\there",
+            "x_monthly",
+        ] {
+            for kind in BackupType::ALL {
+                let n = BackupName::new(db, kind, datetime!(2026-01-02 03:04:05 UTC)).with_seq(3);
+                let file = n.file_name();
+                assert!(!file.contains('/') && !file.starts_with('.'), "{file}");
+                assert_eq!(BackupName::parse(&file), Some(n), "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn foreign_names_do_not_parse() {
+        for name in [
+            "notes.txt",
+            "app_daily_20261124T020000Z.sql",
+            "app_hourly_20261124T020000Z.sql.gz",
+            "app_daily_2026-11-24.sql.gz",
+            "_daily_20261124T020000Z.sql.gz",
+            "app_daily_20261124T020000Z-1.sql.gz",
+            "app_daily_20261124T020000Z-02.sql.gz",
+            "app_daily_20261324T020000Z.sql.gz",
+            "daily_20261124T020000Z.sql.gz",
+        ] {
+            assert_eq!(BackupName::parse(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn order_is_by_time_then_sequence() {
+        let t = datetime!(2026-11-24 02:00:00 UTC);
+        let a = BackupName::new("app", BackupType::Weekly, t);
+        let b = a.clone().with_seq(2);
+        let c = BackupName::new("app", BackupType::Daily, t + time::Duration::seconds(1));
+        let mut v = vec![c.clone(), b.clone(), a.clone()];
+        v.sort();
+        assert_eq!(v, vec![a, b, c]);
+    }
+
+    #[test]
+    fn auto_type_follows_month_then_iso_week() {
+        // 2026-11-30 is a Monday; 2026-12-01 a Tuesday in the same ISO week.
+        let mon = datetime!(2026-11-30 01:00 UTC);
+        assert_eq!(auto_type(mon, &[]), BackupType::Monthly);
+        assert_eq!(
+            auto_type(mon, &[datetime!(2026-11-01 01:00 UTC)]),
+            BackupType::Weekly
+        );
+        assert_eq!(
+            auto_type(mon, &[datetime!(2026-11-29 23:00 UTC)]),
+            BackupType::Weekly,
+            "Sunday is last week"
+        );
+        assert_eq!(
+            auto_type(
+                mon,
+                &[
+                    datetime!(2026-11-01 01:00 UTC),
+                    datetime!(2026-11-30 00:30 UTC)
+                ]
+            ),
+            BackupType::Daily
+        );
+        let tue = datetime!(2026-12-01 01:00 UTC);
+        assert_eq!(
+            auto_type(tue, &[mon]),
+            BackupType::Monthly,
+            "a new month wins over the same week"
+        );
+        // ISO week 1 of 2027 starts on 2027-01-04; 2026-12-31 and 2027-01-01 share week 53 of 2026.
+        assert_eq!(
+            auto_type(
+                datetime!(2027-01-01 05:00 UTC),
+                &[
+                    datetime!(2026-12-31 05:00 UTC),
+                    datetime!(2027-01-01 01:00 UTC)
+                ]
+            ),
+            BackupType::Daily
+        );
+        // A future-dated backup (clock skew) does not count as this month's.
+        assert_eq!(
+            auto_type(mon, &[datetime!(2026-11-30 09:00 UTC)]),
+            BackupType::Monthly
+        );
+    }
+}

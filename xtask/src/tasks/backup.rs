@@ -1,0 +1,312 @@
+//! `cargo xtask db-backup`: pg_dump streamed through the archive pipeline
+//! into `{database}_{type}_{timestamp}.sql.gz` + `.sha256` + `.meta`, then
+//! metrics. A failure at any step publishes nothing and records the failure.
+
+use std::io;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context as _, format_err};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::archive::{self, PartialFile};
+use crate::config::{Settings, number_setting};
+use crate::flags::{DbBackup, TypeArg};
+use crate::meta::{self, BackupMeta, Compression, Verification};
+use crate::metrics::{self, Outcome};
+use crate::naming::{self, BackupName, BackupType};
+use crate::pg::{self, Client, DumpOptions, PgError};
+use crate::store::LocalStore;
+use crate::tasks::Context;
+use crate::{Failure, exit, ui};
+
+pub const DEFAULT_LEVEL: u32 = 6;
+
+pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
+    ui::set_verbosity(args.common.quiet, args.common.verbose);
+    let settings = Settings::resolve(&args.common, &ctx.sources, &ctx.root)?;
+    let level = number_setting(
+        &ctx.sources,
+        "BACKUP_COMPRESSION_LEVEL",
+        args.compression_level,
+        DEFAULT_LEVEL,
+        "a number from 1 to 9",
+        |l| (1..=9).contains(l),
+    )?;
+    for (name, origin) in &settings.origins {
+        ui::detail(format!("{name}: from {origin}"));
+    }
+    let store = LocalStore::new(&settings.backup_dir);
+    let db = settings.connection.dbname.clone();
+    let started_at = OffsetDateTime::now_utc();
+
+    let kind = match args.kind {
+        TypeArg::Daily => BackupType::Daily,
+        TypeArg::Weekly => BackupType::Weekly,
+        TypeArg::Monthly => BackupType::Monthly,
+        TypeArg::Auto => {
+            let existing = store.complete_for(&db).unwrap_or_default();
+            let stamps: Vec<_> = existing.iter().map(|n| n.timestamp).collect();
+            let kind = naming::auto_type(started_at, &stamps);
+            ui::detail(format!("--type=auto chose {kind}"));
+            kind
+        }
+    };
+
+    match backup(&args, ctx, &settings, &store, kind, level, started_at) {
+        Ok(done) => finish(&args, &store, done),
+        Err(err) => {
+            if let Err(e) = store.update_metrics(|m| {
+                metrics::record_backup(m, &db, kind, OffsetDateTime::now_utc(), &Outcome::Failure)
+            }) {
+                ui::warn(format!("could not record the failure in the metrics: {e}"));
+            }
+            if args.json {
+                let out = json!({"status": "failed", "database": db, "type": kind, "error": format!("{err:#}")});
+                println!("{out}");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// A published backup.
+struct Done {
+    meta: BackupMeta,
+    name: BackupName,
+}
+
+fn backup(
+    args: &DbBackup,
+    ctx: &Context,
+    settings: &Settings,
+    store: &LocalStore,
+    kind: BackupType,
+    level: u32,
+    started_at: OffsetDateTime,
+) -> anyhow::Result<Done> {
+    let conn = &settings.connection;
+    let dir = &store.dir;
+    archive::create_private_dir(dir)
+        .with_context(|| format!("cannot create the backup directory {}", dir.display()))?;
+    for path in archive::remove_stale_partials(dir).unwrap_or_default() {
+        ui::detail(format!(
+            "removed the leftover of an interrupted run: {}",
+            path.display()
+        ));
+    }
+
+    // Preflight: find a client, reach the server, and check the client can dump it.
+    let client = Client::find(&ctx.sh, None)?;
+    let server = pg::server_version(&ctx.sh, &client, conn)?;
+    let client = if client.version.major < server.major {
+        Client::find(&ctx.sh, Some(server.major))?
+    } else {
+        client
+    };
+    pg::check_dump_compat(&client, &server)?;
+    ui::detail(format!(
+        "pg_dump {} ({}), server {}",
+        client.version,
+        client.tool("pg_dump").display(),
+        server
+    ));
+
+    let partial = PartialFile::create(dir)
+        .with_context(|| format!("cannot write to the backup directory {}", dir.display()))?;
+    let clock = Instant::now();
+    ui::info(format!("backing up {} ({kind})", conn.display_target()));
+    let opts = DumpOptions {
+        schema_only: args.schema_only,
+    };
+    let reader = pg::dump_expression(&client, conn, &opts)
+        .reader()
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                anyhow::Error::new(PgError::ToolMissing {
+                    tool: "pg_dump".into(),
+                })
+            } else {
+                anyhow::Error::new(e).context("cannot start pg_dump")
+            }
+        })?;
+    let mut progress = ui::Progress::new("dumping");
+    let archived =
+        archive::compress_into(&reader, partial.writer()?, level, |n| progress.update(n));
+    progress.finish();
+    let archived = match archived {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = reader.kill();
+            return Err(anyhow::Error::new(e)
+                .context(format!("writing the backup into {} failed", dir.display())));
+        }
+    };
+    // At EOF the reader has waited for pg_dump: its status and stderr are here.
+    let output = reader
+        .try_wait()?
+        .ok_or_else(|| format_err!("pg_dump did not exit after closing its output"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        if stderr.trim().is_empty() {
+            return Err(format_err!(
+                "pg_dump stopped before the dump was complete ({}); nothing was published",
+                output.status
+            ));
+        }
+        return Err(pg::classify("pg_dump", &stderr, conn).into());
+    }
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        ui::warn(format!("pg_dump: {line}"));
+    }
+    archived.scan.check().map_err(|e| {
+        format_err!("the dump pg_dump produced is incomplete: {e}; nothing was published")
+    })?;
+    let finished_at = OffsetDateTime::now_utc();
+    let duration = clock.elapsed().as_secs_f64();
+
+    let mut meta = BackupMeta {
+        format_version: meta::FORMAT_VERSION,
+        database: conn.dbname.clone(),
+        kind,
+        file: String::new(),
+        started_at,
+        finished_at,
+        duration_seconds: (duration * 1000.0).round() / 1000.0,
+        size_bytes: archived.compressed_bytes,
+        uncompressed_bytes: archived.scan.bytes,
+        sha256: archived.sha256.clone(),
+        format: "plain".into(),
+        compression: Compression {
+            algorithm: "gzip".into(),
+            level,
+        },
+        schema_only: args.schema_only,
+        pg_dump_version: client.version.text.clone(),
+        server_version: server.text.clone(),
+        via: "host".into(),
+        tables: archived.scan.tables.clone(),
+        git_commit: pg::git_commit(&ctx.sh, &ctx.root),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        verification: None,
+    };
+    let name = publish(store, partial, &mut meta, started_at)?;
+    Ok(Done { meta, name })
+}
+
+/// Reserves a free name (the `.sha256` file is created exclusively, so two
+/// runs in the same second cannot take the same one), writes `.meta`, and
+/// publishes the dump last: once the dump is visible, its set is complete.
+fn publish(
+    store: &LocalStore,
+    partial: PartialFile,
+    meta: &mut BackupMeta,
+    at: OffsetDateTime,
+) -> anyhow::Result<BackupName> {
+    let mut name = BackupName::new(&meta.database, meta.kind, at);
+    loop {
+        if !store.name_taken(&name) {
+            let line = meta::sha256_line(&meta.sha256, &name.file_name());
+            match archive::write_new(&store.path(&name.sha256_name()), line.as_bytes()) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).context("cannot write the .sha256 file"),
+            }
+        }
+        name = name.clone().with_seq(name.seq + 1);
+    }
+    meta.file = name.file_name();
+    let result = archive::write_atomic(&store.path(&name.meta_name()), meta.to_json().as_bytes())
+        .context("cannot write the .meta file")
+        .and_then(|()| {
+            partial
+                .publish(&store.path(&name.file_name()))
+                .context("cannot publish the dump")
+        });
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(store.path(&name.sha256_name()));
+        let _ = std::fs::remove_file(store.path(&name.meta_name()));
+        return Err(e);
+    }
+    Ok(name)
+}
+
+fn finish(args: &DbBackup, store: &LocalStore, mut done: Done) -> anyhow::Result<ExitCode> {
+    let path = store.path(&done.name.file_name());
+    let m = &done.meta;
+    store
+        .update_metrics(|metrics| {
+            metrics::record_backup(
+                metrics,
+                &m.database,
+                m.kind,
+                m.finished_at,
+                &Outcome::Success {
+                    size_bytes: m.size_bytes,
+                    uncompressed_bytes: m.uncompressed_bytes,
+                    duration_seconds: m.duration_seconds,
+                },
+            )
+        })
+        .map_err(|e| ui::warn(format!("could not write the metrics: {e}")))
+        .ok();
+
+    let mut verify_error = None;
+    if args.verify {
+        let at = OffsetDateTime::now_utc();
+        let result = archive::verify_file(&path, Some(&done.meta.sha256));
+        let ok = result.is_ok();
+        if let Err(e) = &result {
+            verify_error = Some(e.to_string());
+        }
+        done.meta.verification = Some(Verification {
+            verified_at: at,
+            ok,
+            error: verify_error.clone(),
+        });
+        archive::write_atomic(
+            &store.path(&done.name.meta_name()),
+            done.meta.to_json().as_bytes(),
+        )
+        .context("cannot record the verification in .meta")?;
+        let (db, kind) = (done.meta.database.clone(), done.meta.kind);
+        store
+            .update_metrics(|metrics| metrics::record_verify(metrics, &db, kind, at, ok))
+            .map_err(|e| ui::warn(format!("could not write the metrics: {e}")))
+            .ok();
+    }
+
+    let m = &done.meta;
+    if args.json {
+        let out = json!({
+            "status": if verify_error.is_some() { "verify_failed" } else { "ok" },
+            "path": path.display().to_string(),
+            "meta": m,
+        });
+        println!("{out}");
+    } else if ui::verbosity() >= ui::Verbosity::Normal {
+        let rows: u64 = m.tables.values().sum();
+        println!(
+            "{}  {} ({} of SQL, {} tables, {} rows) in {:.1}s{}",
+            path.display(),
+            ui::bytes(m.size_bytes),
+            ui::bytes(m.uncompressed_bytes),
+            m.tables.len(),
+            rows,
+            m.duration_seconds,
+            match (&m.verification, args.verify) {
+                (Some(v), _) if v.ok => ", verified",
+                _ => "",
+            }
+        );
+    }
+    if let Some(e) = verify_error {
+        return Err(Failure {
+            code: exit::VERIFY_FAILED,
+            message: format!("{} failed verification: {e}", m.file),
+        }
+        .into());
+    }
+    Ok(ExitCode::SUCCESS)
+}
