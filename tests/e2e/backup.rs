@@ -371,8 +371,27 @@ fn killed_pg_dump_or_killed_xtask_leave_no_backup() {
     assert_eq!(backup_files(&dir).len(), 3);
 }
 
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}
+
+fn mount_tmpfs(path: &Path, options: &str) {
+    std::fs::create_dir_all(path).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mounting a tmpfs ({options}) failed");
+}
+
 /// A directory nobody may write to, whoever runs the test: a read-only
-/// mount for root (who ignores permissions), mode 0555 otherwise.
+/// mount for root (who ignores permissions), mode 0555 otherwise. Also the
+/// guard that unmounts any tmpfs a test mounted.
 struct ReadOnlyDir {
     path: std::path::PathBuf,
     mounted: bool,
@@ -381,18 +400,9 @@ struct ReadOnlyDir {
 impl ReadOnlyDir {
     fn new(path: &Path) -> ReadOnlyDir {
         std::fs::create_dir_all(path).unwrap();
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout == b"0\n")
-            .unwrap_or(false);
+        let root = is_root();
         if root {
-            let ok = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
-                .arg(path)
-                .status()
-                .unwrap();
-            assert!(ok.success(), "mounting a read-only tmpfs failed");
+            mount_tmpfs(path, "ro,size=1m");
         } else {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o555)).unwrap();
@@ -428,6 +438,36 @@ fn read_only_backup_dir_is_one_clear_error() {
         "{err}"
     );
     assert!(files_in(&ro.path).is_empty());
+}
+
+#[test]
+fn a_full_disk_publishes_nothing() {
+    // A 2 MiB file system cannot hold the compressed dump of this table.
+    if !is_root() {
+        panic!("this test mounts a small tmpfs and needs root: run the suite as root (as CI does)");
+    }
+    let pg = PgServer::start(15);
+    seed_big(&pg);
+    let x = crate::xtask();
+    let dir = x.backup_dir();
+    mount_tmpfs(&dir, "size=2m");
+    let small = ReadOnlyDir {
+        path: dir.clone(),
+        mounted: true,
+    }; // unmounts on drop
+    let out = x.run(&["db-backup"], &pg.xtask_env(DB));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: writing the backup into") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(
+        backup_files(&dir).is_empty() && partials(&dir).is_empty(),
+        "{:?}",
+        files_in(&dir)
+    );
+    drop(small);
 }
 
 #[test]

@@ -3,14 +3,16 @@
 //! no-replace publish. And the reverse: re-reading a file to verify it.
 //!
 //! Memory is bounded by a fixed pool of buffers whatever the dump's size.
-//! Reading (and inspecting) runs on the caller's thread, compressing and
-//! writing on a second one, so pg_dump, the scan and deflate overlap.
+//! Reading (and inspecting) runs on the caller's thread, deflating on a pool
+//! of threads, hashing and writing on one more, so pg_dump, the scan and
+//! deflate overlap.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
@@ -19,8 +21,8 @@ use sha2::{Digest, Sha256};
 
 use crate::sqlscan::{ScanReport, SqlScanner, StructureError};
 
-const CHUNK: usize = 256 * 1024;
-const BUFFERS: usize = 8;
+/// The unit of reading, deflating and writing.
+const CHUNK: usize = 1024 * 1024;
 /// Prefix of the files a run writes before they are complete. Never a backup.
 pub const PARTIAL_PREFIX: &str = ".xtask-partial-";
 
@@ -85,36 +87,83 @@ fn read_full(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// How many threads deflate by default: one per core, at most 8. The pass is
+/// CPU-bound and deflate is its heaviest part.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+}
+
 /// Streams `source` into `file` as gzip at `level`, hashing the compressed
 /// bytes and scanning the SQL on the way; fsyncs the file at the end.
 /// `on_progress` gets the uncompressed byte count after each chunk.
+///
+/// The stream is cut into 1 MiB chunks that `workers` threads deflate in
+/// parallel, each into a gzip member of its own (as pigz does); a writer
+/// thread puts the members back in order. Concatenated members are one valid
+/// gzip file (RFC 1952) that every gzip reader decompresses whole. Memory is
+/// bounded: at most `2 * workers + 2` chunks are in flight.
 pub fn compress_into(
     mut source: impl Read,
     file: File,
     level: u32,
+    workers: usize,
     mut on_progress: impl FnMut(u64),
 ) -> io::Result<ArchiveOutcome> {
-    let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(BUFFERS);
-    let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(BUFFERS);
-    for _ in 0..BUFFERS {
-        empty_tx
-            .send(vec![0; CHUNK])
-            .expect("the channel has room for every buffer");
+    let workers = workers.max(1);
+    let in_flight = 2 * workers + 2;
+    let (work_tx, work_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(in_flight);
+    let work_rx = Mutex::new(work_rx);
+    // (sequence number, gzip member, the input buffer to recycle)
+    let (done_tx, done_rx) = mpsc::sync_channel::<(u64, Vec<u8>, Vec<u8>)>(in_flight);
+    let (free_tx, free_rx) = mpsc::sync_channel::<Vec<u8>>(in_flight);
+    for _ in 0..in_flight {
+        free_tx
+            .send(Vec::with_capacity(CHUNK))
+            .expect("the pool has room for every buffer");
     }
     std::thread::scope(|s| {
+        for _ in 0..workers {
+            let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+            s.spawn(move || -> io::Result<()> {
+                loop {
+                    let job = work_rx
+                        .lock()
+                        .map_err(|_| io::Error::other("a deflate thread panicked"))?
+                        .recv();
+                    let Ok((seq, input)) = job else { return Ok(()) };
+                    let member = gzip_member(&input, level)?;
+                    if done_tx.send((seq, member, input)).is_err() {
+                        return Ok(()); // the writer stopped: its error is reported
+                    }
+                }
+            });
+        }
+        drop(done_tx);
         let writer = s.spawn(move || -> io::Result<(String, u64)> {
-            let sink = HashingWriter {
+            let mut sink = HashingWriter {
                 inner: BufWriter::with_capacity(CHUNK, file),
                 hasher: Sha256::new(),
                 bytes: 0,
             };
-            let mut gz = GzEncoder::new(sink, Compression::new(level));
-            for buf in full_rx {
-                gz.write_all(&buf)?;
-                // The reader may be gone already (it failed); then the buffer is simply dropped.
-                let _ = empty_tx.send(buf);
+            let mut pending = BTreeMap::new();
+            let mut next = 0u64;
+            for (seq, member, input) in done_rx {
+                pending.insert(seq, member);
+                let _ = free_tx.send(input);
+                while let Some(member) = pending.remove(&next) {
+                    sink.write_all(&member)?;
+                    next += 1;
+                }
             }
-            let sink = gz.finish()?;
+            if next == 0 {
+                // An empty stream is still a gzip file: one empty member.
+                sink.write_all(&gzip_member(&[], level)?)?;
+            }
+            if !pending.is_empty() {
+                return Err(io::Error::other("a deflate thread stopped early"));
+            }
             let (digest, bytes) = (sink.hasher.finalize(), sink.bytes);
             let file = sink.inner.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
@@ -123,8 +172,9 @@ pub fn compress_into(
 
         let mut scanner = SqlScanner::new();
         let mut total = 0u64;
+        let mut seq = 0u64;
         let read_result: io::Result<()> = loop {
-            let Ok(mut buf) = empty_rx.recv() else {
+            let Ok(mut buf) = free_rx.recv() else {
                 break Ok(()); // the writer stopped: its error is reported below
             };
             buf.resize(CHUNK, 0);
@@ -139,14 +189,15 @@ pub fn compress_into(
             scanner.feed(&buf);
             total += n as u64;
             on_progress(total);
-            if full_tx.send(buf).is_err() {
+            if work_tx.send((seq, buf)).is_err() {
                 break Ok(());
             }
+            seq += 1;
         };
-        drop(full_tx);
+        drop(work_tx);
         let written = writer
             .join()
-            .map_err(|_| io::Error::other("the compression thread panicked"))?;
+            .map_err(|_| io::Error::other("the writer thread panicked"))?;
         read_result?;
         let (sha256, compressed_bytes) = written?;
         Ok(ArchiveOutcome {
@@ -155,6 +206,16 @@ pub fn compress_into(
             scan: scanner.finish(),
         })
     })
+}
+
+/// One complete gzip member holding `input`.
+fn gzip_member(input: &[u8], level: u32) -> io::Result<Vec<u8>> {
+    let mut gz = GzEncoder::new(
+        Vec::with_capacity(input.len() / 2 + 64),
+        Compression::new(level),
+    );
+    gz.write_all(input)?;
+    gz.finish()
 }
 
 /// Why a backup file failed verification.
@@ -386,7 +447,7 @@ mod tests {
         }
         data.extend_from_slice(b"\\.\n\n--\n-- PostgreSQL database dump complete\n--\n\n");
         let mut seen = 0;
-        let out = compress_into(&data[..], p.writer().unwrap(), 6, |n| seen = n).unwrap();
+        let out = compress_into(&data[..], p.writer().unwrap(), 6, 3, |n| seen = n).unwrap();
         assert_eq!(seen, data.len() as u64);
         assert_eq!(out.scan.check(), Ok(()));
         assert_eq!(out.scan.tables["public.t"], 200_002);
@@ -409,11 +470,47 @@ mod tests {
     }
 
     #[test]
+    fn output_is_the_same_whatever_the_thread_count() {
+        let data: Vec<u8> = (0..3_500_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut digests = Vec::new();
+        for workers in [1, 2, 5] {
+            let p = PartialFile::create(dir.path()).unwrap();
+            let out = compress_into(&data[..], p.writer().unwrap(), 6, workers, |_| {}).unwrap();
+            let mut back = Vec::new();
+            MultiGzDecoder::new(File::open(p.path()).unwrap())
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(
+                back == data,
+                "{workers} workers: the members decode to the input"
+            );
+            digests.push(out.sha256);
+        }
+        assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    }
+
+    #[test]
+    fn an_empty_stream_is_a_valid_gzip_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = PartialFile::create(dir.path()).unwrap();
+        compress_into(&b""[..], p.writer().unwrap(), 6, 2, |_| {}).unwrap();
+        let status = std::process::Command::new("gzip")
+            .arg("-t")
+            .arg(p.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
     fn verification_catches_each_kind_of_damage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.sql.gz");
         let p = PartialFile::create(dir.path()).unwrap();
-        let out = compress_into(DUMP, p.writer().unwrap(), 6, |_| {}).unwrap();
+        let out = compress_into(DUMP, p.writer().unwrap(), 6, 2, |_| {}).unwrap();
         p.publish(&path).unwrap();
         assert!(matches!(
             verify_file(&path, Some(&"0".repeat(64))),
@@ -484,7 +581,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let p = PartialFile::create(dir.path()).unwrap();
-        let err = compress_into(Broken(10), p.writer().unwrap(), 1, |_| {}).unwrap_err();
+        let err = compress_into(Broken(10), p.writer().unwrap(), 1, 2, |_| {}).unwrap_err();
         assert_eq!(err.to_string(), "boom");
     }
 }

@@ -34,6 +34,14 @@ pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         "a number from 1 to 9",
         |l| (1..=9).contains(l),
     )?;
+    let threads = number_setting(
+        &ctx.sources,
+        "BACKUP_COMPRESSION_THREADS",
+        None,
+        archive::default_workers(),
+        "a number of threads from 1 to 64",
+        |t| (1..=64).contains(t),
+    )?;
     for (name, origin) in &settings.origins {
         ui::detail(format!("{name}: from {origin}"));
     }
@@ -54,7 +62,13 @@ pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
     };
 
-    match backup(&args, ctx, &settings, &store, kind, level, started_at) {
+    let plan = Plan {
+        kind,
+        level,
+        threads,
+        started_at,
+    };
+    match backup(&args, ctx, &settings, &store, &plan) {
         Ok(done) => finish(&args, &store, done),
         Err(err) => {
             if let Err(e) = store.update_metrics(|m| {
@@ -71,6 +85,14 @@ pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What this run will do, decided before anything is touched.
+struct Plan {
+    kind: BackupType,
+    level: u32,
+    threads: usize,
+    started_at: OffsetDateTime,
+}
+
 /// A published backup.
 struct Done {
     meta: BackupMeta,
@@ -82,10 +104,14 @@ fn backup(
     ctx: &Context,
     settings: &Settings,
     store: &LocalStore,
-    kind: BackupType,
-    level: u32,
-    started_at: OffsetDateTime,
+    plan: &Plan,
 ) -> anyhow::Result<Done> {
+    let &Plan {
+        kind,
+        level,
+        started_at,
+        ..
+    } = plan;
     let conn = &settings.connection;
     let dir = &store.dir;
     archive::create_private_dir(dir)
@@ -133,7 +159,9 @@ fn backup(
         })?;
     let mut progress = ui::Progress::new("dumping");
     let archived =
-        archive::compress_into(&reader, partial.writer()?, level, |n| progress.update(n));
+        archive::compress_into(&reader, partial.writer()?, plan.level, plan.threads, |n| {
+            progress.update(n)
+        });
     progress.finish();
     let archived = match archived {
         Ok(a) => a,

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Backup benchmark: `cargo xtask db-backup` against the shell pipeline of the
+# design record, `pg_dump | pigz`, and `pg_dump > /dev/null` (the producer's
+# limit), on one standard dataset, in paired rounds. See docs/benchmarks.md.
+#
+#   bash scripts/bench-backup.sh [--scale N] [--rounds N] [--keep]
+#
+# Dataset: pgbench at --scale (default 20) plus a one-million-row table of
+# less compressible data: about 630 MiB of plain SQL at scale 20.
+# The server is a throwaway PostgreSQL 15 cluster of the host's own packages
+# on 127.0.0.1 (no container: nothing but the tools under test in the path).
+# Needs root (the server runs as the postgres user), pgbench, pigz, GNU time.
+set -euo pipefail
+
+scale=20
+rounds=3
+keep=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --scale) scale=$2; shift 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
+        --keep) keep=1; shift ;;
+        *) echo "unknown argument $1: expected --scale N, --rounds N, --keep" >&2; exit 2 ;;
+    esac
+done
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+port=${BENCH_PORT:-55499}
+work=$(mktemp -d /tmp/xtask-bench.XXXXXX)
+data="$work/pgdata"
+out="$work/out"
+mkdir -p "$out"
+
+for tool in pigz /usr/bin/time; do
+    command -v "$tool" >/dev/null || {
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pigz time >/dev/null
+        break
+    }
+done
+
+cleanup() {
+    runuser -u postgres -- "$bindir/pg_ctl" -D "$data" -m fast stop >/dev/null 2>&1 || true
+    [ "$keep" = 1 ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== server: $("$bindir/postgres" --version), scale $scale, $rounds rounds, in $work" >&2
+mkdir -p "$data" && chown postgres "$data" && chmod 1777 "$work"
+runuser -u postgres -- "$bindir/initdb" -D "$data" -U bench --auth=trust >/dev/null
+runuser -u postgres -- "$bindir/pg_ctl" -D "$data" -w -l "$work/server.log" \
+    -o "-p $port -c listen_addresses=127.0.0.1 -k $work -c fsync=off -c shared_buffers=512MB" start >/dev/null
+
+export PGHOST=127.0.0.1 PGPORT=$port PGUSER=bench PGDATABASE=bench
+"$bindir/createdb" bench
+echo "== building the dataset" >&2
+"$bindir/pgbench" -i -q -s "$scale" >/dev/null 2>&1
+# Rows like an application's: a uuid, an email, amounts, timestamps, a
+# sentence of words in random order and a random hex token; about 430 bytes
+# of SQL a row, compressing about 3:1 (less than pgbench's 6:1).
+"$bindir/psql" -qX -c "CREATE TABLE noise AS
+    SELECT g AS id, md5(g::text)::uuid AS uid, 'user' || (random() * 1e6)::int || '@example.com' AS email,
+      round((random() * 1e5)::numeric, 2) AS amount, now() - random() * interval '900 days' AS at,
+      (SELECT string_agg((ARRAY['order','shipped','to','the','customer','invoice','paid','late','refund','item',
+        'warehouse','address','changed','by','support','on','request','with','note','priority'])[1 + floor(random() * 20)::int], ' ')
+       FROM generate_series(1, 45 + g % 2)) AS note,
+      md5(random()::text) || md5(random()::text) AS token
+    FROM generate_series(1, 1000000) g" -c "VACUUM ANALYZE"
+
+(cd "$here" && cargo build -q -p xtask)
+xtask="$here/target/debug/xtask"
+
+# One measurement: wall seconds and peak RSS (KiB) of the named process.
+measure() { # name, then the command (run through bash -c)
+    local name=$1; shift
+    /usr/bin/time -f "%e %M" -o "$work/time" bash -c "$*" 2>"$work/stderr" || {
+        cat "$work/stderr" >&2; exit 1
+    }
+    read -r secs rss <"$work/time"
+    echo "$name $secs $rss" >>"$work/results"
+}
+
+: >"$work/results"
+for r in $(seq 1 "$rounds"); do
+    echo "== round $r" >&2
+    measure devnull "'$bindir/pg_dump' > /dev/null"
+    rm -rf "$out"/*
+    measure shell "'$bindir/pg_dump' | gzip > '$out/f.sql.gz' && sha256sum '$out/f.sql.gz' > '$out/f.sql.gz.sha256'"
+    gzip_size=$(stat -c %s "$out/f.sql.gz")
+    rm -rf "$out"/*
+    measure pigz "'$bindir/pg_dump' | pigz > '$out/f.sql.gz'"
+    rm -rf "$out"/*
+    # RSS of the xtask alone (GNU time reports the largest process of the tree;
+    # pg_dump is smaller, see the devnull row).
+    measure xtask "XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench '$xtask' db-backup -q"
+    xtask_size=$(stat -c %s "$out"/bench_*.sql.gz)
+    sql_size=$(sed -n 's/.*"uncompressed_bytes": \([0-9]*\).*/\1/p' "$out"/bench_*.meta)
+    rm -rf "$out"/*
+    measure xtask-1t "BACKUP_COMPRESSION_THREADS=1 XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench '$xtask' db-backup -q"
+done
+
+python3 - "$work/results" "$gzip_size" "$xtask_size" "$sql_size" <<'EOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, secs, rss = line.split()
+    rows.setdefault(name, []).append((float(secs), int(rss)))
+gzip_size, xtask_size, sql_size = map(int, sys.argv[2:5])
+med = {k: statistics.median(s for s, _ in v) for k, v in rows.items()}
+print(f"plain SQL: {sql_size / 2**20:.0f} MiB; gzip -6: {gzip_size / 2**20:.1f} MiB; xtask: {xtask_size / 2**20:.1f} MiB ({xtask_size / gzip_size:.3f} x gzip)")
+print(f"{'command':<10} {'median s':>9} {'runs':>24} {'peak RSS MiB':>13} {'vs devnull':>10} {'shell/this':>10}")
+for k in ["devnull", "shell", "pigz", "xtask", "xtask-1t"]:
+    runs = " ".join(f"{s:.2f}" for s, _ in rows[k])
+    rss = max(r for _, r in rows[k]) / 1024
+    print(f"{k:<10} {med[k]:>9.2f} {runs:>24} {rss:>13.1f} {med[k] / med['devnull']:>10.2f} {med['shell'] / med[k]:>10.2f}")
+EOF
