@@ -25,6 +25,13 @@ fn db_backup_help() {
 }
 
 #[test]
+fn db_prune_help() {
+    let out = run(&["db-prune", "--help"]);
+    assert!(out.status.success(), "{}", show(&out));
+    insta::assert_snapshot!("db-prune-help", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
 fn bad_input_gets_one_clear_line() {
     let out = run(&["db-backup", "--type=hourly"]);
     assert_eq!(out.status.code(), Some(2));

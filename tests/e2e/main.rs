@@ -25,3 +25,4 @@ mod backup;
 mod cli;
 mod compose;
 mod harness;
+mod prune;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, format_err};
 
-use crate::flags::CommonArgs;
+use crate::flags::{CommonArgs, DirArgs};
 
 /// A value that must never be printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -356,17 +356,12 @@ impl Settings {
             sources.get_or_url("POSTGRES_USER", |u| u.user.clone())?,
             DEFAULT_USER,
         );
-        let backup_dir = pick(
-            "backup_dir",
-            args.backup_dir.as_ref().map(|p| p.display().to_string()),
-            sources.get("BACKUP_DIR"),
-            DEFAULT_BACKUP_DIR,
-        );
+        let (backup_dir, origin) = resolve_backup_dir(&args.dir, sources, root);
+        origins.push(("backup_dir", origin));
         let password = resolve_password(sources)?;
         let sslmode = sources
             .get_or_url("PGSSLMODE", |u| u.sslmode.clone())?
             .map(|(v, _)| v);
-        let backup_dir = root.join(backup_dir);
         Ok(Settings {
             root: root.to_path_buf(),
             connection: Connection {
@@ -381,6 +376,16 @@ impl Settings {
             origins,
         })
     }
+}
+
+/// The backup directory (flag > BACKUP_DIR > default), relative to `root`.
+pub fn resolve_backup_dir(args: &DirArgs, sources: &Sources, root: &Path) -> (PathBuf, Origin) {
+    let (dir, origin) = match (&args.backup_dir, sources.get("BACKUP_DIR")) {
+        (Some(flag), _) => (flag.clone(), Origin::Flag),
+        (None, Some((v, origin))) => (PathBuf::from(v), origin),
+        (None, None) => (PathBuf::from(DEFAULT_BACKUP_DIR), Origin::Default),
+    };
+    (root.join(dir), origin)
 }
 
 /// PGPASSWORD, then POSTGRES_PASSWORD (the compose service's own variable), then

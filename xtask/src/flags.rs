@@ -28,6 +28,8 @@ pub struct Xtask {
 pub enum Command {
     /// Back up a database: pg_dump streamed through gzip and SHA-256 into BACKUP_DIR
     DbBackup(DbBackup),
+    /// Apply retention: delete expired backups, never the last good ones, and say why
+    DbPrune(DbPrune),
 }
 
 /// Where the database is. Passwords are never flags: they would show in `ps`.
@@ -63,6 +65,13 @@ pub struct ConnectionArgs {
 pub struct CommonArgs {
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub dir: DirArgs,
+}
+
+/// Where backups are, and how much to say: every task that touches backups.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DirArgs {
     /// Backup directory, relative to the workspace root [env: BACKUP_DIR] [default: ./backups]
     #[arg(long, value_name = "DIR")]
     pub backup_dir: Option<PathBuf>,
@@ -105,9 +114,28 @@ pub struct DbBackup {
     /// Print one JSON object describing the result on stdout
     #[arg(long)]
     pub json: bool,
+    /// Do not prune old backups after this one succeeds
+    #[arg(long)]
+    pub no_prune: bool,
     /// gzip level, 1 (fast) to 9 (small) [env: BACKUP_COMPRESSION_LEVEL] [default: 6]
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(1..=9))]
     pub compression_level: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Retention: BACKUP_RETENTION_DAILY (days, default 7), BACKUP_RETENTION_WEEKLY (weeks, 4), \
+BACKUP_RETENTION_MONTHLY (months, 12), BACKUP_RETENTION_MIN (backups kept per database whatever their age, 1)."
+)]
+pub struct DbPrune {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// Show every backup with its verdict and the reason, delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the verdicts as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

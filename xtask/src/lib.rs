@@ -3,7 +3,7 @@
 //! - [`flags`]: the command line; [`tasks`]: one module per command.
 //! - Effects: [`pg`] (running PostgreSQL's client tools), [`archive`] (the
 //!   streaming pipeline and atomic files), [`store`] (the backup directory).
-//! - Pure core: [`naming`], [`meta`], [`metrics`], [`sqlscan`], [`config`].
+//! - Pure core: [`naming`], [`meta`], [`metrics`], [`retention`], [`sqlscan`], [`config`].
 //! - [`ui`]: what goes to stderr.
 
 pub mod archive;
@@ -13,6 +13,7 @@ pub mod meta;
 pub mod metrics;
 pub mod naming;
 pub mod pg;
+pub mod retention;
 pub mod sqlscan;
 pub mod store;
 pub mod tasks;
@@ -73,5 +74,6 @@ pub fn run(flags: flags::Xtask) -> anyhow::Result<ExitCode> {
     let ctx = tasks::Context::load()?;
     match command {
         flags::Command::DbBackup(args) => tasks::backup::run(args, &ctx),
+        flags::Command::DbPrune(args) => tasks::prune::run(args, &ctx),
     }
 }

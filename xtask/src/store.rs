@@ -3,28 +3,52 @@
 //! A backup exists only as a complete set: the dump, its `.sha256` and its
 //! `.meta`. Anything else in the directory is left alone.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::archive;
+use crate::meta::BackupMeta;
 use crate::metrics::{self, Metrics};
 use crate::naming::{BackupName, META_SUFFIX, SHA256_SUFFIX};
 
-/// One dump file the tool named, and which of its companions exist.
+/// The files of one backup name the tool recognises, and which exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupSet {
     pub name: BackupName,
+    pub has_dump: bool,
     pub has_sha256: bool,
     pub has_meta: bool,
 }
 
 impl BackupSet {
     pub fn is_complete(&self) -> bool {
-        self.has_sha256 && self.has_meta
+        self.has_dump && self.has_sha256 && self.has_meta
     }
+
+    /// The names of the files of this set that exist, dump first.
+    pub fn files(&self) -> Vec<String> {
+        [
+            (self.has_dump, self.name.file_name()),
+            (self.has_sha256, self.name.sha256_name()),
+            (self.has_meta, self.name.meta_name()),
+        ]
+        .into_iter()
+        .filter_map(|(has, f)| has.then_some(f))
+        .collect()
+    }
+}
+
+/// Everything in the backup directory, sorted into the tool's sets and the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Oldest first.
+    pub sets: Vec<BackupSet>,
+    /// Files the tool did not name (never touched), except its own
+    /// `metrics/` directory and temporary `.xtask-partial-*` files.
+    pub foreign: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,33 +65,65 @@ impl LocalStore {
         self.dir.join(file_name)
     }
 
-    /// Every dump the tool named, oldest first. A missing directory holds none.
-    pub fn sets(&self) -> io::Result<Vec<BackupSet>> {
+    /// Reads the directory. A missing directory holds nothing.
+    pub fn inventory(&self) -> io::Result<Inventory> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Inventory::default()),
             Err(e) => return Err(e),
         };
-        let mut names = BTreeSet::new();
+        let mut sets: BTreeMap<String, BackupSet> = BTreeMap::new();
+        let mut foreign = Vec::new();
         for entry in entries {
             let entry = entry?;
-            if let Some(name) = entry.file_name().to_str() {
-                names.insert(name.to_string());
+            let Some(file) = entry.file_name().to_str().map(str::to_string) else {
+                foreign.push(entry.file_name().to_string_lossy().into_owned());
+                continue;
+            };
+            if file == "metrics" || file.starts_with(archive::PARTIAL_PREFIX) {
+                continue;
+            }
+            let (dump, part) = if let Some(d) = file.strip_suffix(SHA256_SUFFIX) {
+                (d, 1)
+            } else if let Some(d) = file.strip_suffix(META_SUFFIX) {
+                (d, 2)
+            } else {
+                (file.as_str(), 0)
+            };
+            let Some(name) =
+                BackupName::parse(dump).filter(|_| entry.file_type().is_ok_and(|t| t.is_file()))
+            else {
+                foreign.push(file);
+                continue;
+            };
+            let set = sets.entry(dump.to_string()).or_insert(BackupSet {
+                name,
+                has_dump: false,
+                has_sha256: false,
+                has_meta: false,
+            });
+            match part {
+                0 => set.has_dump = true,
+                1 => set.has_sha256 = true,
+                _ => set.has_meta = true,
             }
         }
-        let mut sets: Vec<BackupSet> = names
-            .iter()
-            .filter_map(|file| {
-                let name = BackupName::parse(file)?;
-                Some(BackupSet {
-                    has_sha256: names.contains(&format!("{file}{SHA256_SUFFIX}")),
-                    has_meta: names.contains(&format!("{file}{META_SUFFIX}")),
-                    name,
-                })
-            })
-            .collect();
+        let mut sets: Vec<BackupSet> = sets.into_values().collect();
         sets.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(sets)
+        foreign.sort();
+        Ok(Inventory { sets, foreign })
+    }
+
+    /// Every set the tool named, oldest first.
+    pub fn sets(&self) -> io::Result<Vec<BackupSet>> {
+        Ok(self.inventory()?.sets)
+    }
+
+    /// A set's `.meta`, if it is there and reads.
+    pub fn read_meta(&self, name: &BackupName) -> anyhow::Result<BackupMeta> {
+        let path = self.path(&name.meta_name());
+        let text = fs::read_to_string(&path)?;
+        BackupMeta::from_json(&text).map_err(|e| anyhow::format_err!("{}: {e}", path.display()))
     }
 
     /// Complete backups of one database, oldest first.
@@ -152,7 +208,24 @@ mod tests {
             fs::write(dir.path().join(f), b"x").unwrap();
         }
         fs::write(dir.path().join("README"), b"foreign").unwrap();
-        assert_eq!(store.sets().unwrap().len(), 3);
+        fs::write(
+            dir.path().join(c.sha256_name().replace("other", "orphan")),
+            b"x",
+        )
+        .unwrap();
+        let inv = store.inventory().unwrap();
+        assert_eq!(inv.sets.len(), 4);
+        assert_eq!(inv.foreign, vec!["README".to_string()]);
+        let orphan = inv
+            .sets
+            .iter()
+            .find(|s| s.name.database == "orphan")
+            .unwrap();
+        assert_eq!(
+            (orphan.has_dump, orphan.has_sha256, orphan.is_complete()),
+            (false, true, false)
+        );
+        assert_eq!(orphan.files(), vec![orphan.name.sha256_name()]);
         assert_eq!(store.complete_for("my_app").unwrap(), vec![a.clone()]);
         assert!(store.name_taken(&b));
         assert!(!store.name_taken(&b.clone().with_seq(2)));

@@ -17,14 +17,15 @@ use crate::meta::{self, BackupMeta, Compression, Verification};
 use crate::metrics::{self, Outcome};
 use crate::naming::{self, BackupName, BackupType};
 use crate::pg::{self, Client, DumpOptions, PgError};
+use crate::retention::Policy;
 use crate::store::LocalStore;
-use crate::tasks::Context;
+use crate::tasks::{Context, prune};
 use crate::{Failure, exit, ui};
 
 pub const DEFAULT_LEVEL: u32 = 6;
 
 pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
-    ui::set_verbosity(args.common.quiet, args.common.verbose);
+    ui::set_verbosity(args.common.dir.quiet, args.common.dir.verbose);
     let settings = Settings::resolve(&args.common, &ctx.sources, &ctx.root)?;
     let level = number_setting(
         &ctx.sources,
@@ -34,6 +35,9 @@ pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         "a number from 1 to 9",
         |l| (1..=9).contains(l),
     )?;
+    // Checked before the backup, so a typo in a retention setting fails loudly
+    // instead of after the work (or never, with --no-prune).
+    let policy = prune::policy(&ctx.sources)?;
     let threads = number_setting(
         &ctx.sources,
         "BACKUP_COMPRESSION_THREADS",
@@ -69,7 +73,7 @@ pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         started_at,
     };
     match backup(&args, ctx, &settings, &store, &plan) {
-        Ok(done) => finish(&args, &store, done),
+        Ok(done) => finish(&args, ctx, &store, &policy, done),
         Err(err) => {
             if let Err(e) = store.update_metrics(|m| {
                 metrics::record_backup(m, &db, kind, OffsetDateTime::now_utc(), &Outcome::Failure)
@@ -260,7 +264,13 @@ fn publish(
     Ok(name)
 }
 
-fn finish(args: &DbBackup, store: &LocalStore, mut done: Done) -> anyhow::Result<ExitCode> {
+fn finish(
+    args: &DbBackup,
+    ctx: &Context,
+    store: &LocalStore,
+    policy: &Policy,
+    mut done: Done,
+) -> anyhow::Result<ExitCode> {
     let path = store.path(&done.name.file_name());
     let m = &done.meta;
     store
@@ -305,12 +315,25 @@ fn finish(args: &DbBackup, store: &LocalStore, mut done: Done) -> anyhow::Result
             .ok();
     }
 
+    let pruned = if args.no_prune {
+        None
+    } else {
+        let now = prune::now(&ctx.sources)?;
+        let report = prune::prune(store, policy, now, false)
+            .context("the backup is written, but pruning old backups failed")?;
+        for row in report.rows.iter().filter(|r| r.delete) {
+            ui::info(format!("pruned {} ({})", row.file, row.reason_text));
+        }
+        Some(report)
+    };
+
     let m = &done.meta;
     if args.json {
         let out = json!({
             "status": if verify_error.is_some() { "verify_failed" } else { "ok" },
             "path": path.display().to_string(),
             "meta": m,
+            "pruned": pruned.as_ref().map(|r| r.rows.iter().filter(|row| row.delete).map(|row| &row.file).collect::<Vec<_>>()),
         });
         println!("{out}");
     } else if ui::verbosity() >= ui::Verbosity::Normal {
