@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use e2e::{DB, PASSWORD, PgServer, files_in, show};
+use e2e::{DB, PASSWORD, PgServer, files_in, host_pg_dump_major, json_of, show};
 use serde_json::Value;
 
 per_version! {
@@ -39,24 +39,6 @@ const TABLES: &[(&str, &str)] = &[
     ("public.\"Audit Log\"", "\"Audit Log\""),
     ("public.empty_table", "empty_table"),
 ];
-
-fn host_pg_dump_major() -> u32 {
-    let out = Command::new("pg_dump")
-        .arg("--version")
-        .output()
-        .expect("pg_dump on the host");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text
-        .split_whitespace()
-        .nth(2)
-        .expect("pg_dump (PostgreSQL) N.M");
-    version.split('.').next().unwrap().parse().unwrap()
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {}", show(out)))
-}
 
 fn backup_files(dir: &Path) -> Vec<String> {
     files_in(dir)

@@ -25,10 +25,12 @@ fn db_backup_help() {
 }
 
 #[test]
-fn db_prune_help() {
-    let out = run(&["db-prune", "--help"]);
-    assert!(out.status.success(), "{}", show(&out));
-    insta::assert_snapshot!("db-prune-help", String::from_utf8_lossy(&out.stdout));
+fn every_task_help() {
+    for task in ["db-prune", "db-restore", "db-list", "db-verify"] {
+        let out = run(&[task, "--help"]);
+        assert!(out.status.success(), "{}", show(&out));
+        insta::assert_snapshot!(format!("{task}-help"), String::from_utf8_lossy(&out.stdout));
+    }
 }
 
 #[test]

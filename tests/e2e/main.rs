@@ -26,3 +26,4 @@ mod cli;
 mod compose;
 mod harness;
 mod prune;
+mod restore;

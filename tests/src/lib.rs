@@ -325,3 +325,23 @@ pub fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// The major version of the host's `pg_dump`.
+pub fn host_pg_dump_major() -> u32 {
+    let out = Command::new("pg_dump")
+        .arg("--version")
+        .output()
+        .expect("pg_dump on the host");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .split_whitespace()
+        .nth(2)
+        .expect("pg_dump (PostgreSQL) N.M");
+    version.split('.').next().unwrap().parse().unwrap()
+}
+
+/// A run's stdout as the one JSON object it must be.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {}", show(out)))
+}

@@ -264,6 +264,7 @@ pub fn verify_file(
         bytes: 0,
     };
     let mut scanner = SqlScanner::new();
+    let mut gzip_error = None;
     {
         let mut gz = MultiGzDecoder::new(&mut hashing);
         let mut buf = vec![0; CHUNK];
@@ -272,11 +273,15 @@ pub fn verify_file(
                 Ok(0) => break,
                 Ok(n) => scanner.feed(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(VerifyError::Gzip(e)),
+                Err(e) => {
+                    gzip_error = Some(e);
+                    break;
+                }
             }
         }
     }
-    // Anything after the last gzip member still belongs to the file's checksum.
+    // The rest of the file (all of it after a damaged member) still belongs to
+    // the checksum, which says "corrupt" more plainly than a deflate error.
     io::copy(&mut hashing, &mut io::sink()).map_err(VerifyError::Io)?;
     let sha256 = hex(&hashing.hasher.finalize());
     if let Some(expected) = expected_sha256
@@ -286,6 +291,9 @@ pub fn verify_file(
             expected: expected.to_string(),
             actual: sha256,
         });
+    }
+    if let Some(e) = gzip_error {
+        return Err(VerifyError::Gzip(e));
     }
     let scan = scanner.finish();
     scan.check().map_err(VerifyError::Structure)?;

@@ -28,6 +28,12 @@ pub struct Xtask {
 pub enum Command {
     /// Back up a database: pg_dump streamed through gzip and SHA-256 into BACKUP_DIR
     DbBackup(DbBackup),
+    /// Restore a backup all-or-nothing: loaded into a scratch database, checked, then swapped in
+    DbRestore(DbRestore),
+    /// List the backups in BACKUP_DIR, newest first
+    DbList(DbList),
+    /// Check backups: checksum, gzip stream and SQL structure, in one read of each file
+    DbVerify(DbVerify),
     /// Apply retention: delete expired backups, never the last good ones, and say why
     DbPrune(DbPrune),
 }
@@ -120,6 +126,90 @@ pub struct DbBackup {
     /// gzip level, 1 (fast) to 9 (small) [env: BACKUP_COMPRESSION_LEVEL] [default: 6]
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(1..=9))]
     pub compression_level: Option<u32>,
+}
+
+/// `--type` where a tier narrows a choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Tier {
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+impl From<Tier> for crate::naming::BackupType {
+    fn from(t: Tier) -> Self {
+        match t {
+            Tier::Daily => crate::naming::BackupType::Daily,
+            Tier::Weekly => crate::naming::BackupType::Weekly,
+            Tier::Monthly => crate::naming::BackupType::Monthly,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbList {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// Print the list as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbVerify {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// The backup to check: a path, or a file name in BACKUP_DIR
+    #[arg(value_name = "FILE", conflicts_with_all = ["latest", "all"])]
+    pub file: Option<String>,
+    /// Check the newest usable backup of the database (POSTGRES_DB or --dbname)
+    #[arg(long, conflicts_with = "all")]
+    pub latest: bool,
+    /// Check every backup in BACKUP_DIR
+    #[arg(long)]
+    pub all: bool,
+    /// With --latest: the newest of this tier
+    #[arg(long = "type", value_enum, value_name = "TYPE", requires = "latest")]
+    pub kind: Option<Tier>,
+    /// Database whose newest backup --latest picks [env: POSTGRES_DB] [default: app]
+    #[arg(short = 'd', long = "dbname", value_name = "NAME")]
+    pub dbname: Option<String>,
+    /// Print the results as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbRestore {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The backup to restore: a path, or a file name in BACKUP_DIR
+    #[arg(value_name = "FILE", required_unless_present_any = ["latest", "list"], conflicts_with = "latest")]
+    pub file: Option<String>,
+    /// Restore the newest usable backup of the database (decided by .meta, skipping failed ones)
+    #[arg(long)]
+    pub latest: bool,
+    /// With --latest: the newest of this tier
+    #[arg(long = "type", value_enum, value_name = "TYPE", requires = "latest")]
+    pub kind: Option<Tier>,
+    /// Run every check and print the plan; touch nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// List the backups (as db-list) and exit
+    #[arg(long)]
+    pub list: bool,
+    /// Restore into this database instead (created; replaced only with --yes)
+    #[arg(long, value_name = "NAME")]
+    pub target_db: Option<String>,
+    /// Replace an existing database without asking
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Drop the replaced database after success instead of keeping it as {db}_pre_restore_{timestamp}
+    #[arg(long)]
+    pub drop_previous: bool,
+    /// Print one JSON object describing the result on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -75,5 +75,8 @@ pub fn run(flags: flags::Xtask) -> anyhow::Result<ExitCode> {
     match command {
         flags::Command::DbBackup(args) => tasks::backup::run(args, &ctx),
         flags::Command::DbPrune(args) => tasks::prune::run(args, &ctx),
+        flags::Command::DbList(args) => tasks::list::run(&args.dir, args.json, &ctx),
+        flags::Command::DbVerify(args) => tasks::verify::run(args, &ctx),
+        flags::Command::DbRestore(args) => tasks::restore::run(args, &ctx),
     }
 }

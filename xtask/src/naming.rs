@@ -47,7 +47,7 @@ impl BackupType {
 
 impl fmt::Display for BackupType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

@@ -302,6 +302,43 @@ pub fn query(sh: &Shell, client: &Client, conn: &Connection, sql: &str) -> Resul
     }
 }
 
+/// Runs a psql script read from stdin, with psql variables (`:'v'` is a
+/// quoted literal, `:"v"` a quoted identifier), so values are never spliced
+/// into SQL text. Returns unaligned, tuples-only output.
+pub fn script(
+    sh: &Shell,
+    client: &Client,
+    conn: &Connection,
+    sql: &str,
+    vars: &[(&str, &str)],
+) -> Result<String, PgError> {
+    let psql = client.tool("psql");
+    let mut args: Vec<String> = Vec::new();
+    for (k, v) in vars {
+        args.push("-v".into());
+        args.push(format!("{k}={v}"));
+    }
+    let mut c = cmd!(sh, "{psql} -X -A -t -q -w -v ON_ERROR_STOP=1 {args...}")
+        .quiet()
+        .ignore_status()
+        .stdin(sql);
+    for (k, v) in conn.libpq_env() {
+        c = c.env(k, v);
+    }
+    let out = c.output().map_err(|_| PgError::ToolMissing {
+        tool: "psql".into(),
+    })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(classify(
+            "psql",
+            &String::from_utf8_lossy(&out.stderr),
+            conn,
+        ))
+    }
+}
+
 /// Connects once and returns the server's version: the preflight of every task.
 pub fn server_version(
     sh: &Shell,

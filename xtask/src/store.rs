@@ -10,9 +10,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::archive;
-use crate::meta::BackupMeta;
+use crate::meta::{BackupMeta, parse_sha256_line};
 use crate::metrics::{self, Metrics};
-use crate::naming::{BackupName, META_SUFFIX, SHA256_SUFFIX};
+use crate::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
+use time::OffsetDateTime;
 
 /// The files of one backup name the tool recognises, and which exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,59 @@ pub struct Inventory {
     /// Files the tool did not name (never touched), except its own
     /// `metrics/` directory and temporary `.xtask-partial-*` files.
     pub foreign: Vec<String>,
+}
+
+/// A set with a dump, and what its `.meta` and `.sha256` say.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub set: BackupSet,
+    pub meta: Option<BackupMeta>,
+    /// The digest the `.sha256` file names.
+    pub sha256_file: Option<String>,
+    pub size: u64,
+}
+
+/// Whether the recorded checksums are there and agree (not a re-read of the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChecksumState {
+    Recorded,
+    Missing,
+    Disagrees,
+}
+
+impl Listed {
+    pub fn created_at(&self) -> OffsetDateTime {
+        self.meta
+            .as_ref()
+            .map_or(self.set.name.timestamp, |m| m.finished_at)
+    }
+
+    pub fn checksum_state(&self) -> ChecksumState {
+        match (&self.sha256_file, &self.meta) {
+            (None, _) | (_, None) => ChecksumState::Missing,
+            (Some(file), Some(meta))
+                if file.eq_ignore_ascii_case(&meta.sha256) && meta.size_bytes == self.size =>
+            {
+                ChecksumState::Recorded
+            }
+            _ => ChecksumState::Disagrees,
+        }
+    }
+
+    /// `Some(true)` verified, `Some(false)` verification failed, `None` never verified.
+    pub fn verified(&self) -> Option<bool> {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.verification.as_ref())
+            .map(|v| v.ok)
+    }
+
+    pub fn usable(&self) -> bool {
+        self.set.is_complete()
+            && self.checksum_state() == ChecksumState::Recorded
+            && self.verified() != Some(false)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +178,50 @@ impl LocalStore {
         let path = self.path(&name.meta_name());
         let text = fs::read_to_string(&path)?;
         BackupMeta::from_json(&text).map_err(|e| anyhow::format_err!("{}: {e}", path.display()))
+    }
+
+    /// Every set with a dump, with what its sidecars say, oldest first.
+    pub fn catalog(&self) -> io::Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        for set in self.inventory()?.sets.into_iter().filter(|s| s.has_dump) {
+            let meta = if set.has_meta {
+                self.read_meta(&set.name).ok()
+            } else {
+                None
+            };
+            let sha256_file = if set.has_sha256 {
+                fs::read_to_string(self.path(&set.name.sha256_name()))
+                    .ok()
+                    .and_then(|t| parse_sha256_line(&t))
+                    .map(|(hex, _)| hex)
+            } else {
+                None
+            };
+            let size = fs::metadata(self.path(&set.name.file_name()))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            out.push(Listed {
+                set,
+                meta,
+                sha256_file,
+                size,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The newest usable backup of `database` (of `kind` if given): a complete
+    /// set whose `.meta` reads, whose checksum files agree and whose
+    /// verification, if any, passed. Decided by `.meta`'s `finished_at`.
+    pub fn latest(&self, database: &str, kind: Option<BackupType>) -> io::Result<Option<Listed>> {
+        Ok(self
+            .catalog()?
+            .into_iter()
+            .filter(|l| {
+                l.set.name.database == database && kind.is_none_or(|k| l.set.name.kind == k)
+            })
+            .filter(|l| l.usable())
+            .max_by(|a, b| (a.created_at(), &a.set.name).cmp(&(b.created_at(), &b.set.name))))
     }
 
     /// Complete backups of one database, oldest first.

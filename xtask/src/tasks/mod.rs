@@ -1,7 +1,10 @@
 //! One module per command. Each takes its flags and the [`Context`].
 
 pub mod backup;
+pub mod list;
 pub mod prune;
+pub mod restore;
+pub mod verify;
 
 use std::path::PathBuf;
 

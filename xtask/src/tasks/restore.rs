@@ -1,0 +1,584 @@
+//! `cargo xtask db-restore`: all or nothing. The backup is checked before any
+//! database is touched, loaded into a scratch database, checked again (row
+//! counts against the dump), and only then swapped in by renaming; the
+//! replaced database is kept as `{db}_pre_restore_{timestamp}`. A failure or
+//! Ctrl-C at any step drops the scratch database and leaves the target as it was.
+
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail, format_err};
+use flate2::read::MultiGzDecoder;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+use crate::config::{Connection, Settings};
+use crate::flags::DbRestore;
+use crate::pg::{self, Client, PgVersion};
+use crate::store::LocalStore;
+use crate::tasks::Context;
+use crate::tasks::verify::{self, Checked, Source};
+use crate::{Failure, ui};
+
+/// PostgreSQL truncates identifiers to 63 bytes: names we make must fit.
+const MAX_IDENT: usize = 63;
+
+/// `{base}{suffix}`, with `base` cut (at a character boundary) so the whole fits.
+pub fn derived_name(base: &str, suffix: &str) -> String {
+    let mut cut = MAX_IDENT.saturating_sub(suffix.len()).min(base.len());
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &base[..cut])
+}
+
+/// Hosts whose database is the developer's own: anything else must be confirmed with --yes.
+pub fn is_local_host(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "::1" | "")
+        || host.starts_with('/')
+        || host.starts_with("127.")
+}
+
+/// Whether the dump (made by pg_dump `dump`) loads into `server`: a newer
+/// pg_dump writes settings an older server rejects (`transaction_timeout`).
+pub fn check_compat(dump: Option<&PgVersion>, server: &PgVersion) -> anyhow::Result<()> {
+    match dump {
+        Some(d) if d.major > server.major => bail!(
+            "this dump was made by pg_dump {d} and cannot load into PostgreSQL {server} (a newer pg_dump writes settings an older server rejects): restore into a PostgreSQL {} server or newer",
+            d.major
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Drops the scratch database unless the restore got to the swap.
+struct Scratch<'a> {
+    sh: &'a xshell::Shell,
+    client: &'a Client,
+    admin: &'a Connection,
+    name: String,
+    armed: bool,
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let dropped = pg::script(
+                self.sh,
+                self.client,
+                self.admin,
+                "DROP DATABASE IF EXISTS :\"db\" WITH (FORCE);",
+                &[("db", &self.name)],
+            );
+            match dropped {
+                Ok(_) => ui::detail(format!("dropped the scratch database {}", self.name)),
+                Err(e) => ui::warn(format!(
+                    "could not drop the scratch database {}: {e}",
+                    self.name
+                )),
+            }
+        }
+    }
+}
+
+pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
+    ui::set_verbosity(args.common.dir.quiet, args.common.dir.verbose);
+    if args.list {
+        return crate::tasks::list::run(&args.common.dir, args.json, ctx);
+    }
+    let settings = Settings::resolve(&args.common, &ctx.sources, &ctx.root)?;
+    let store = LocalStore::new(&settings.backup_dir);
+    let conn = &settings.connection;
+    let target = args
+        .target_db
+        .clone()
+        .unwrap_or_else(|| conn.dbname.clone());
+
+    // 1. Which backup.
+    let source = if args.latest {
+        let kind = args.kind.map(Into::into);
+        let latest = store.latest(&conn.dbname, kind)?.ok_or_else(|| {
+            let tier = kind.map(|k| format!("{k} ")).unwrap_or_default();
+            format_err!(
+                "there is no usable {tier}backup of database '{}' in {}: make one with `cargo xtask db-backup`",
+                conn.dbname,
+                store.dir.display()
+            )
+        })?;
+        verify::source_of(&store, &latest.set.name)
+    } else {
+        let file = args
+            .file
+            .as_deref()
+            .ok_or_else(|| format_err!("say which backup to restore: a FILE or --latest"))?;
+        verify::resolve_file(&store, file)?
+    };
+
+    // 2. The file, before any database is touched.
+    ui::info(format!("checking {}", source.file_name));
+    let checked = verify::check(&source).map_err(|e| format_err!("refusing to restore: {e:#}"))?;
+
+    // 3. The server, and whether the dump can load into it.
+    let admin = Connection {
+        dbname: "postgres".into(),
+        ..conn.clone()
+    };
+    let client = Client::find(&ctx.sh, None)?;
+    let server = pg::server_version(&ctx.sh, &client, &admin)?;
+    let dump_version = checked
+        .report
+        .scan
+        .pg_dump_version
+        .as_deref()
+        .or(checked.meta.as_ref().map(|m| m.pg_dump_version.as_str()))
+        .and_then(PgVersion::parse);
+    check_compat(dump_version.as_ref(), &server)
+        .map_err(|e| format_err!("refusing to restore: {e}"))?;
+    let existing = pg::script(
+        &ctx.sh,
+        &client,
+        &admin,
+        "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = :'db';",
+        &[("db", &target)],
+    )?;
+    let exists = !existing.is_empty();
+
+    // 4. Consent to replace.
+    let where_ = format!("{}:{}", conn.host, conn.port);
+    let consent = if exists && !args.yes && args.target_db.is_some() {
+        Err(format_err!(
+            "database '{target}' already exists at {where_}: --target-db replaces only with --yes"
+        ))
+    } else {
+        consent(
+            exists,
+            args.yes,
+            &target,
+            &where_,
+            &conn.host,
+            &source.file_name,
+            args.dry_run,
+        )
+    };
+    let stamp = OffsetDateTime::now_utc().format(format_description!(
+        "[year][month][day]T[hour][minute][second]Z"
+    ))?;
+    let previous = exists.then(|| derived_name(&target, &format!("_pre_restore_{stamp}")));
+    if args.dry_run {
+        print_plan(
+            &source,
+            &checked,
+            &target,
+            &where_,
+            &server,
+            previous.as_deref(),
+            args.json,
+        );
+        consent?;
+        ui::info("dry run: every check passed; nothing was changed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    consent?;
+
+    // 5. Load into a scratch database with the target's encoding and locale.
+    let clock = Instant::now();
+    let scratch_name = derived_name(&target, &format!("_restore_{stamp}"));
+    let mut create = String::from("CREATE DATABASE :\"db\" TEMPLATE template0");
+    let mut vars: Vec<(&str, &str)> = vec![("db", &scratch_name)];
+    let parts: Vec<&str> = existing.split('|').collect();
+    if let [enc, collate, ctype] = parts.as_slice() {
+        create.push_str(" ENCODING :'enc' LC_COLLATE :'collate' LC_CTYPE :'ctype'");
+        vars.extend([("enc", *enc), ("collate", *collate), ("ctype", *ctype)]);
+    }
+    create.push(';');
+    pg::script(&ctx.sh, &client, &admin, &create, &vars)
+        .context("cannot create the scratch database")?;
+    let mut scratch = Scratch {
+        sh: &ctx.sh,
+        client: &client,
+        admin: &admin,
+        name: scratch_name.clone(),
+        armed: true,
+    };
+    ui::info(format!(
+        "loading {} into the scratch database {scratch_name}",
+        source.file_name
+    ));
+    let scratch_conn = Connection {
+        dbname: scratch_name.clone(),
+        ..conn.clone()
+    };
+    load(&source, &client, &scratch_conn)
+        .context("the restore failed; the target database was not touched")?;
+
+    // 6. Check what loaded against what the dump holds.
+    compare_counts(ctx, &client, &scratch_conn, &checked)
+        .context("the restore failed; the target database was not touched")?;
+
+    // 7. Swap: block and close other connections to the target, then rename both in one transaction.
+    let swap = match &previous {
+        Some(prev) => pg::script(
+            &ctx.sh,
+            &client,
+            &admin,
+            "ALTER DATABASE :\"target\" ALLOW_CONNECTIONS false;
+             SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = :'target' AND pid <> pg_backend_pid();
+             BEGIN;
+             ALTER DATABASE :\"target\" RENAME TO :\"prev\";
+             ALTER DATABASE :\"scratch\" RENAME TO :\"target\";
+             COMMIT;
+             ALTER DATABASE :\"prev\" ALLOW_CONNECTIONS true;",
+            &[("target", &target), ("prev", prev), ("scratch", &scratch_name)],
+        ),
+        None => pg::script(&ctx.sh, &client, &admin, "ALTER DATABASE :\"scratch\" RENAME TO :\"target\";", &[
+            ("scratch", &scratch_name),
+            ("target", &target),
+        ]),
+    };
+    if let Err(e) = swap {
+        if previous.is_some() {
+            // The rename is one transaction: the target kept its name; let it accept connections again.
+            let _ = pg::script(
+                &ctx.sh,
+                &client,
+                &admin,
+                "ALTER DATABASE :\"target\" ALLOW_CONNECTIONS true;",
+                &[("target", &target)],
+            );
+        }
+        return Err(
+            anyhow::Error::new(e).context("the swap failed; the target database was not changed")
+        );
+    }
+    scratch.armed = false;
+    drop(scratch);
+
+    let mut kept = previous.clone();
+    if let (Some(prev), true) = (&previous, args.drop_previous) {
+        pg::script(
+            &ctx.sh,
+            &client,
+            &admin,
+            "DROP DATABASE :\"prev\" WITH (FORCE);",
+            &[("prev", prev)],
+        )
+        .with_context(|| {
+            format!("restored, but the previous database {prev} could not be dropped")
+        })?;
+        kept = None;
+    }
+    let rows: u64 = checked.report.scan.tables.values().sum();
+    let secs = clock.elapsed().as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            json!({"status": "ok", "source": source.path.display().to_string(), "target": target, "host": where_,
+                "previous": kept, "tables": checked.report.scan.tables.len(), "rows": rows, "duration_seconds": (secs * 1000.0).round() / 1000.0})
+        );
+    } else if ui::verbosity() >= ui::Verbosity::Normal {
+        println!(
+            "restored {} into {target} at {where_}: {} tables, {rows} rows in {secs:.1}s",
+            source.file_name,
+            checked.report.scan.tables.len()
+        );
+        if let Some(prev) = &kept {
+            println!(
+                "the previous database is kept as {prev} (drop it with DROP DATABASE, or next time pass --drop-previous)"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Replacing a database needs consent: a `y` on a terminal, or `--yes`; a
+/// host other than this machine always needs `--yes`.
+fn consent(
+    exists: bool,
+    yes: bool,
+    target: &str,
+    where_: &str,
+    host: &str,
+    file: &str,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    if !exists || yes {
+        return Ok(());
+    }
+    if !is_local_host(host) {
+        bail!(
+            "restoring would replace database '{target}' on {where_}, which is not this machine: pass --yes to confirm"
+        );
+    }
+    if dry_run || !io::stdin().is_terminal() {
+        bail!(
+            "restoring would replace database '{target}' at {where_}: pass --yes to confirm (there is no terminal to ask)"
+        );
+    }
+    eprint!(
+        "Replace database '{target}' at {where_} with {file}? The current one is kept as a copy. [y/N] "
+    );
+    let mut answer = String::new();
+    io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: 1,
+            message: "not confirmed: nothing was changed".into(),
+        }
+        .into())
+    }
+}
+
+fn print_plan(
+    source: &Source,
+    checked: &Checked,
+    target: &str,
+    where_: &str,
+    server: &PgVersion,
+    previous: Option<&str>,
+    json: bool,
+) {
+    let scan = &checked.report.scan;
+    let rows: u64 = scan.tables.values().sum();
+    if json {
+        println!(
+            "{}",
+            json!({"dry_run": true, "source": source.path.display().to_string(), "target": target, "host": where_,
+                "size_bytes": checked.report.compressed_bytes, "uncompressed_bytes": scan.bytes,
+                "created_at": checked.meta.as_ref().map(|m| m.finished_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()),
+                "pg_dump_version": scan.pg_dump_version, "server_version": server.text, "replaces": target_exists(previous),
+                "previous_kept_as": previous, "tables": scan.tables, "rows": rows, "checksum_recorded": checked.checksum_recorded})
+        );
+        return;
+    }
+    println!("plan:");
+    println!(
+        "  source    {} ({}, {} of SQL)",
+        source.path.display(),
+        ui::bytes(checked.report.compressed_bytes),
+        ui::bytes(scan.bytes)
+    );
+    if let Some(m) = &checked.meta {
+        let at = m
+            .finished_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        println!(
+            "  created   {at} by pg_dump {} from server {}",
+            m.pg_dump_version, m.server_version
+        );
+    }
+    println!(
+        "  checks    checksum {}, gzip stream ok, SQL structure ok",
+        if checked.checksum_recorded {
+            "ok"
+        } else {
+            "not recorded"
+        }
+    );
+    println!(
+        "  target    {target} at {where_} (PostgreSQL {})",
+        server.text
+    );
+    match previous {
+        Some(prev) => println!("  replaces  the existing {target}, kept as {prev}"),
+        None => println!("  creates   {target}"),
+    }
+    println!("  data      {} tables, {rows} rows", scan.tables.len());
+    for (table, n) in &scan.tables {
+        println!("            {table}: {n}");
+    }
+}
+
+fn target_exists(previous: Option<&str>) -> bool {
+    previous.is_some()
+}
+
+/// Streams the dump into `psql` on the scratch database: decompression in
+/// this process overlaps the load in psql and the server. Ctrl-C stops it.
+fn load(source: &Source, client: &Client, conn: &Connection) -> anyhow::Result<()> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let mut ids = Vec::new();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        ids.push(signal_hook::flag::register(
+            signal,
+            Arc::clone(&interrupted),
+        )?);
+    }
+    let result = load_inner(source, client, conn, &interrupted);
+    for id in ids {
+        signal_hook::low_level::unregister(id);
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        return Err(Failure {
+            code: 130,
+            message: "interrupted: the scratch database is dropped and the target was not touched"
+                .into(),
+        }
+        .into());
+    }
+    result
+}
+
+fn load_inner(
+    source: &Source,
+    client: &Client,
+    conn: &Connection,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<()> {
+    let mut cmd = Command::new(client.tool("psql").into_os_string());
+    cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in conn.libpq_env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(|_| pg::PgError::ToolMissing {
+        tool: "psql".into(),
+    })?;
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    // Drained on its own thread: psql's messages can never block the load.
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let file = std::fs::File::open(&source.path)?;
+    let mut gz = MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, file));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut progress = ui::Progress::new("restoring");
+    let mut total = 0u64;
+    let fed: io::Result<()> = loop {
+        if interrupted.load(Ordering::SeqCst) {
+            break Err(io::Error::other("interrupted"));
+        }
+        let n = match gz.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        };
+        if let Err(e) = stdin.write_all(&buf[..n]) {
+            break Err(e);
+        }
+        total += n as u64;
+        progress.update(total);
+    };
+    progress.finish();
+    drop(stdin);
+    if fed.is_err() && interrupted.load(Ordering::SeqCst) {
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    let stderr = errors.join().unwrap_or_default();
+    if !status.success() {
+        let first = stderr
+            .lines()
+            .find(|l| l.contains("ERROR") || l.contains("FATAL"))
+            .or(stderr.lines().next())
+            .unwrap_or("");
+        let detail = first.trim().trim_start_matches("psql:").trim();
+        bail!(
+            "loading the dump stopped at an error: {}",
+            if detail.is_empty() {
+                "psql failed"
+            } else {
+                detail
+            }
+        );
+    }
+    fed.map_err(|e| format_err!("streaming the dump into psql failed: {e}"))?;
+    Ok(())
+}
+
+/// Row counts in the scratch database against the dump's COPY blocks.
+fn compare_counts(
+    ctx: &Context,
+    client: &Client,
+    conn: &Connection,
+    checked: &Checked,
+) -> anyhow::Result<()> {
+    let tables = &checked.report.scan.tables;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    // Table names come from the dump, quoted by pg_dump: each `SELECT` names one as written there.
+    let mut sql = String::new();
+    for (i, table) in tables.keys().enumerate() {
+        if i > 0 {
+            sql.push_str(" UNION ALL ");
+        }
+        sql.push_str(&format!("SELECT {i}, count(*) FROM ONLY {table}"));
+    }
+    sql.push(';');
+    let out = pg::script(&ctx.sh, client, conn, &sql, &[])?;
+    let counts: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.split('|').nth(1)?.parse().ok())
+        .collect();
+    for ((table, expected), got) in tables
+        .iter()
+        .zip(counts.iter().chain(std::iter::repeat(&u64::MAX)))
+    {
+        if got != expected {
+            bail!("table {table} holds {got} rows after loading, the dump has {expected}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names_fit_in_63_bytes() {
+        assert_eq!(
+            derived_name("app", "_restore_20261124T020000Z"),
+            "app_restore_20261124T020000Z"
+        );
+        let long = "ä".repeat(40); // 80 bytes
+        let n = derived_name(&long, "_pre_restore_20261124T020000Z");
+        assert!(
+            n.len() <= 63 && n.ends_with("_pre_restore_20261124T020000Z"),
+            "{n}"
+        );
+    }
+
+    #[test]
+    fn compat_refuses_a_newer_pg_dump() {
+        let v = |s| PgVersion::parse(s).unwrap();
+        assert!(check_compat(Some(&v("15.8")), &v("17.2")).is_ok());
+        assert!(check_compat(None, &v("15.2")).is_ok());
+        let err = check_compat(Some(&v("17.6")), &v("15.18"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "this dump was made by pg_dump 17.6 and cannot load into PostgreSQL 15.18 (a newer pg_dump writes settings an older server rejects): restore into a PostgreSQL 17 server or newer"
+        );
+    }
+
+    #[test]
+    fn local_hosts() {
+        for h in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "/var/run/postgresql",
+            "127.0.1.1",
+        ] {
+            assert!(is_local_host(h), "{h}");
+        }
+        for h in ["db.example.com", "10.0.0.5", "prod"] {
+            assert!(!is_local_host(h), "{h}");
+        }
+    }
+}

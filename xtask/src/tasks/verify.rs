@@ -1,0 +1,252 @@
+//! `cargo xtask db-verify`: checksum, gzip stream and SQL structure of one,
+//! the latest or all backups, each in one read. The same check guards every
+//! restore (`check`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, format_err};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::archive::{self, VerifyReport};
+use crate::config::{resolve_backup_dir, resolve_dbname};
+use crate::flags::DbVerify;
+use crate::meta::{BackupMeta, Verification, parse_sha256_line};
+use crate::metrics;
+use crate::naming::{BackupName, META_SUFFIX, SHA256_SUFFIX};
+use crate::store::LocalStore;
+use crate::tasks::Context;
+use crate::{Failure, exit, ui};
+
+/// A backup file to act on: where it is, and its name if the tool made it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub file_name: String,
+    pub name: Option<BackupName>,
+}
+
+impl Source {
+    fn sidecar(&self, suffix: &str) -> PathBuf {
+        self.path
+            .with_file_name(format!("{}{suffix}", self.file_name))
+    }
+}
+
+/// A path, or a file name in the backup directory.
+pub fn resolve_file(store: &LocalStore, arg: &str) -> anyhow::Result<Source> {
+    let as_path = Path::new(arg);
+    let path = if as_path.is_file() {
+        as_path.to_path_buf()
+    } else if store.path(arg).is_file() {
+        store.path(arg)
+    } else {
+        bail!(
+            "no backup '{arg}': it is neither a file nor a file name in {} (see `cargo xtask db-list`)",
+            store.dir.display()
+        );
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Source {
+        name: BackupName::parse(&file_name),
+        path,
+        file_name,
+    })
+}
+
+pub fn source_of(store: &LocalStore, name: &BackupName) -> Source {
+    Source {
+        path: store.path(&name.file_name()),
+        file_name: name.file_name(),
+        name: Some(name.clone()),
+    }
+}
+
+/// What a check established.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub report: VerifyReport,
+    pub meta: Option<BackupMeta>,
+    /// The file had a `.sha256` and it matched; false for files made elsewhere.
+    pub checksum_recorded: bool,
+}
+
+/// Every check short of loading: `.sha256` (when present), agreement with
+/// `.meta` (when present), the whole gzip stream and the SQL structure.
+pub fn check(source: &Source) -> anyhow::Result<Checked> {
+    let sha_path = source.sidecar(SHA256_SUFFIX);
+    let expected = match std::fs::read_to_string(&sha_path) {
+        Ok(text) => {
+            let (hex, named) = parse_sha256_line(&text).ok_or_else(|| {
+                format_err!(
+                    "{} is not a sha256sum line: the checksum file is damaged",
+                    sha_path.display()
+                )
+            })?;
+            if named != source.file_name {
+                bail!(
+                    "{} names '{named}', not {}: the checksum file belongs to another backup",
+                    sha_path.display(),
+                    source.file_name
+                );
+            }
+            Some(hex)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ui::warn(format!(
+                "{} has no .sha256 (made elsewhere?): only its gzip stream and SQL structure can be checked",
+                source.file_name
+            ));
+            None
+        }
+        Err(e) => return Err(format_err!("cannot read {}: {e}", sha_path.display())),
+    };
+    let meta_path = source.sidecar(META_SUFFIX);
+    let meta = match std::fs::read_to_string(&meta_path) {
+        Ok(text) => Some(
+            BackupMeta::from_json(&text)
+                .map_err(|e| format_err!("{} is unreadable: {e}", meta_path.display()))?,
+        ),
+        Err(_) => None,
+    };
+    if let (Some(meta), Some(hex)) = (&meta, &expected)
+        && !meta.sha256.eq_ignore_ascii_case(hex)
+    {
+        bail!(
+            "{}: .meta and .sha256 record different checksums: one of them was changed",
+            source.file_name
+        );
+    }
+    let report = archive::verify_file(&source.path, expected.as_deref())
+        .map_err(|e| format_err!("{}: {e}", source.file_name))?;
+    if let Some(meta) = &meta {
+        if meta.size_bytes != report.compressed_bytes {
+            bail!(
+                "{}: .meta records {} bytes, the file has {}",
+                source.file_name,
+                meta.size_bytes,
+                report.compressed_bytes
+            );
+        }
+        if meta.tables != report.scan.tables {
+            bail!(
+                "{}: the row counts in .meta disagree with the dump's data",
+                source.file_name
+            );
+        }
+    }
+    Ok(Checked {
+        report,
+        meta,
+        checksum_recorded: expected.is_some(),
+    })
+}
+
+/// Records a verification in `.meta` (when the file has one) and the metrics.
+pub fn record(store: &LocalStore, source: &Source, ok: bool, error: Option<String>) {
+    let meta_path = source.sidecar(META_SUFFIX);
+    let at = OffsetDateTime::now_utc();
+    if let Ok(text) = std::fs::read_to_string(&meta_path)
+        && let Ok(mut meta) = BackupMeta::from_json(&text)
+    {
+        meta.verification = Some(Verification {
+            verified_at: at,
+            ok,
+            error,
+        });
+        if let Err(e) = archive::write_atomic(&meta_path, meta.to_json().as_bytes()) {
+            ui::warn(format!(
+                "could not record the verification in {}: {e}",
+                meta_path.display()
+            ));
+        }
+    }
+    if let Some(name) = &source.name
+        && let Err(e) =
+            store.update_metrics(|m| metrics::record_verify(m, &name.database, name.kind, at, ok))
+    {
+        ui::warn(format!("could not write the metrics: {e}"));
+    }
+}
+
+pub fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
+    ui::set_verbosity(args.dir.quiet, args.dir.verbose);
+    let (dir, _) = resolve_backup_dir(&args.dir, &ctx.sources, &ctx.root);
+    let store = LocalStore::new(dir);
+    let sources: Vec<Source> = if let Some(file) = &args.file {
+        vec![resolve_file(&store, file)?]
+    } else if args.latest {
+        let db = resolve_dbname(args.dbname.clone(), &ctx.sources)?;
+        let kind = args.kind.map(Into::into);
+        let latest = store.latest(&db, kind)?.ok_or_else(|| {
+            format_err!(
+                "no usable backup of database '{db}' in {} to verify",
+                store.dir.display()
+            )
+        })?;
+        vec![source_of(&store, &latest.set.name)]
+    } else if args.all {
+        store
+            .catalog()?
+            .iter()
+            .map(|l| source_of(&store, &l.set.name))
+            .collect()
+    } else {
+        bail!("say which backup to verify: a FILE, --latest or --all");
+    };
+    if sources.is_empty() {
+        ui::info(format!("no backups in {}", store.dir.display()));
+    }
+
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for source in &sources {
+        match check(source) {
+            Ok(c) => {
+                record(&store, source, true, None);
+                if !args.json {
+                    let rows: u64 = c.report.scan.tables.values().sum();
+                    let note = if c.checksum_recorded {
+                        ""
+                    } else {
+                        " (no .sha256: structure only)"
+                    };
+                    ui::info(format!(
+                        "ok      {}  {}, {} tables, {rows} rows{note}",
+                        source.file_name,
+                        ui::bytes(c.report.compressed_bytes),
+                        c.report.scan.tables.len()
+                    ));
+                }
+                results.push(
+                    json!({"file": source.file_name, "ok": true, "sha256": c.report.sha256,
+                    "checksum_recorded": c.checksum_recorded, "tables": c.report.scan.tables}),
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                let msg = format!("{e:#}");
+                record(&store, source, false, Some(msg.clone()));
+                if !args.json {
+                    eprintln!("FAILED  {msg}");
+                }
+                results.push(json!({"file": source.file_name, "ok": false, "error": msg}));
+            }
+        }
+    }
+    if args.json {
+        println!("{}", json!({"verified": results, "failed": failed}));
+    }
+    if failed > 0 {
+        return Err(Failure {
+            code: exit::VERIFY_FAILED,
+            message: format!("{failed} of {} backups failed verification", sources.len()),
+        }
+        .into());
+    }
+    Ok(ExitCode::SUCCESS)
+}
