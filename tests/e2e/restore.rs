@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use e2e::{DB, PgServer, files_in, host_pg_dump_major, json_of, show};
 use serde_json::Value;
 
-const PAGILA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/pagila");
+const PAGILA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/pagila");
 
 per_version! {
     pagila_round_trips_identically => super::pagila_round_trip,
@@ -19,9 +19,11 @@ per_version! {
 fn load_pagila(pg: &PgServer, db: &str) {
     // Its objects belong to a role `postgres`, which these servers do not have.
     let _ = pg.try_psql(DB, "CREATE ROLE postgres");
-    for file in ["pagila-schema.sql", "pagila-data.sql"] {
-        let sql = std::fs::read(Path::new(PAGILA).join(file))
-            .expect("the pagila corpus in shared/corpus/pagila");
+    for file in ["pagila-schema.sql.gz", "pagila-data.sql.gz"] {
+        let gz = std::fs::File::open(Path::new(PAGILA).join(file))
+            .expect("the pagila fixture in tests/fixtures/pagila");
+        let mut sql = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut sql).unwrap();
         pg.psql_script(db, &sql);
     }
 }

@@ -158,7 +158,7 @@ pub struct DbList {
 #[derive(Debug, Clone, Args)]
 pub struct DbVerify {
     #[command(flatten)]
-    pub dir: DirArgs,
+    pub common: CommonArgs,
     /// The backup to check: a path, or a file name in BACKUP_DIR
     #[arg(value_name = "FILE", conflicts_with_all = ["latest", "all"])]
     pub file: Option<String>,
@@ -171,9 +171,9 @@ pub struct DbVerify {
     /// With --latest: the newest of this tier
     #[arg(long = "type", value_enum, value_name = "TYPE", requires = "latest")]
     pub kind: Option<Tier>,
-    /// Database whose newest backup --latest picks [env: POSTGRES_DB] [default: app]
-    #[arg(short = 'd', long = "dbname", value_name = "NAME")]
-    pub dbname: Option<String>,
+    /// Also restore into a throwaway database on the server, compare row counts, and drop it
+    #[arg(long)]
+    pub restore_test: bool,
     /// Print the results as JSON on stdout
     #[arg(long)]
     pub json: bool,

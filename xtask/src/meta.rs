@@ -56,6 +56,9 @@ pub struct Verification {
     #[serde(with = "time::serde::rfc3339")]
     pub verified_at: OffsetDateTime,
     pub ok: bool,
+    /// The check included a restore into a throwaway database.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore_tested: bool,
     /// What failed, when `ok` is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

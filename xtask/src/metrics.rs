@@ -187,6 +187,13 @@ pub fn record_verify(
     let labels = [("database", database), ("type", kind.as_str())];
     m.set("backup_last_verify_timestamp", &labels, at.unix_timestamp());
     m.set("backup_last_verify_status", &labels, u8::from(ok));
+    if ok {
+        m.set(
+            "backup_last_verify_success_timestamp",
+            &labels,
+            at.unix_timestamp(),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -301,6 +301,7 @@ fn finish(
         done.meta.verification = Some(Verification {
             verified_at: at,
             ok,
+            restore_tested: false,
             error: verify_error.clone(),
         });
         archive::write_atomic(

@@ -129,6 +129,7 @@ mod tests {
         meta.verification = verified.map(|ok| Verification {
             verified_at: at,
             ok,
+            restore_tested: false,
             error: None,
         });
         Listed {

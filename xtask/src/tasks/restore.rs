@@ -55,13 +55,59 @@ pub fn check_compat(dump: Option<&PgVersion>, server: &PgVersion) -> anyhow::Res
     }
 }
 
-/// Drops the scratch database unless the restore got to the swap.
-struct Scratch<'a> {
+/// A database a dump is loaded into before anything else changes. Dropped
+/// (with any connections) when it goes out of scope, unless swapped in.
+pub struct Scratch<'a> {
     sh: &'a xshell::Shell,
     client: &'a Client,
     admin: &'a Connection,
-    name: String,
+    pub name: String,
     armed: bool,
+}
+
+impl<'a> Scratch<'a> {
+    /// Creates the database; `like` is `encoding|collate|ctype` of the
+    /// database it will replace (empty: the server's defaults).
+    pub fn create(
+        ctx: &'a Context,
+        client: &'a Client,
+        admin: &'a Connection,
+        name: &str,
+        like: &str,
+    ) -> anyhow::Result<Scratch<'a>> {
+        let mut create = String::from("CREATE DATABASE :\"db\" TEMPLATE template0");
+        let mut vars: Vec<(&str, &str)> = vec![("db", name)];
+        let parts: Vec<&str> = like.split('|').collect();
+        if let [enc, collate, ctype] = parts.as_slice() {
+            create.push_str(" ENCODING :'enc' LC_COLLATE :'collate' LC_CTYPE :'ctype'");
+            vars.extend([("enc", *enc), ("collate", *collate), ("ctype", *ctype)]);
+        }
+        create.push(';');
+        pg::script(&ctx.sh, client, admin, &create, &vars)
+            .context("cannot create the scratch database")?;
+        Ok(Scratch {
+            sh: &ctx.sh,
+            client,
+            admin,
+            name: name.to_string(),
+            armed: true,
+        })
+    }
+
+    /// Streams the dump in, then compares row counts with the dump's.
+    pub fn load_and_check(
+        &self,
+        conn: &Connection,
+        source: &Source,
+        checked: &Checked,
+    ) -> anyhow::Result<()> {
+        let scratch_conn = Connection {
+            dbname: self.name.clone(),
+            ..conn.clone()
+        };
+        load(source, self.client, &scratch_conn)?;
+        compare_counts(self.sh, self.client, &scratch_conn, checked)
+    }
 }
 
 impl Drop for Scratch<'_> {
@@ -184,39 +230,17 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
     consent?;
 
-    // 5. Load into a scratch database with the target's encoding and locale.
+    // 5. Load into a scratch database with the target's encoding and locale,
+    // 6. and check what loaded against what the dump holds.
     let clock = Instant::now();
     let scratch_name = derived_name(&target, &format!("_restore_{stamp}"));
-    let mut create = String::from("CREATE DATABASE :\"db\" TEMPLATE template0");
-    let mut vars: Vec<(&str, &str)> = vec![("db", &scratch_name)];
-    let parts: Vec<&str> = existing.split('|').collect();
-    if let [enc, collate, ctype] = parts.as_slice() {
-        create.push_str(" ENCODING :'enc' LC_COLLATE :'collate' LC_CTYPE :'ctype'");
-        vars.extend([("enc", *enc), ("collate", *collate), ("ctype", *ctype)]);
-    }
-    create.push(';');
-    pg::script(&ctx.sh, &client, &admin, &create, &vars)
-        .context("cannot create the scratch database")?;
-    let mut scratch = Scratch {
-        sh: &ctx.sh,
-        client: &client,
-        admin: &admin,
-        name: scratch_name.clone(),
-        armed: true,
-    };
+    let mut scratch = Scratch::create(ctx, &client, &admin, &scratch_name, &existing)?;
     ui::info(format!(
         "loading {} into the scratch database {scratch_name}",
         source.file_name
     ));
-    let scratch_conn = Connection {
-        dbname: scratch_name.clone(),
-        ..conn.clone()
-    };
-    load(&source, &client, &scratch_conn)
-        .context("the restore failed; the target database was not touched")?;
-
-    // 6. Check what loaded against what the dump holds.
-    compare_counts(ctx, &client, &scratch_conn, &checked)
+    scratch
+        .load_and_check(conn, &source, &checked)
         .context("the restore failed; the target database was not touched")?;
 
     // 7. Swap: block and close other connections to the target, then rename both in one transaction.
@@ -500,7 +524,7 @@ fn load_inner(
 
 /// Row counts in the scratch database against the dump's COPY blocks.
 fn compare_counts(
-    ctx: &Context,
+    sh: &xshell::Shell,
     client: &Client,
     conn: &Connection,
     checked: &Checked,
@@ -518,7 +542,7 @@ fn compare_counts(
         sql.push_str(&format!("SELECT {i}, count(*) FROM ONLY {table}"));
     }
     sql.push(';');
-    let out = pg::script(&ctx.sh, client, conn, &sql, &[])?;
+    let out = pg::script(sh, client, conn, &sql, &[])?;
     let counts: Vec<u64> = out
         .lines()
         .filter_map(|l| l.split('|').nth(1)?.parse().ok())

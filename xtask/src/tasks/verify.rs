@@ -10,13 +10,15 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::archive::{self, VerifyReport};
-use crate::config::{resolve_backup_dir, resolve_dbname};
+use crate::config::{Connection, Settings};
 use crate::flags::DbVerify;
 use crate::meta::{BackupMeta, Verification, parse_sha256_line};
 use crate::metrics;
 use crate::naming::{BackupName, META_SUFFIX, SHA256_SUFFIX};
+use crate::pg::{self, Client, PgVersion};
 use crate::store::LocalStore;
 use crate::tasks::Context;
+use crate::tasks::restore::{Scratch, check_compat, derived_name};
 use crate::{Failure, exit, ui};
 
 /// A backup file to act on: where it is, and its name if the tool made it.
@@ -146,8 +148,56 @@ pub fn check(source: &Source) -> anyhow::Result<Checked> {
     })
 }
 
+/// Loads the backup into a throwaway database on the configured server,
+/// compares the row counts with the dump's, and drops it.
+fn restore_test(
+    ctx: &Context,
+    conn: &Connection,
+    source: &Source,
+    checked: &Checked,
+) -> anyhow::Result<()> {
+    let admin = Connection {
+        dbname: "postgres".into(),
+        ..conn.clone()
+    };
+    let client = Client::find(&ctx.sh, None)?;
+    let server = pg::server_version(&ctx.sh, &client, &admin)?;
+    let dump = checked
+        .report
+        .scan
+        .pg_dump_version
+        .as_deref()
+        .and_then(PgVersion::parse);
+    check_compat(dump.as_ref(), &server)?;
+    let base = source
+        .name
+        .as_ref()
+        .map_or("backup", |n| n.database.as_str());
+    let stamp = OffsetDateTime::now_utc().unix_timestamp();
+    let scratch = Scratch::create(
+        ctx,
+        &client,
+        &admin,
+        &derived_name(base, &format!("_verify_{stamp}")),
+        "",
+    )?;
+    ui::info(format!(
+        "restore test of {} in {}",
+        source.file_name, scratch.name
+    ));
+    scratch
+        .load_and_check(conn, source, checked)
+        .map_err(|e| format_err!("{}: restore test: {e:#}", source.file_name))
+}
+
 /// Records a verification in `.meta` (when the file has one) and the metrics.
-pub fn record(store: &LocalStore, source: &Source, ok: bool, error: Option<String>) {
+pub fn record(
+    store: &LocalStore,
+    source: &Source,
+    ok: bool,
+    restore_tested: bool,
+    error: Option<String>,
+) {
     let meta_path = source.sidecar(META_SUFFIX);
     let at = OffsetDateTime::now_utc();
     if let Ok(text) = std::fs::read_to_string(&meta_path)
@@ -156,6 +206,7 @@ pub fn record(store: &LocalStore, source: &Source, ok: bool, error: Option<Strin
         meta.verification = Some(Verification {
             verified_at: at,
             ok,
+            restore_tested,
             error,
         });
         if let Err(e) = archive::write_atomic(&meta_path, meta.to_json().as_bytes()) {
@@ -174,13 +225,13 @@ pub fn record(store: &LocalStore, source: &Source, ok: bool, error: Option<Strin
 }
 
 pub fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
-    ui::set_verbosity(args.dir.quiet, args.dir.verbose);
-    let (dir, _) = resolve_backup_dir(&args.dir, &ctx.sources, &ctx.root);
-    let store = LocalStore::new(dir);
+    ui::set_verbosity(args.common.dir.quiet, args.common.dir.verbose);
+    let settings = Settings::resolve(&args.common, &ctx.sources, &ctx.root)?;
+    let store = LocalStore::new(&settings.backup_dir);
     let sources: Vec<Source> = if let Some(file) = &args.file {
         vec![resolve_file(&store, file)?]
     } else if args.latest {
-        let db = resolve_dbname(args.dbname.clone(), &ctx.sources)?;
+        let db = settings.connection.dbname.clone();
         let kind = args.kind.map(Into::into);
         let latest = store.latest(&db, kind)?.ok_or_else(|| {
             format_err!(
@@ -205,9 +256,15 @@ pub fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
     let mut results = Vec::new();
     let mut failed = 0;
     for source in &sources {
-        match check(source) {
+        let outcome = check(source).and_then(|c| {
+            if args.restore_test {
+                restore_test(ctx, &settings.connection, source, &c)?;
+            }
+            Ok(c)
+        });
+        match outcome {
             Ok(c) => {
-                record(&store, source, true, None);
+                record(&store, source, true, args.restore_test, None);
                 if !args.json {
                     let rows: u64 = c.report.scan.tables.values().sum();
                     let note = if c.checksum_recorded {
@@ -230,7 +287,7 @@ pub fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 failed += 1;
                 let msg = format!("{e:#}");
-                record(&store, source, false, Some(msg.clone()));
+                record(&store, source, false, args.restore_test, Some(msg.clone()));
                 if !args.json {
                     eprintln!("FAILED  {msg}");
                 }
