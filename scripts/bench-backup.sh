@@ -3,7 +3,11 @@
 # design record, `pg_dump | pigz`, and `pg_dump > /dev/null` (the producer's
 # limit), on one standard dataset, in paired rounds. See docs/benchmarks.md.
 #
-#   bash scripts/bench-backup.sh [--scale N] [--rounds N] [--keep]
+#   bash scripts/bench-backup.sh [--scale N] [--rounds N] [--restore-rounds N] [--keep]
+#
+# After the backup rounds it times, on the xtask's backup, `db-verify` against
+# `sha256sum -c && gzip -t`, and `db-restore --target-db` against
+# `createdb && gunzip -c | psql` (--restore-rounds, default 2; 0 skips).
 #
 # Dataset: pgbench at --scale (default 20) plus a one-million-row table of
 # less compressible data: about 630 MiB of plain SQL at scale 20.
@@ -14,13 +18,15 @@ set -euo pipefail
 
 scale=20
 rounds=3
+restore_rounds=2
 keep=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --scale) scale=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
+        --restore-rounds) restore_rounds=$2; shift 2 ;;
         --keep) keep=1; shift ;;
-        *) echo "unknown argument $1: expected --scale N, --rounds N, --keep" >&2; exit 2 ;;
+        *) echo "unknown argument $1: expected --scale N, --rounds N, --restore-rounds N, --keep" >&2; exit 2 ;;
     esac
 done
 
@@ -99,6 +105,21 @@ for r in $(seq 1 "$rounds"); do
     measure xtask-1t "BACKUP_COMPRESSION_THREADS=1 XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench '$xtask' db-backup -q"
 done
 
+# Verification and restore, on the xtask's last backup (kept in $out).
+if [ "$restore_rounds" -gt 0 ]; then
+    file=$(ls "$out"/bench_*.sql.gz)
+    name=$(basename "$file")
+    xenv="XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench"
+    for r in $(seq 1 "$restore_rounds"); do
+        echo "== restore round $r" >&2
+        measure verify-shell "cd '$out' && sha256sum -c --quiet '$name.sha256' && gzip -t '$name'"
+        measure verify-xtask "$xenv '$xtask' db-verify -q '$file'"
+        "$bindir/dropdb" --if-exists r_shell; "$bindir/dropdb" --if-exists r_xtask
+        measure restore-shell "'$bindir/createdb' r_shell && gunzip -c '$file' | '$bindir/psql' -qX -v ON_ERROR_STOP=1 -d r_shell >/dev/null"
+        measure restore-xtask "$xenv '$xtask' db-restore -q '$file' --target-db r_xtask"
+    done
+fi
+
 python3 - "$work/results" "$gzip_size" "$xtask_size" "$sql_size" <<'EOF'
 import statistics, sys
 rows = {}
@@ -113,4 +134,10 @@ for k in ["devnull", "shell", "pigz", "xtask", "xtask-1t"]:
     runs = " ".join(f"{s:.2f}" for s, _ in rows[k])
     rss = max(r for _, r in rows[k]) / 1024
     print(f"{k:<10} {med[k]:>9.2f} {runs:>24} {rss:>13.1f} {med[k] / med['devnull']:>10.2f} {med['shell'] / med[k]:>10.2f}")
+for a, b in [("verify-shell", "verify-xtask"), ("restore-shell", "restore-xtask")]:
+    if a in rows:
+        for k in (a, b):
+            runs = " ".join(f"{s:.2f}" for s, _ in rows[k])
+            print(f"{k:<14} median {med[k]:>7.2f} s  runs {runs}  peak RSS {max(r for _, r in rows[k]) / 1024:.1f} MiB")
+        print(f"  {a} / {b} = {med[a] / med[b]:.2f}")
 EOF

@@ -89,3 +89,31 @@ fn dotenv_file_sits_below_the_environment() {
         "{err}"
     );
 }
+
+#[test]
+fn demo_runs_end_to_end_and_leaves_nothing_behind() {
+    let leftovers = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("xtask-demo-"))
+            .count()
+    };
+    let before = leftovers();
+    let out = run(&["demo"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("demo passed"),
+        "{}",
+        show(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    for step in ["1/6", "2/6", "3/6", "4/6", "5/6", "6/6", "removed"] {
+        assert!(err.contains(step), "step {step} missing: {err}");
+    }
+    assert_eq!(
+        leftovers(),
+        before,
+        "the demo left files in the temp directory"
+    );
+}

@@ -221,10 +221,15 @@ fn gzip_member(input: &[u8], level: u32) -> io::Result<Vec<u8>> {
 /// Why a backup file failed verification.
 #[derive(Debug)]
 pub enum VerifyError {
-    ChecksumMismatch { expected: String, actual: String },
+    ChecksumMismatch {
+        expected: String,
+        actual: String,
+    },
     Gzip(io::Error),
     Structure(StructureError),
     Io(io::Error),
+    /// Whoever consumed the stream failed.
+    Sink(io::Error),
 }
 
 impl std::fmt::Display for VerifyError {
@@ -237,6 +242,7 @@ impl std::fmt::Display for VerifyError {
             VerifyError::Gzip(e) => write!(f, "the gzip stream is damaged ({e})"),
             VerifyError::Structure(e) => write!(f, "{e}"),
             VerifyError::Io(e) => write!(f, "cannot read the file ({e})"),
+            VerifyError::Sink(e) => write!(f, "the stream's consumer failed ({e})"),
         }
     }
 }
@@ -257,6 +263,17 @@ pub fn verify_file(
     path: &Path,
     expected_sha256: Option<&str>,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_stream(path, expected_sha256, |_| Ok(()))
+}
+
+/// [`verify_file`], handing every decompressed chunk to `sink` on the way
+/// (a restore feeds psql with it, so the file is read once). A `sink` error
+/// stops the pass as [`VerifyError::Sink`].
+pub fn verify_stream(
+    path: &Path,
+    expected_sha256: Option<&str>,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> Result<VerifyReport, VerifyError> {
     let file = File::open(path).map_err(VerifyError::Io)?;
     let mut hashing = HashingReader {
         inner: io::BufReader::with_capacity(CHUNK, file),
@@ -271,7 +288,10 @@ pub fn verify_file(
         loop {
             match gz.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => scanner.feed(&buf[..n]),
+                Ok(n) => {
+                    scanner.feed(&buf[..n]);
+                    sink(&buf[..n]).map_err(VerifyError::Sink)?;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     gzip_error = Some(e);
@@ -411,6 +431,16 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
         f.sync_all()?;
     }
     partial.replace(path)
+}
+
+/// The `pg_dump` version a dump's header names, from its first chunk.
+pub fn peek_pg_dump_version(path: &Path) -> Option<String> {
+    let mut gz = MultiGzDecoder::new(File::open(path).ok()?);
+    let mut buf = vec![0; 64 * 1024];
+    let n = read_full(&mut gz, &mut buf).ok()?;
+    let mut scanner = SqlScanner::new();
+    scanner.feed(&buf[..n]);
+    scanner.finish().pg_dump_version
 }
 
 /// Creates a small file that must not exist yet (`AlreadyExists` otherwise):

@@ -36,6 +36,8 @@ pub enum Command {
     DbVerify(DbVerify),
     /// Apply retention: delete expired backups, never the last good ones, and say why
     DbPrune(DbPrune),
+    /// Try it all on a throwaway server: backup, verify, list, restore, compare; then clean up
+    Demo(Demo),
 }
 
 /// Where the database is. Passwords are never flags: they would show in `ps`.
@@ -126,6 +128,13 @@ pub struct DbBackup {
     /// gzip level, 1 (fast) to 9 (small) [env: BACKUP_COMPRESSION_LEVEL] [default: 6]
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(1..=9))]
     pub compression_level: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Demo {
+    /// Print only errors and the result
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// `--type` where a tier narrows a choice.

@@ -78,5 +78,6 @@ pub fn run(flags: flags::Xtask) -> anyhow::Result<ExitCode> {
         flags::Command::DbList(args) => tasks::list::run(&args.dir, args.json, &ctx),
         flags::Command::DbVerify(args) => tasks::verify::run(args, &ctx),
         flags::Command::DbRestore(args) => tasks::restore::run(args, &ctx),
+        flags::Command::Demo(args) => tasks::demo::run(args, &ctx),
     }
 }

@@ -11,17 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail, format_err};
-use flate2::read::MultiGzDecoder;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+use crate::archive;
 use crate::config::{Connection, Settings};
 use crate::flags::DbRestore;
 use crate::pg::{self, Client, PgVersion};
 use crate::store::LocalStore;
 use crate::tasks::Context;
-use crate::tasks::verify::{self, Checked, Source};
+use crate::tasks::verify::{self, Checked, Sidecars, Source, StreamError};
 use crate::{Failure, ui};
 
 /// PostgreSQL truncates identifiers to 63 bytes: names we make must fit.
@@ -94,19 +94,21 @@ impl<'a> Scratch<'a> {
         })
     }
 
-    /// Streams the dump in, then compares row counts with the dump's.
+    /// Streams the dump in, checking it (checksum, gzip, structure, `.meta`)
+    /// in the same single read, then compares row counts with the dump's.
     pub fn load_and_check(
         &self,
         conn: &Connection,
         source: &Source,
-        checked: &Checked,
-    ) -> anyhow::Result<()> {
+        sidecars: &Sidecars,
+    ) -> anyhow::Result<Checked> {
         let scratch_conn = Connection {
             dbname: self.name.clone(),
             ..conn.clone()
         };
-        load(source, self.client, &scratch_conn)?;
-        compare_counts(self.sh, self.client, &scratch_conn, checked)
+        let checked = load(source, sidecars, self.client, &scratch_conn)?;
+        compare_counts(self.sh, self.client, &scratch_conn, &checked)?;
+        Ok(checked)
     }
 }
 
@@ -164,9 +166,17 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         verify::resolve_file(&store, file)?
     };
 
-    // 2. The file, before any database is touched.
-    ui::info(format!("checking {}", source.file_name));
-    let checked = verify::check(&source).map_err(|e| format_err!("refusing to restore: {e:#}"))?;
+    // 2. The file's companions now. The file itself is read once: a dry run
+    // reads it here; a restore while loading it into the scratch database,
+    // which the checks must pass before the target is touched.
+    let refusing = |e: anyhow::Error| format_err!("refusing to restore: {e:#}");
+    let sidecars = verify::sidecars(&source).map_err(refusing)?;
+    let full = if args.dry_run {
+        ui::info(format!("checking {}", source.file_name));
+        Some(verify::check(&source).map_err(refusing)?)
+    } else {
+        None
+    };
 
     // 3. The server, and whether the dump can load into it.
     let admin = Connection {
@@ -175,13 +185,12 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
     let client = Client::find(&ctx.sh, None)?;
     let server = pg::server_version(&ctx.sh, &client, &admin)?;
-    let dump_version = checked
-        .report
-        .scan
-        .pg_dump_version
-        .as_deref()
-        .or(checked.meta.as_ref().map(|m| m.pg_dump_version.as_str()))
-        .and_then(PgVersion::parse);
+    let dump_version = full
+        .as_ref()
+        .and_then(|c| c.report.scan.pg_dump_version.clone())
+        .or(sidecars.meta.as_ref().map(|m| m.pg_dump_version.clone()))
+        .or_else(|| archive::peek_pg_dump_version(&source.path))
+        .and_then(|v| PgVersion::parse(&v));
     check_compat(dump_version.as_ref(), &server)
         .map_err(|e| format_err!("refusing to restore: {e}"))?;
     let existing = pg::script(
@@ -214,10 +223,10 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         "[year][month][day]T[hour][minute][second]Z"
     ))?;
     let previous = exists.then(|| derived_name(&target, &format!("_pre_restore_{stamp}")));
-    if args.dry_run {
+    if let Some(checked) = &full {
         print_plan(
             &source,
-            &checked,
+            checked,
             &target,
             &where_,
             &server,
@@ -239,8 +248,8 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         "loading {} into the scratch database {scratch_name}",
         source.file_name
     ));
-    scratch
-        .load_and_check(conn, &source, &checked)
+    let checked = scratch
+        .load_and_check(conn, &source, &sidecars)
         .context("the restore failed; the target database was not touched")?;
 
     // 7. Swap: block and close other connections to the target, then rename both in one transaction.
@@ -423,9 +432,15 @@ fn target_exists(previous: Option<&str>) -> bool {
     previous.is_some()
 }
 
-/// Streams the dump into `psql` on the scratch database: decompression in
-/// this process overlaps the load in psql and the server. Ctrl-C stops it.
-fn load(source: &Source, client: &Client, conn: &Connection) -> anyhow::Result<()> {
+/// Streams the dump into `psql` on the scratch database: decompression and
+/// the checks in this process overlap the load in psql and the server.
+/// Ctrl-C stops it.
+fn load(
+    source: &Source,
+    sidecars: &Sidecars,
+    client: &Client,
+    conn: &Connection,
+) -> anyhow::Result<Checked> {
     let interrupted = Arc::new(AtomicBool::new(false));
     let mut ids = Vec::new();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -434,7 +449,7 @@ fn load(source: &Source, client: &Client, conn: &Connection) -> anyhow::Result<(
             Arc::clone(&interrupted),
         )?);
     }
-    let result = load_inner(source, client, conn, &interrupted);
+    let result = load_inner(source, sidecars, client, conn, &interrupted);
     for id in ids {
         signal_hook::low_level::unregister(id);
     }
@@ -451,10 +466,11 @@ fn load(source: &Source, client: &Client, conn: &Connection) -> anyhow::Result<(
 
 fn load_inner(
     source: &Source,
+    sidecars: &Sidecars,
     client: &Client,
     conn: &Connection,
     interrupted: &AtomicBool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Checked> {
     let mut cmd = Command::new(client.tool("psql").into_os_string());
     cmd.args(["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1"])
         .stdin(Stdio::piped())
@@ -474,52 +490,52 @@ fn load_inner(
         s
     });
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let file = std::fs::File::open(&source.path)?;
-    let mut gz = MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, file));
-    let mut buf = vec![0u8; 1 << 20];
     let mut progress = ui::Progress::new("restoring");
     let mut total = 0u64;
-    let fed: io::Result<()> = loop {
+    let streamed = verify::check_streaming(source, sidecars, |chunk| {
         if interrupted.load(Ordering::SeqCst) {
-            break Err(io::Error::other("interrupted"));
+            return Err(io::Error::other("interrupted"));
         }
-        let n = match gz.read(&mut buf) {
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(e),
-        };
-        if let Err(e) = stdin.write_all(&buf[..n]) {
-            break Err(e);
-        }
-        total += n as u64;
+        stdin.write_all(chunk)?;
+        total += chunk.len() as u64;
         progress.update(total);
-    };
+        Ok(())
+    });
     progress.finish();
     drop(stdin);
-    if fed.is_err() && interrupted.load(Ordering::SeqCst) {
+    if streamed.is_err() {
+        // Whatever psql has not run yet must not run: the file failed a check,
+        // or we were interrupted. (A psql that failed by itself is gone already.)
         let _ = child.kill();
     }
     let status = child.wait()?;
     let stderr = errors.join().unwrap_or_default();
-    if !status.success() {
+    let psql_error = || {
         let first = stderr
             .lines()
             .find(|l| l.contains("ERROR") || l.contains("FATAL"))
             .or(stderr.lines().next())
             .unwrap_or("");
         let detail = first.trim().trim_start_matches("psql:").trim();
-        bail!(
+        format_err!(
             "loading the dump stopped at an error: {}",
             if detail.is_empty() {
                 "psql failed"
             } else {
                 detail
             }
-        );
+        )
+    };
+    match streamed {
+        Err(StreamError::File(e)) => Err(format_err!("refusing to restore: {e:#}")),
+        Err(StreamError::Sink(e)) if !status.success() && !interrupted.load(Ordering::SeqCst) => {
+            let _ = e;
+            Err(psql_error())
+        }
+        Err(StreamError::Sink(e)) => Err(format_err!("streaming the dump into psql failed: {e}")),
+        Ok(_) if !status.success() => Err(psql_error()),
+        Ok(checked) => Ok(checked),
     }
-    fed.map_err(|e| format_err!("streaming the dump into psql failed: {e}"))?;
-    Ok(())
 }
 
 /// Row counts in the scratch database against the dump's COPY blocks.
@@ -543,15 +559,17 @@ fn compare_counts(
     }
     sql.push(';');
     let out = pg::script(sh, client, conn, &sql, &[])?;
-    let counts: Vec<u64> = out
+    // UNION ALL may come back in any order (parallel append): match by index.
+    let counts: std::collections::BTreeMap<usize, u64> = out
         .lines()
-        .filter_map(|l| l.split('|').nth(1)?.parse().ok())
+        .filter_map(|l| {
+            let (i, n) = l.split_once('|')?;
+            Some((i.parse().ok()?, n.parse().ok()?))
+        })
         .collect();
-    for ((table, expected), got) in tables
-        .iter()
-        .zip(counts.iter().chain(std::iter::repeat(&u64::MAX)))
-    {
-        if got != expected {
+    for (i, (table, expected)) in tables.iter().enumerate() {
+        let got = counts.get(&i).copied().unwrap_or(u64::MAX);
+        if got != *expected {
             bail!("table {table} holds {got} rows after loading, the dump has {expected}");
         }
     }

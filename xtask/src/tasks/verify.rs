@@ -77,9 +77,75 @@ pub struct Checked {
     pub checksum_recorded: bool,
 }
 
+/// What the sidecars say, read and cross-checked without reading the dump.
+#[derive(Debug, Clone)]
+pub struct Sidecars {
+    pub expected: Option<String>,
+    pub meta: Option<BackupMeta>,
+}
+
 /// Every check short of loading: `.sha256` (when present), agreement with
 /// `.meta` (when present), the whole gzip stream and the SQL structure.
 pub fn check(source: &Source) -> anyhow::Result<Checked> {
+    let sidecars = sidecars(source)?;
+    check_streaming(source, &sidecars, |_| Ok(())).map_err(anyhow::Error::new)
+}
+
+/// Why a streaming check failed: the file, or its consumer.
+#[derive(Debug)]
+pub enum StreamError {
+    File(anyhow::Error),
+    Sink(std::io::Error),
+}
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamError::File(e) => write!(f, "{e:#}"),
+            StreamError::Sink(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+/// The checks of [`check`] in the same pass that hands the SQL to `sink`.
+pub fn check_streaming(
+    source: &Source,
+    sidecars: &Sidecars,
+    sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<Checked, StreamError> {
+    let report = match archive::verify_stream(&source.path, sidecars.expected.as_deref(), sink) {
+        Ok(r) => r,
+        Err(archive::VerifyError::Sink(e)) => return Err(StreamError::Sink(e)),
+        Err(e) => return Err(StreamError::File(format_err!("{}: {e}", source.file_name))),
+    };
+    let meta = sidecars.meta.clone();
+    if let Some(meta) = &meta {
+        if meta.size_bytes != report.compressed_bytes {
+            return Err(StreamError::File(format_err!(
+                "{}: .meta records {} bytes, the file has {}",
+                source.file_name,
+                meta.size_bytes,
+                report.compressed_bytes
+            )));
+        }
+        if meta.tables != report.scan.tables {
+            return Err(StreamError::File(format_err!(
+                "{}: the row counts in .meta disagree with the dump's data",
+                source.file_name
+            )));
+        }
+    }
+    Ok(Checked {
+        report,
+        meta,
+        checksum_recorded: sidecars.expected.is_some(),
+    })
+}
+
+/// Reads `.sha256` and `.meta` and checks they agree with each other.
+pub fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
     let sha_path = source.sidecar(SHA256_SUFFIX);
     let expected = match std::fs::read_to_string(&sha_path) {
         Ok(text) => {
@@ -123,29 +189,7 @@ pub fn check(source: &Source) -> anyhow::Result<Checked> {
             source.file_name
         );
     }
-    let report = archive::verify_file(&source.path, expected.as_deref())
-        .map_err(|e| format_err!("{}: {e}", source.file_name))?;
-    if let Some(meta) = &meta {
-        if meta.size_bytes != report.compressed_bytes {
-            bail!(
-                "{}: .meta records {} bytes, the file has {}",
-                source.file_name,
-                meta.size_bytes,
-                report.compressed_bytes
-            );
-        }
-        if meta.tables != report.scan.tables {
-            bail!(
-                "{}: the row counts in .meta disagree with the dump's data",
-                source.file_name
-            );
-        }
-    }
-    Ok(Checked {
-        report,
-        meta,
-        checksum_recorded: expected.is_some(),
-    })
+    Ok(Sidecars { expected, meta })
 }
 
 /// Loads the backup into a throwaway database on the configured server,
@@ -186,7 +230,8 @@ fn restore_test(
         source.file_name, scratch.name
     ));
     scratch
-        .load_and_check(conn, source, checked)
+        .load_and_check(conn, source, &sidecars(source)?)
+        .map(|_| ())
         .map_err(|e| format_err!("{}: restore test: {e:#}", source.file_name))
 }
 
