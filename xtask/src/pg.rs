@@ -281,25 +281,7 @@ fn tool_version(sh: &Shell, tool: &Path) -> Option<PgVersion> {
 
 /// Runs one SQL statement with `psql` and returns its unaligned output.
 pub fn query(sh: &Shell, client: &Client, conn: &Connection, sql: &str) -> Result<String, PgError> {
-    let psql = client.tool("psql");
-    let mut c = cmd!(sh, "{psql} -X -A -t -q -w -v ON_ERROR_STOP=1 -c {sql}")
-        .quiet()
-        .ignore_status();
-    for (k, v) in conn.libpq_env() {
-        c = c.env(k, v);
-    }
-    let out = c.output().map_err(|_| PgError::ToolMissing {
-        tool: "psql".into(),
-    })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(classify(
-            "psql",
-            &String::from_utf8_lossy(&out.stderr),
-            conn,
-        ))
-    }
+    script(sh, client, conn, sql, &[])
 }
 
 /// Runs a psql script read from stdin, with psql variables (`:'v'` is a

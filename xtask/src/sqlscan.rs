@@ -78,6 +78,8 @@ pub struct ScanReport {
     pub pg_dump_version: Option<String>,
     /// Rows per table, as the COPY blocks hold them (schema-qualified, as pg_dump quotes them).
     pub tables: BTreeMap<String, u64>,
+    /// The rows of each COPY block, in stream order (what psql's `COPY n` tags must match).
+    pub copies: Vec<u64>,
     pub error: Option<StructureError>,
 }
 
@@ -176,6 +178,7 @@ impl SqlScanner {
                 if full_len == 2 && line == b"\\." {
                     let (table, rows) = (std::mem::take(table), *rows);
                     *self.report.tables.entry(table).or_default() += rows;
+                    self.report.copies.push(rows);
                     self.state = State::Body;
                 } else {
                     *rows += 1;
@@ -308,6 +311,7 @@ COPY public.t (a) FROM stdin;
         );
         let tables: Vec<_> = r.tables.iter().map(|(t, n)| (t.as_str(), *n)).collect();
         assert_eq!(tables, vec![("public.\"Odd Name\"", 2), ("public.t", 2)]);
+        assert_eq!(r.copies, vec![2, 2]);
     }
 
     #[test]

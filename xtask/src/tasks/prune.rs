@@ -81,8 +81,6 @@ pub struct Row {
 pub struct Report {
     pub rows: Vec<Row>,
     pub foreign: Vec<String>,
-    pub deleted_files: usize,
-    pub freed_bytes: u64,
     pub dry_run: bool,
 }
 
@@ -144,16 +142,14 @@ pub fn prune(
         let files = set.files();
         if *delete && !dry_run {
             for f in &files {
-                match std::fs::remove_file(store.path(f)) {
-                    Ok(()) => report.deleted_files += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("cannot delete {}", store.path(f).display()));
-                    }
+                // Already gone (a concurrent prune) is as good as deleted.
+                if let Err(e) = std::fs::remove_file(store.path(f))
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(e)
+                        .with_context(|| format!("cannot delete {}", store.path(f).display()));
                 }
             }
-            report.freed_bytes += size;
         }
         report.rows.push(Row {
             file: set.name.file_name(),
@@ -233,12 +229,7 @@ impl Report {
         } else {
             "deleted"
         };
-        let freed: u64 = self
-            .rows
-            .iter()
-            .filter(|r| r.delete)
-            .map(|r| r.size_bytes)
-            .sum();
+        let freed = self.freed_bytes();
         let _ = writeln!(
             out,
             "{action} {} of {} backups, {}",
@@ -249,13 +240,17 @@ impl Report {
         out
     }
 
-    pub fn to_json(&self, policy: &Policy, now: OffsetDateTime) -> serde_json::Value {
-        let freed: u64 = self
-            .rows
+    /// Bytes the deletions free (or would free, in a dry run).
+    pub fn freed_bytes(&self) -> u64 {
+        self.rows
             .iter()
             .filter(|r| r.delete)
             .map(|r| r.size_bytes)
-            .sum();
+            .sum()
+    }
+
+    pub fn to_json(&self, policy: &Policy, now: OffsetDateTime) -> serde_json::Value {
+        let freed = self.freed_bytes();
         json!({
             "dry_run": self.dry_run,
             "now": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
