@@ -117,6 +117,8 @@ if [ "$restore_rounds" -gt 0 ]; then
         "$bindir/dropdb" --if-exists r_shell; "$bindir/dropdb" --if-exists r_xtask
         measure restore-shell "'$bindir/createdb' r_shell && gunzip -c '$file' | '$bindir/psql' -qX -v ON_ERROR_STOP=1 -d r_shell >/dev/null"
         measure restore-xtask "$xenv '$xtask' db-restore -q '$file' --target-db r_xtask"
+        "$bindir/dropdb" --if-exists r_table
+        measure restore-table "$xenv '$xtask' db-restore -q '$file' --target-db r_table --table public.noise"
     done
 fi
 
@@ -134,6 +136,9 @@ for k in ["devnull", "shell", "pigz", "xtask", "xtask-1t"]:
     runs = " ".join(f"{s:.2f}" for s, _ in rows[k])
     rss = max(r for _, r in rows[k]) / 1024
     print(f"{k:<10} {med[k]:>9.2f} {runs:>24} {rss:>13.1f} {med[k] / med['devnull']:>10.2f} {med['shell'] / med[k]:>10.2f}")
+if "restore-table" in rows:
+    runs = " ".join(f"{s:.2f}" for s, _ in rows["restore-table"])
+    print(f"restore-table  median {med['restore-table']:>7.2f} s  runs {runs}  (--table public.noise: 1M of the 3M rows)")
 for a, b in [("verify-shell", "verify-xtask"), ("restore-shell", "restore-xtask")]:
     if a in rows:
         for k in (a, b):

@@ -394,3 +394,76 @@ fn ctrl_c_during_the_load_leaves_the_target_as_it_was() {
     );
     assert_eq!(files_in(&x.backup_dir()).len(), 3);
 }
+
+#[test]
+fn table_restores_only_the_selected_tables_with_their_indexes() {
+    let pg = PgServer::start(15);
+    pg.create_db("pagila");
+    load_pagila(&pg, "pagila");
+    let x = crate::xtask();
+    let file = backup_of(&pg, &x, "pagila");
+    let env = pg.xtask_env("pagila");
+    let out = x.run(
+        &[
+            "db-restore",
+            &file,
+            "--target-db",
+            "recovered",
+            "--table",
+            "public.film",
+            "--table",
+            "actor",
+            "--json",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let result = json_of(&out);
+    assert_eq!(
+        result["tables"],
+        serde_json::json!({"public.actor": 200, "public.film": 1000}),
+        "{result}"
+    );
+    for t in ["public.film", "public.actor"] {
+        assert_eq!(
+            pg.table_rows("recovered", t),
+            pg.table_rows("pagila", t),
+            "{t}"
+        );
+    }
+    let tables = pg.psql("recovered", "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'");
+    assert_eq!(tables, "actor,film");
+    let indexes = pg.psql("recovered", "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'public'");
+    assert_eq!(indexes, pg.psql("pagila", "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename IN ('film', 'actor')"));
+    assert_eq!(pg.psql("recovered", "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgrelid = 'public.film'::regclass"), pg.psql("pagila", "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgrelid = 'public.film'::regclass"));
+    // The sequence behind actor_id continues where it was.
+    assert_eq!(
+        pg.psql("recovered", "SELECT nextval('public.actor_actor_id_seq')"),
+        pg.psql(
+            "pagila",
+            "SELECT last_value + 1 FROM public.actor_actor_id_seq"
+        )
+    );
+
+    let missing = x.run(
+        &[
+            "db-restore",
+            &file,
+            "--target-db",
+            "recovered2",
+            "--table",
+            "public.nope",
+        ],
+        &env,
+    );
+    assert_eq!(missing.status.code(), Some(1), "{}", show(&missing));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("this backup has no table public.nope"),
+        "{}",
+        show(&missing)
+    );
+    assert!(
+        !pg.psql("pagila", "SELECT string_agg(datname, ',') FROM pg_database")
+            .contains("recovered2")
+    );
+}

@@ -210,6 +210,10 @@ pub struct DbRestore {
     /// Restore into this database instead (created; replaced only with --yes)
     #[arg(long, value_name = "NAME")]
     pub target_db: Option<String>,
+    /// Only this table (schema.table; repeatable): its definition, data, indexes, constraints,
+    /// triggers and what they depend on, into --target-db
+    #[arg(long = "table", value_name = "TABLE", requires = "target_db")]
+    pub table: Vec<String>,
     /// Replace an existing database without asking
     #[arg(short = 'y', long)]
     pub yes: bool,

@@ -16,6 +16,7 @@ pub mod pg;
 pub mod retention;
 pub mod sqlscan;
 pub mod store;
+pub mod tablefilter;
 pub mod tasks;
 pub mod ui;
 

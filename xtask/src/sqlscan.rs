@@ -12,8 +12,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// How much of a non-data line is kept: enough for any line the scanner reads.
-const PREFIX_CAP: usize = 4096;
+/// How much of a non-data line is kept: enough for any line the scanner reads
+/// (a `COPY` line names every column).
+const PREFIX_CAP: usize = 64 * 1024;
 /// Inside a COPY block only `\.` matters.
 const COPY_PREFIX_CAP: usize = 3;
 

@@ -19,7 +19,9 @@ use crate::archive;
 use crate::config::{Connection, Settings};
 use crate::flags::DbRestore;
 use crate::pg::{self, Client, PgVersion};
+use crate::sqlscan::SqlScanner;
 use crate::store::LocalStore;
+use crate::tablefilter::TableFilter;
 use crate::tasks::Context;
 use crate::tasks::verify::{self, Checked, Sidecars, Source, StreamError};
 use crate::{Failure, ui};
@@ -97,17 +99,19 @@ impl<'a> Scratch<'a> {
     /// Streams the dump in, checking it (checksum, gzip, structure, `.meta`)
     /// in the same single read, and the rows the server took (psql's `COPY n`
     /// tags) against the rows of each COPY block.
+    /// With `tables`, only those tables (and what they depend on) are loaded.
     pub fn load_and_check(
         &self,
         conn: &Connection,
         source: &Source,
         sidecars: &Sidecars,
-    ) -> anyhow::Result<Checked> {
+        tables: &[String],
+    ) -> anyhow::Result<Loaded> {
         let scratch_conn = Connection {
             dbname: self.name.clone(),
             ..conn.clone()
         };
-        load(source, sidecars, self.client, &scratch_conn)
+        load(source, sidecars, self.client, &scratch_conn, tables)
     }
 }
 
@@ -247,8 +251,8 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         "loading {} into the scratch database {scratch_name}",
         source.file_name
     ));
-    let checked = scratch
-        .load_and_check(conn, &source, &sidecars)
+    let loaded = scratch
+        .load_and_check(conn, &source, &sidecars, &args.table)
         .context("the restore failed; the target database was not touched")?;
 
     // 7. Swap: block and close other connections to the target, then rename both in one transaction.
@@ -303,19 +307,19 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         })?;
         kept = None;
     }
-    let rows: u64 = checked.report.scan.tables.values().sum();
+    let rows: u64 = loaded.tables.values().sum();
     let secs = clock.elapsed().as_secs_f64();
     if args.json {
         println!(
             "{}",
             json!({"status": "ok", "source": source.path.display().to_string(), "target": target, "host": where_,
-                "previous": kept, "tables": checked.report.scan.tables.len(), "rows": rows, "duration_seconds": (secs * 1000.0).round() / 1000.0})
+                "previous": kept, "tables": loaded.tables, "rows": rows, "duration_seconds": (secs * 1000.0).round() / 1000.0})
         );
     } else if ui::verbosity() >= ui::Verbosity::Normal {
         println!(
             "restored {} into {target} at {where_}: {} tables, {rows} rows in {secs:.1}s",
             source.file_name,
-            checked.report.scan.tables.len()
+            loaded.tables.len()
         );
         if let Some(prev) = &kept {
             println!(
@@ -434,12 +438,20 @@ fn target_exists(previous: Option<&str>) -> bool {
 /// Streams the dump into `psql` on the scratch database: decompression and
 /// the checks in this process overlap the load in psql and the server.
 /// Ctrl-C stops it.
+/// A load that passed every check.
+pub struct Loaded {
+    pub checked: Checked,
+    /// Rows per table that went into the database (all of the dump's, or the `--table` selection).
+    pub tables: std::collections::BTreeMap<String, u64>,
+}
+
 fn load(
     source: &Source,
     sidecars: &Sidecars,
     client: &Client,
     conn: &Connection,
-) -> anyhow::Result<Checked> {
+    tables: &[String],
+) -> anyhow::Result<Loaded> {
     let interrupted = Arc::new(AtomicBool::new(false));
     let mut ids = Vec::new();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -448,7 +460,7 @@ fn load(
             Arc::clone(&interrupted),
         )?);
     }
-    let result = load_inner(source, sidecars, client, conn, &interrupted);
+    let result = load_inner(source, sidecars, client, conn, tables, &interrupted);
     for id in ids {
         signal_hook::low_level::unregister(id);
     }
@@ -468,8 +480,9 @@ fn load_inner(
     sidecars: &Sidecars,
     client: &Client,
     conn: &Connection,
+    tables: &[String],
     interrupted: &AtomicBool,
-) -> anyhow::Result<Checked> {
+) -> anyhow::Result<Loaded> {
     let mut cmd = Command::new(client.tool("psql").into_os_string());
     // Not quiet: the `COPY n` command tags on stdout are the server's own row counts.
     cmd.args(["-X", "-w", "-v", "ON_ERROR_STOP=1"])
@@ -494,17 +507,65 @@ fn load_inner(
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let mut progress = ui::Progress::new("restoring");
     let mut total = 0u64;
-    let streamed = verify::check_streaming(source, sidecars, |chunk| {
+    // `--table`: only the selection goes to psql; a second scanner counts what went.
+    let mut filter = None;
+    if !tables.is_empty() {
+        let mut f = TableFilter::new(tables);
+        let file = std::fs::File::open(&source.path)?;
+        f.prepare(io::BufReader::new(flate2::read::MultiGzDecoder::new(
+            io::BufReader::new(file),
+        )))
+        .map_err(|e| format_err!("refusing to restore: {}: {e}", source.file_name))?;
+        filter = Some(f);
+    }
+    let mut sent = SqlScanner::new();
+    let mut selected = Vec::new();
+    let mut streamed = verify::check_streaming(source, sidecars, |chunk| {
         if interrupted.load(Ordering::SeqCst) {
             return Err(io::Error::other("interrupted"));
         }
-        stdin.write_all(chunk)?;
+        let bytes = match filter.as_mut() {
+            Some(f) => {
+                selected.clear();
+                f.feed(chunk, &mut selected);
+                &selected[..]
+            }
+            None => chunk,
+        };
+        sent.feed(bytes);
+        stdin.write_all(bytes)?;
         total += chunk.len() as u64;
         progress.update(total);
         Ok(())
     });
+    if let (Ok(_), Some(f)) = (&streamed, filter.as_mut()) {
+        selected.clear();
+        f.finish(&mut selected);
+        sent.feed(&selected);
+        if let Err(e) = stdin.write_all(&selected) {
+            streamed = Err(StreamError::Sink(e));
+        }
+    }
     progress.finish();
     drop(stdin);
+    let sent = sent.finish();
+    if let (Ok(_), Some(f)) = (&streamed, &filter) {
+        let missing = f.missing();
+        if !missing.is_empty() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "this backup has no table {}: see the table list with `cargo xtask db-restore FILE --dry-run`",
+                missing.join(", ")
+            );
+        }
+        if f.dropped_foreign_keys > 0 {
+            ui::warn(format!(
+                "{} foreign keys of the selected tables were not restored: they reference tables outside the selection",
+                f.dropped_foreign_keys
+            ));
+        }
+    }
     if streamed.is_err() {
         // Whatever psql has not run yet must not run: the file failed a check,
         // or we were interrupted. (A psql that failed by itself is gone already.)
@@ -537,14 +598,17 @@ fn load_inner(
         }
         Err(StreamError::Sink(e)) => Err(format_err!("streaming the dump into psql failed: {e}")),
         Ok(_) if !status.success() => Err(psql_error()),
-        Ok(checked) if loaded != checked.report.scan.copies => Err(format_err!(
+        Ok(_) if loaded != sent.copies => Err(format_err!(
             "the server took {} COPY blocks with {} rows, the dump has {} with {}",
             loaded.len(),
             loaded.iter().sum::<u64>(),
-            checked.report.scan.copies.len(),
-            checked.report.scan.copies.iter().sum::<u64>()
+            sent.copies.len(),
+            sent.copies.iter().sum::<u64>()
         )),
-        Ok(checked) => Ok(checked),
+        Ok(checked) => Ok(Loaded {
+            checked,
+            tables: sent.tables,
+        }),
     }
 }
 

@@ -230,7 +230,7 @@ fn restore_test(
         source.file_name, scratch.name
     ));
     scratch
-        .load_and_check(conn, source, &sidecars(source)?)
+        .load_and_check(conn, source, &sidecars(source)?, &[])
         .map(|_| ())
         .map_err(|e| format_err!("{}: restore test: {e:#}", source.file_name))
 }
