@@ -507,7 +507,7 @@ fn load_inner(
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let mut progress = ui::Progress::new("restoring");
     let mut total = 0u64;
-    // `--table`: only the selection goes to psql; a second scanner counts what went.
+    // `--table`: only the selection goes to psql, and a second scanner counts what went.
     let mut filter = None;
     if !tables.is_empty() {
         let mut f = TableFilter::new(tables);
@@ -532,7 +532,9 @@ fn load_inner(
             }
             None => chunk,
         };
-        sent.feed(bytes);
+        if filter.is_some() {
+            sent.feed(bytes);
+        }
         stdin.write_all(bytes)?;
         total += chunk.len() as u64;
         progress.update(total);
@@ -598,17 +600,26 @@ fn load_inner(
         }
         Err(StreamError::Sink(e)) => Err(format_err!("streaming the dump into psql failed: {e}")),
         Ok(_) if !status.success() => Err(psql_error()),
-        Ok(_) if loaded != sent.copies => Err(format_err!(
-            "the server took {} COPY blocks with {} rows, the dump has {} with {}",
-            loaded.len(),
-            loaded.iter().sum::<u64>(),
-            sent.copies.len(),
-            sent.copies.iter().sum::<u64>()
-        )),
-        Ok(checked) => Ok(Loaded {
-            checked,
-            tables: sent.tables,
-        }),
+        Ok(checked) => {
+            // Without --table, what went to psql is the whole dump, already scanned once.
+            let (copies, tables) = match filter {
+                Some(_) => (sent.copies, sent.tables),
+                None => (
+                    checked.report.scan.copies.clone(),
+                    checked.report.scan.tables.clone(),
+                ),
+            };
+            if loaded != copies {
+                bail!(
+                    "the server took {} COPY blocks with {} rows, the dump has {} with {}",
+                    loaded.len(),
+                    loaded.iter().sum::<u64>(),
+                    copies.len(),
+                    copies.iter().sum::<u64>()
+                );
+            }
+            Ok(Loaded { checked, tables })
+        }
     }
 }
 
