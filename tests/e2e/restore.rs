@@ -75,6 +75,8 @@ fn pagila_round_trip(major: u32) {
     let pg = PgServer::start(major);
     pg.create_db("pagila");
     load_pagila(&pg, "pagila");
+    // Large objects travel in their own section of the dump.
+    pg.psql("pagila", "SELECT lo_from_bytea(0, convert_to(repeat('large object ', 5000), 'UTF8')); SELECT lo_from_bytea(0, '\\x00ff00ff'::bytea)");
     let x = crate::xtask();
     let file = backup_of(&pg, &x, "pagila");
 
@@ -126,6 +128,9 @@ fn pagila_round_trip(major: u32) {
         pg.psql("pagila_copy", "SELECT public.inventory_in_stock(1)"),
         "t"
     );
+    let blobs = "SELECT count(*) || ':' || md5(string_agg(encode(lo_get(oid), 'hex'), ',' ORDER BY md5(lo_get(oid)))) FROM pg_largeobject_metadata";
+    assert_eq!(pg.psql("pagila_copy", blobs), pg.psql("pagila", blobs));
+    assert!(pg.psql("pagila", blobs).starts_with("2:"));
 }
 
 /// The target's content before and after must be the same.
