@@ -274,6 +274,15 @@ impl Connection {
         format!("{}:{}/{}", self.host, self.port, self.dbname)
     }
 
+    /// The same server's maintenance database (`postgres`), for creating,
+    /// renaming and dropping databases.
+    pub fn maintenance(&self) -> Connection {
+        Connection {
+            dbname: "postgres".into(),
+            ..self.clone()
+        }
+    }
+
     /// The libpq environment for a client tool: the password goes here, never into argv.
     pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![

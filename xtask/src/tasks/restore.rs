@@ -182,10 +182,7 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
 
     // 3. The server, and whether the dump can load into it.
-    let admin = Connection {
-        dbname: "postgres".into(),
-        ..conn.clone()
-    };
+    let admin = conn.maintenance();
     let client = Client::find(&ctx.sh, None)?;
     let server = pg::server_version(&ctx.sh, &client, &admin)?;
     let dump_version = full

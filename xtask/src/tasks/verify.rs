@@ -200,10 +200,7 @@ fn restore_test(
     source: &Source,
     checked: &Checked,
 ) -> anyhow::Result<()> {
-    let admin = Connection {
-        dbname: "postgres".into(),
-        ..conn.clone()
-    };
+    let admin = conn.maintenance();
     let client = Client::find(&ctx.sh, None)?;
     let server = pg::server_version(&ctx.sh, &client, &admin)?;
     let dump = checked
