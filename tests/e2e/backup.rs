@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{DB, PASSWORD, PgServer, files_in, host_pg_dump_major, json_of, show};
 use serde_json::Value;
+use xtask::tasks::demo::is_root;
 
 per_version! {
     backup_restores_into_an_identical_database => super::round_trip,
@@ -351,14 +352,6 @@ fn killed_pg_dump_or_killed_xtask_leave_no_backup() {
     );
     assert!(partials(&dir).is_empty(), "{:?}", files_in(&dir));
     assert_eq!(backup_files(&dir).len(), 3);
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false)
 }
 
 fn mount_tmpfs(path: &Path, options: &str) {

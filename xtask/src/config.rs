@@ -387,17 +387,6 @@ impl Settings {
     }
 }
 
-/// The database name alone (flag > POSTGRES_DB or DATABASE_URL's > default),
-/// for tasks that need no connection.
-pub fn resolve_dbname(flag: Option<String>, sources: &Sources) -> anyhow::Result<String> {
-    Ok(match flag {
-        Some(v) => v,
-        None => sources
-            .get_or_url("POSTGRES_DB", |u| u.dbname.clone())?
-            .map_or(DEFAULT_DB.to_string(), |(v, _)| v),
-    })
-}
-
 /// The backup directory (flag > BACKUP_DIR > default), relative to `root`.
 pub fn resolve_backup_dir(args: &DirArgs, sources: &Sources, root: &Path) -> (PathBuf, Origin) {
     let (dir, origin) = match (&args.backup_dir, sources.get("BACKUP_DIR")) {

@@ -123,12 +123,10 @@ impl Drop for Server {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false)
+/// Whether this process runs as root: `/proc/self` belongs to its effective user.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// PostgreSQL's server tools refuse to run as root: run them as `postgres` then.

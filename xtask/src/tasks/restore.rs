@@ -384,7 +384,7 @@ fn print_plan(
             json!({"dry_run": true, "source": source.path.display().to_string(), "target": target, "host": where_,
                 "size_bytes": checked.report.compressed_bytes, "uncompressed_bytes": scan.bytes,
                 "created_at": checked.meta.as_ref().map(|m| m.finished_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()),
-                "pg_dump_version": scan.pg_dump_version, "server_version": server.text, "replaces": target_exists(previous),
+                "pg_dump_version": scan.pg_dump_version, "server_version": server.text, "replaces": previous.is_some(),
                 "previous_kept_as": previous, "tables": scan.tables, "rows": rows, "checksum_recorded": checked.checksum_recorded})
         );
         return;
@@ -426,10 +426,6 @@ fn print_plan(
     for (table, n) in &scan.tables {
         println!("            {table}: {n}");
     }
-}
-
-fn target_exists(previous: Option<&str>) -> bool {
-    previous.is_some()
 }
 
 /// Streams the dump into `psql` on the scratch database: decompression and
