@@ -1,51 +1,109 @@
-//! The workspace's `docker-compose.yml`: its `db` service starts from the
-//! configured image, becomes healthy, and is published on loopback only.
+//! The compose route: the workspace's own `docker-compose.yml` (a copy of the
+//! repository's, in the test's workspace root, with its own project name and
+//! port in `.env`), started and stopped by `cargo xtask db-up`/`db-down`,
+//! and the client tools run inside the service with `exec -T`.
+//!
+//! The service runs PostgreSQL 17; the host's client tools are 15, so only
+//! the compose route can dump it.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use e2e::{PASSWORD, image_repo};
+use e2e::{PASSWORD, PgServer, Xtask, files_in, host_pg_dump_major, image_repo, show};
 
-struct ComposeProject {
-    name: String,
-    file: PathBuf,
-    env_file: tempfile::NamedTempFile,
+/// A compose project in a workspace root of its own; `down --volumes` on drop.
+struct Project {
+    x: Xtask,
     port: u16,
 }
 
-impl ComposeProject {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("docker");
-        c.args(["compose", "--project-name", &self.name, "--file"])
-            .arg(&self.file)
-            .arg("--env-file")
-            .arg(self.env_file.path())
-            .args(args)
-            .env("POSTGRES_IMAGE", format!("{}:17", image_repo()))
-            .env("POSTGRES_PORT", self.port.to_string())
-            .env("POSTGRES_USER", "app")
-            .env("POSTGRES_DB", "app")
-            .env("POSTGRES_PASSWORD", PASSWORD);
-        c
+impl Project {
+    fn new() -> Project {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let x = crate::xtask();
+        let root = x.root.path();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        std::fs::copy(
+            repo.join("docker-compose.yml"),
+            root.join("docker-compose.yml"),
+        )
+        .unwrap();
+        let port = free_port();
+        // As a developer's `.env`: compose reads it for the project, the xtask for itself.
+        std::fs::write(
+            root.join(".env"),
+            format!(
+                "COMPOSE_PROJECT_NAME=xtask-e2e-{}-{}\nPOSTGRES_IMAGE={}:17\nPOSTGRES_PORT={port}\nPOSTGRES_PASSWORD={PASSWORD}\n",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst),
+                image_repo()
+            ),
+        )
+        .unwrap();
+        Project { x, port }
     }
 
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.command(args).output().expect("docker compose runs");
+    fn root(&self) -> &Path {
+        self.x.root.path()
+    }
+
+    /// A `docker compose` command in the project, as the developer would type it.
+    fn compose(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("compose")
+            .args(args)
+            .current_dir(self.root())
+            .output()
+            .expect("docker compose runs")
+    }
+
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.x.run(args, &env)
+    }
+
+    /// `cargo xtask db-up`, which must succeed.
+    fn up(&self, env: &[(&str, &str)]) {
+        let out = self.run(&["db-up"], env);
         assert!(
             out.status.success(),
-            "docker compose {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "db-up failed (is the image {}:17 built? `bash scripts/build-pg-image.sh 17`): {}",
+            image_repo(),
+            show(&out)
         );
+    }
+
+    /// psql inside the service, as the superuser the image created.
+    fn psql(&self, user: &str, db: &str, sql: &str) -> String {
+        let out = self.compose(&[
+            "exec",
+            "-T",
+            "db",
+            "psql",
+            "-X",
+            "-U",
+            user,
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atc",
+            sql,
+        ]);
+        assert!(out.status.success(), "psql {sql}: {}", show(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 
-impl Drop for ComposeProject {
+impl Drop for Project {
     fn drop(&mut self) {
-        let _ = self
-            .command(&["down", "--volumes", "--timeout", "5"])
-            .output();
+        let _ = self.compose(&["down", "--volumes", "--timeout", "5"]);
     }
 }
 
@@ -57,64 +115,190 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every byte value, and a 3.2 MB pseudo-random value, as bytea; plus text.
+const SEED: &str = "
+CREATE TABLE blobs (id int PRIMARY KEY, data bytea NOT NULL);
+INSERT INTO blobs SELECT 1, decode(string_agg(lpad(to_hex(i), 2, '0'), '' ORDER BY i), 'hex') FROM generate_series(0, 255) i;
+INSERT INTO blobs SELECT 2, string_agg(decode(md5(i::text), 'hex'), ''::bytea ORDER BY i) FROM generate_series(1, 200000) i;
+CREATE TABLE notes (id int PRIMARY KEY, body text);
+INSERT INTO notes SELECT i, 'note ' || i || E' tab\\there, ünïcode ✓' FROM generate_series(1, 5000) i;
+";
+
+/// What the data looks like: lengths and digests of every value.
+const FINGERPRINT: &str =
+    "SELECT string_agg(id || ':' || length(data) || ':' || md5(data), ' ' ORDER BY id) FROM blobs
+  UNION ALL SELECT count(*) || ':' || md5(string_agg(body, ',' ORDER BY id)) FROM notes";
+
 #[test]
-fn compose_db_service_is_healthy_and_loopback_only() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let project = ComposeProject {
-        name: format!("xtask-e2e-{}", std::process::id()),
-        file: root.join("docker-compose.yml"),
-        env_file: tempfile::NamedTempFile::new().unwrap(),
-        port: free_port(),
-    };
-    let up = project
-        .command(&["up", "--detach", "--wait", "--wait-timeout", "120", "db"])
-        .output()
-        .unwrap();
-    assert!(
-        up.status.success(),
-        "docker compose up failed (is the image {}:17 built? `bash scripts/build-pg-image.sh 17`): {}",
-        image_repo(),
-        String::from_utf8_lossy(&up.stderr)
-    );
+fn compose_route_dumps_and_restores_a_newer_server_bit_exact() {
+    let p = Project::new();
+    // The service's own settings, which the xtask is never told: it must take them from the service.
+    p.up(&[("POSTGRES_USER", "owner"), ("POSTGRES_DB", "inventory")]);
+    let published = p.compose(&["port", "db", "5432"]);
     assert_eq!(
-        project.run(&["port", "db", "5432"]),
-        format!("127.0.0.1:{}", project.port)
+        String::from_utf8_lossy(&published.stdout).trim(),
+        format!("127.0.0.1:{}", p.port),
+        "published on loopback only"
+    );
+    p.psql("owner", "inventory", SEED);
+    let before = p.psql("owner", "inventory", FINGERPRINT);
+    assert!(
+        before.contains("1:256:e2c865db4162bed963bfaa9ef6ac18f0"),
+        "{before}"
     );
 
-    // Inside the service (no TTY) and from the host, it is the same server.
-    let inside = project.run(&[
-        "exec",
-        "-T",
-        "db",
-        "psql",
-        "-U",
-        "app",
-        "-d",
-        "app",
-        "-Atc",
-        "SHOW server_version_num",
-    ]);
-    assert!(inside.starts_with("17"), "{inside}");
-    let host = Command::new("psql")
-        .args([
-            "-X",
+    // auto: the service runs, so the tools run inside it.
+    let out = p.run(&["db-backup", "--json", "-v"], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let result = e2e::json_of(&out);
+    let meta = &result["meta"];
+    assert_eq!(meta["via"], "compose", "{meta}");
+    assert_eq!(meta["database"], "inventory", "{meta}");
+    assert!(
+        meta["server_version"].as_str().unwrap().starts_with("17."),
+        "{meta}"
+    );
+    assert!(
+        meta["pg_dump_version"].as_str().unwrap().starts_with("17."),
+        "{meta}"
+    );
+    assert_eq!(meta["tables"]["public.blobs"], 2, "{meta}");
+    assert!(
+        stderr(&out).contains("route: compose"),
+        "-v shows the route: {}",
+        stderr(&out)
+    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!text.contains(PASSWORD), "the password leaked: {text}");
+    let dir = p.x.backup_dir();
+    let before_files = files_in(&dir);
+
+    // The host's pg_dump (15) cannot dump 17: one clear line, nothing written.
+    if host_pg_dump_major() < 17 {
+        let out = p.run(
+            &["db-backup", "--via", "host"],
+            &[("POSTGRES_USER", "owner"), ("POSTGRES_DB", "inventory")],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("is older than the server (17.") && err.contains("--via compose"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(
+            files_in(&dir),
+            before_files,
+            "nothing new in the backup directory"
+        );
+    }
+
+    // Lose the data, then restore the latest through the service.
+    p.psql(
+        "owner",
+        "inventory",
+        "DROP TABLE blobs; UPDATE notes SET body = 'x'",
+    );
+    let out = p.run(&["db-restore", "--latest", "--yes", "--drop-previous"], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        p.psql("owner", "inventory", FINGERPRINT),
+        before,
+        "bit-exact round trip"
+    );
+
+    // db-psql reaches the same database by the same route, without a TTY.
+    let out = p.run(
+        &[
+            "db-psql",
+            "--",
             "-Atc",
             "SELECT current_user || '@' || current_database()",
-        ])
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", project.port.to_string())
-        .env("PGUSER", "app")
-        .env("PGDATABASE", "app")
-        .env("PGPASSWORD", PASSWORD)
-        .output()
-        .unwrap();
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", show(&out));
     assert_eq!(
-        String::from_utf8_lossy(&host.stdout).trim(),
-        "app@app",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "owner@inventory"
+    );
+    let out = p.run(&["db-psql", "--", "-c", "SELECT nonsense"], &[]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "psql's failure is the exit code"
+    );
+}
+
+#[test]
+fn stopped_service_falls_back_to_the_host_and_says_so() {
+    let p = Project::new();
+    p.up(&[]);
+    let out = p.run(&["db-down"], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let state = p.compose(&["ps", "-q", "db"]);
+    assert!(
+        String::from_utf8_lossy(&state.stdout).trim().is_empty(),
+        "db-down stopped it"
+    );
+
+    // --via compose refuses with one line.
+    let out = p.run(&["db-backup", "--via", "compose"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: the compose service 'db' is not running: start it with `cargo xtask db-up`, or use --via host"
+    );
+    // An unknown service name, too.
+    let out = p.run(
+        &["db-backup", "--via", "compose"],
+        &[("BACKUP_COMPOSE_SERVICE", "postgres")],
+    );
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: the compose project has no service 'postgres' (it has: db): set BACKUP_COMPOSE_SERVICE to the database's service"
+    );
+
+    // auto: the host's tools, against a server on the host's side, and it says so.
+    let pg = PgServer::start(15);
+    pg.psql(e2e::DB, "CREATE TABLE t AS SELECT 1 AS x");
+    let env = pg.xtask_env(e2e::DB);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = p.run(&["db-backup", "--json"], &env);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stderr(&out)
+            .contains("the compose service 'db' is not running: using the host's client tools"),
         "{}",
-        String::from_utf8_lossy(&host.stderr)
+        stderr(&out)
+    );
+    assert_eq!(e2e::json_of(&out)["meta"]["via"], "host");
+}
+
+#[test]
+fn without_a_compose_file_compose_is_refused_and_auto_uses_the_host() {
+    let x = crate::xtask();
+    let env: BTreeMap<String, String> = [("BACKUP_VIA".to_string(), "compose".to_string())].into();
+    let out = x.run(&["db-backup"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: no compose file in ")
+            && err.trim().ends_with("add one, or use --via host"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let out = x.run(&["db-up"], &BTreeMap::new());
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stderr(&out).contains("no compose file"), "{}", show(&out));
+    let bad: BTreeMap<String, String> = [("BACKUP_VIA".to_string(), "docker".to_string())].into();
+    let out = x.run(&["db-backup"], &bad);
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: BACKUP_VIA 'docker' is not valid: use auto, host or compose"
     );
 }

@@ -288,6 +288,10 @@ impl Xtask {
             "PGDATABASE",
             "PGSERVICE",
             "CARGO_MANIFEST_DIR",
+            "BACKUP_VIA",
+            "BACKUP_COMPOSE_SERVICE",
+            "COMPOSE_FILE",
+            "COMPOSE_PROJECT_NAME",
         ] {
             c.env_remove(var);
         }

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, format_err};
 
-use crate::flags::{CommonArgs, DirArgs};
+use clap::ValueEnum;
+
+use crate::flags::{CommonArgs, DirArgs, Via};
 
 /// A value that must never be printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -266,12 +268,71 @@ pub struct Connection {
     pub user: String,
     pub password: Option<Secret>,
     pub sslmode: Option<String>,
+    /// Set when the tools run inside this compose service (host and port are then unused).
+    pub service: Option<String>,
 }
 
 impl Connection {
-    /// `host:port/dbname`, for messages (never the password).
+    /// `host:port/dbname`, or `dbname in compose service 'db'`, for messages (never the password).
     pub fn display_target(&self) -> String {
-        format!("{}:{}/{}", self.host, self.port, self.dbname)
+        match &self.service {
+            Some(_) => format!("{} in {}", self.dbname, self.server_label()),
+            None => format!("{}:{}/{}", self.host, self.port, self.dbname),
+        }
+    }
+
+    /// `host:port`, or `compose service 'db'`.
+    pub fn server_label(&self) -> String {
+        match &self.service {
+            Some(svc) => format!("compose service '{svc}'"),
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    /// Whether the server is the developer's own (loopback, a local socket, the compose service).
+    pub fn is_local(&self) -> bool {
+        self.service.is_some()
+            || matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "::1" | "")
+            || self.host.starts_with('/')
+            || self.host.starts_with("127.")
+    }
+
+    /// The defaults, for probes that connect nowhere.
+    pub fn local_default() -> Connection {
+        Connection {
+            host: DEFAULT_HOST.into(),
+            port: DEFAULT_PORT,
+            dbname: DEFAULT_DB.into(),
+            user: DEFAULT_USER.into(),
+            password: None,
+            sslmode: None,
+            service: None,
+        }
+    }
+
+    /// This connection as the tools inside `svc` see it: user, database and
+    /// password nobody gave (`origin` is [`Origin::Default`]) come from the
+    /// service's own environment, as the official image reads it.
+    pub fn in_service(
+        &self,
+        svc: &crate::compose::Service,
+        origin: impl Fn(&str) -> Origin,
+    ) -> Connection {
+        let mut conn = self.clone();
+        if origin("user") == Origin::Default {
+            conn.user = svc.env("POSTGRES_USER").unwrap_or("postgres").to_string();
+        }
+        if origin("dbname") == Origin::Default {
+            conn.dbname = svc
+                .env("POSTGRES_DB")
+                .map(String::from)
+                .unwrap_or_else(|| conn.user.clone());
+        }
+        if conn.password.is_none() {
+            conn.password = svc.env("POSTGRES_PASSWORD").map(Secret::new);
+        }
+        conn.service = Some(svc.name.clone());
+        conn
     }
 
     /// The same server's maintenance database (`postgres`), for creating,
@@ -309,8 +370,22 @@ pub struct Settings {
     pub root: PathBuf,
     pub connection: Connection,
     pub backup_dir: PathBuf,
+    /// How the client tools run (`--via`, BACKUP_VIA).
+    pub via: Via,
+    /// The compose service of the database (BACKUP_COMPOSE_SERVICE).
+    pub compose_service: String,
     /// Each setting's origin, for `-v`.
     pub origins: Vec<(&'static str, Origin)>,
+}
+
+impl Settings {
+    /// Where the setting `name` came from.
+    pub fn origin(&self, name: &str) -> Origin {
+        self.origins
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(Origin::Default, |(_, o)| *o)
+    }
 }
 
 pub const DEFAULT_HOST: &str = "localhost";
@@ -318,6 +393,7 @@ pub const DEFAULT_PORT: u16 = 5432;
 pub const DEFAULT_DB: &str = "app";
 pub const DEFAULT_USER: &str = "app";
 pub const DEFAULT_BACKUP_DIR: &str = "backups";
+pub const DEFAULT_COMPOSE_SERVICE: &str = "db";
 
 impl Settings {
     pub fn resolve(args: &CommonArgs, sources: &Sources, root: &Path) -> anyhow::Result<Settings> {
@@ -365,6 +441,21 @@ impl Settings {
             sources.get_or_url("POSTGRES_USER", |u| u.user.clone())?,
             DEFAULT_USER,
         );
+        let via_text = pick(
+            "via",
+            c.via.map(|v| v.to_string()),
+            sources.get("BACKUP_VIA"),
+            "auto",
+        );
+        let via = Via::from_str(&via_text, true).map_err(|_| {
+            format_err!("BACKUP_VIA '{via_text}' is not valid: use auto, host or compose")
+        })?;
+        let compose_service = pick(
+            "compose_service",
+            None,
+            sources.get("BACKUP_COMPOSE_SERVICE"),
+            DEFAULT_COMPOSE_SERVICE,
+        );
         let (backup_dir, origin) = resolve_backup_dir(&args.dir, sources, root);
         origins.push(("backup_dir", origin));
         let password = resolve_password(sources)?;
@@ -380,8 +471,11 @@ impl Settings {
                 user,
                 password,
                 sslmode,
+                service: None,
             },
             backup_dir,
+            via,
+            compose_service,
             origins,
         })
     }

@@ -38,6 +38,41 @@ pub enum Command {
     DbPrune(DbPrune),
     /// Try it all on a throwaway server: backup, verify, list, restore, compare; then clean up
     Demo(Demo),
+    /// Start the compose database service and wait until it is healthy
+    DbUp(DbUp),
+    /// Stop the compose database service (its data volume is kept)
+    DbDown(DbDown),
+    /// Open psql on the database, by the same route as the other tasks (arguments after -- go to psql)
+    DbPsql(DbPsql),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbUp {
+    /// Seconds to wait for the service to become healthy
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub timeout: u64,
+    /// Print only errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbDown {
+    /// Print only errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbPsql {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Print more detail (the route taken)
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Arguments for psql, e.g. `-- -c 'SELECT 1'`
+    #[arg(last = true, value_name = "PSQL_ARGS")]
+    pub args: Vec<String>,
 }
 
 /// Where the database is. Passwords are never flags: they would show in `ps`.
@@ -66,6 +101,34 @@ pub struct ConnectionArgs {
         value_name = "USER"
     )]
     pub user: Option<String>,
+    /// Where the client tools run: auto (the compose service if it runs, else here), host,
+    /// compose [env: BACKUP_VIA, BACKUP_COMPOSE_SERVICE] [default: auto, db]
+    #[arg(
+        help_heading = "Connection",
+        long,
+        value_enum,
+        value_name = "ROUTE",
+        hide_possible_values = true
+    )]
+    pub via: Option<Via>,
+}
+
+/// `--via`: where PostgreSQL's client tools run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Via {
+    Auto,
+    Host,
+    Compose,
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Via::Auto => "auto",
+            Via::Host => "host",
+            Via::Compose => "compose",
+        })
+    }
 }
 
 /// Options every database task takes.

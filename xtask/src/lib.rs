@@ -1,12 +1,14 @@
 //! The library behind `cargo xtask`. Layers, top to bottom (arrows only point down):
 //!
 //! - [`flags`]: the command line; [`tasks`]: one module per command.
-//! - Effects: [`pg`] (running PostgreSQL's client tools), [`archive`] (the
-//!   streaming pipeline and atomic files), [`store`] (the backup directory).
+//! - Effects: [`pg`] (running PostgreSQL's client tools, on the host or in
+//!   the compose service), [`archive`] (the streaming pipeline and atomic
+//!   files), [`store`] (the backup directory), [`compose`] (asking compose).
 //! - Pure core: [`naming`], [`meta`], [`metrics`], [`retention`], [`sqlscan`], [`config`].
 //! - [`ui`]: what goes to stderr.
 
 pub mod archive;
+pub mod compose;
 pub mod config;
 pub mod flags;
 pub mod meta;
@@ -80,5 +82,8 @@ pub fn run(flags: flags::Xtask) -> anyhow::Result<ExitCode> {
         flags::Command::DbVerify(args) => tasks::verify::run(args, &ctx),
         flags::Command::DbRestore(args) => tasks::restore::run(args, &ctx),
         flags::Command::Demo(args) => tasks::demo::run(args, &ctx),
+        flags::Command::DbUp(args) => tasks::dev::up(args, &ctx),
+        flags::Command::DbDown(args) => tasks::dev::down(args, &ctx),
+        flags::Command::DbPsql(args) => tasks::dev::psql(args, &ctx),
     }
 }

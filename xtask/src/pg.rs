@@ -2,15 +2,22 @@
 //! connection through libpq's environment (never argv), and their failures
 //! turned into one line that says what to do.
 //!
-//! This is the host route; the compose route (running the tools inside the
-//! `db` service) plugs in here too.
+//! Two routes: `host` runs the tools installed on this machine against
+//! `host:port`; `compose` runs them inside the compose service with
+//! `exec -T`, so client and server versions match by construction. Either
+//! way the bytes stream through this process. [`open`] picks the route
+//! (`--via auto|host|compose`) and connects once.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use xshell::{Shell, cmd};
 
-use crate::config::Connection;
+use crate::compose::{Compose, ComposeError, Service};
+use crate::config::{Connection, Origin, Settings};
+use crate::flags::Via;
+use crate::ui;
 
 /// A PostgreSQL version as a tool or a server reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +107,7 @@ impl fmt::Display for PgError {
             ),
             PgError::Unreachable { target, detail } => write!(
                 f,
-                "cannot reach PostgreSQL at {target} ({detail}): is the server running? Check POSTGRES_HOST/POSTGRES_PORT, or start it with `docker compose up -d db`"
+                "cannot reach PostgreSQL at {target} ({detail}): is the server running? Check POSTGRES_HOST/POSTGRES_PORT, or start the compose service with `cargo xtask db-up`"
             ),
             PgError::AuthFailed { user, target } => write!(
                 f,
@@ -126,7 +133,7 @@ impl fmt::Display for PgError {
                 server,
             } => write!(
                 f,
-                "{tool} {client} is older than the server ({server}) and cannot dump it: install the PostgreSQL {} client tools, or run the tools inside the database's container",
+                "{tool} {client} is older than the server ({server}) and cannot dump it: run it inside the compose service with --via compose, or install the PostgreSQL {} client tools",
                 server.major
             ),
             PgError::Failed { tool, detail } => write!(f, "{tool} failed: {detail}"),
@@ -138,7 +145,7 @@ impl std::error::Error for PgError {}
 
 /// Turns a client tool's stderr into a [`PgError`]. `target` is `host:port`.
 pub fn classify(tool: &str, stderr: &str, conn: &Connection) -> PgError {
-    let target = format!("{}:{}", conn.host, conn.port);
+    let target = conn.server_label();
     let first_line = stderr
         .lines()
         .map(str::trim)
@@ -200,56 +207,299 @@ pub fn classify(tool: &str, stderr: &str, conn: &Connection) -> PgError {
     }
 }
 
+/// How the client tools are run.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    /// Installed on this machine; `None`: found on PATH.
+    Host { bindir: Option<PathBuf> },
+    /// Inside a running compose service.
+    Compose(Box<Service>),
+}
+
 /// The client tools of one installation, with their version.
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub bindir: Option<PathBuf>,
+    pub runner: Runner,
     pub version: PgVersion,
 }
 
+/// A client tool's command line, environment and working directory, ready
+/// for `std::process`, duct or xshell. The password is in `env`, never `args`.
+#[derive(Debug, Clone)]
+pub struct ToolCommand {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    pub env: Vec<(&'static str, String)>,
+    pub dir: Option<PathBuf>,
+}
+
+impl ToolCommand {
+    pub fn std(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.program);
+        c.args(&self.args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        if let Some(dir) = &self.dir {
+            c.current_dir(dir);
+        }
+        c
+    }
+
+    pub fn duct(&self) -> duct::Expression {
+        let mut e = duct::cmd(&self.program, &self.args);
+        for (k, v) in &self.env {
+            e = e.env(k, v);
+        }
+        if let Some(dir) = &self.dir {
+            e = e.dir(dir);
+        }
+        e
+    }
+}
+
+/// libpq variables that name the server's address: inside the service the
+/// tools use the local socket, so these are not forwarded.
+const HOST_ONLY_VARS: [&str; 3] = ["PGHOST", "PGPORT", "PGSSLMODE"];
+
 impl Client {
-    pub fn tool(&self, name: &str) -> PathBuf {
-        match &self.bindir {
-            Some(dir) => dir.join(name),
-            None => PathBuf::from(name),
+    /// `host` or `compose`: recorded in `.meta`.
+    pub fn via(&self) -> &'static str {
+        match self.runner {
+            Runner::Host { .. } => "host",
+            Runner::Compose(_) => "compose",
+        }
+    }
+
+    /// Where `tool` runs, for `-v`.
+    pub fn describe(&self, tool: &str) -> String {
+        match &self.runner {
+            Runner::Host { bindir: Some(dir) } => dir.join(tool).display().to_string(),
+            Runner::Host { bindir: None } => format!("{tool} on PATH"),
+            Runner::Compose(svc) => format!(
+                "{tool} in compose service '{}' ({} {})",
+                svc.name,
+                svc.compose.name(),
+                svc.compose.version
+            ),
+        }
+    }
+
+    /// The command that runs `tool args` against `conn` on this route.
+    pub fn command(&self, tool: &str, args: &[OsString], conn: &Connection) -> ToolCommand {
+        self.command_with(tool, args, conn, false)
+    }
+
+    /// As [`Client::command`]; `tty` gives an interactive tool a terminal
+    /// inside the service (never for streams).
+    pub fn command_with(
+        &self,
+        tool: &str,
+        args: &[OsString],
+        conn: &Connection,
+        tty: bool,
+    ) -> ToolCommand {
+        match &self.runner {
+            Runner::Host { bindir } => ToolCommand {
+                program: match bindir {
+                    Some(dir) => dir.join(tool).into_os_string(),
+                    None => tool.into(),
+                },
+                args: args.to_vec(),
+                env: conn.libpq_env(),
+                dir: None,
+            },
+            Runner::Compose(svc) => {
+                let env: Vec<_> = conn
+                    .libpq_env()
+                    .into_iter()
+                    .filter(|(k, _)| !HOST_ONLY_VARS.contains(k))
+                    .collect();
+                let forward: Vec<&str> = env.iter().map(|(k, _)| *k).collect();
+                ToolCommand {
+                    program: svc.program().into(),
+                    args: svc.exec_args(tool, args, &forward, tty),
+                    env,
+                    dir: Some(svc.compose.dir.clone()),
+                }
+            }
+        }
+    }
+
+    /// The tools inside a running compose service.
+    pub fn in_service(service: Service) -> Result<Client, PgError> {
+        let probe = Client {
+            runner: Runner::Compose(Box::new(service)),
+            version: PgVersion::parse("0").expect("a version"),
+        };
+        let cmd = probe.command(
+            "pg_dump",
+            &["--version".into()],
+            &Connection::local_default(),
+        );
+        let out = cmd
+            .std()
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| PgError::Failed {
+                tool: "docker".into(),
+                detail: e.to_string(),
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match (out.status.success(), PgVersion::parse(&text)) {
+            (true, Some(version)) => Ok(Client { version, ..probe }),
+            _ => Err(PgError::Failed {
+                tool: "pg_dump --version in the compose service".into(),
+                detail: String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or(
+                        "no output: does the service's image have the PostgreSQL client tools?",
+                    )
+                    .to_string(),
+            }),
         }
     }
 
     /// `pg_dump` on PATH, or with `min_major`, the newest installed version
     /// that is at least that major (Debian and RHEL keep several side by side).
     pub fn find(sh: &Shell, min_major: Option<u32>) -> Result<Client, PgError> {
+        let host = |bindir: Option<PathBuf>, version: PgVersion| Client {
+            runner: Runner::Host { bindir },
+            version,
+        };
         let on_path = tool_version(sh, Path::new("pg_dump"));
         let good = |v: &PgVersion| min_major.is_none_or(|m| v.major >= m);
         if let Some(v) = &on_path
             && good(v)
         {
-            return Ok(Client {
-                bindir: None,
-                version: v.clone(),
-            });
+            return Ok(host(None, v.clone()));
         }
         let mut others: Vec<Client> = installed_bindirs()
             .into_iter()
-            .filter_map(|dir| {
-                tool_version(sh, &dir.join("pg_dump")).map(|v| Client {
-                    bindir: Some(dir),
-                    version: v,
-                })
-            })
+            .filter_map(|dir| tool_version(sh, &dir.join("pg_dump")).map(|v| host(Some(dir), v)))
             .filter(|c| good(&c.version))
             .collect();
         others.sort_by_key(|c| std::cmp::Reverse((c.version.major, c.version.minor)));
         match (others.into_iter().next(), on_path) {
             (Some(c), _) => Ok(c),
-            (None, Some(v)) => Ok(Client {
-                bindir: None,
-                version: v,
-            }),
+            (None, Some(v)) => Ok(host(None, v)),
             (None, None) => Err(PgError::ToolMissing {
                 tool: "pg_dump".into(),
             }),
         }
     }
+}
+
+/// A connected route: the tools, the connection as they see it, and the server.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub client: Client,
+    pub conn: Connection,
+    pub server: PgVersion,
+}
+
+/// What the session is for: a dump needs a `pg_dump` at least as new as the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Dump,
+    Load,
+}
+
+/// The tools and the connection as they see it, before connecting.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub client: Client,
+    pub conn: Connection,
+}
+
+/// Picks the route (`--via`) and finds the tools; connects nowhere yet.
+pub fn route(sh: &Shell, settings: &Settings) -> anyhow::Result<Route> {
+    let located = match settings.via {
+        Via::Host => None,
+        Via::Compose => Some(locate(settings)?),
+        Via::Auto => match locate(settings) {
+            Ok(svc) => Some(svc),
+            Err(ComposeError::NotRunning { service }) => {
+                ui::info(format!(
+                    "the compose service '{service}' is not running: using the host's client tools (`cargo xtask db-up` starts it)"
+                ));
+                None
+            }
+            Err(ComposeError::DockerUnreachable { detail }) => {
+                ui::info(format!(
+                    "Docker is not reachable ({detail}): using the host's client tools"
+                ));
+                None
+            }
+            Err(e @ ComposeError::UnknownService { .. })
+                if settings.origin("compose_service") != Origin::Default =>
+            {
+                ui::warn(format!("{e}; using the host's client tools"));
+                None
+            }
+            Err(e) => {
+                ui::detail(format!(
+                    "no compose route ({e}); using the host's client tools"
+                ));
+                None
+            }
+        },
+    };
+    Ok(match located {
+        Some(svc) => Route {
+            conn: settings
+                .connection
+                .in_service(&svc, |name| settings.origin(name)),
+            client: Client::in_service(svc)?,
+        },
+        None => Route {
+            conn: settings.connection.clone(),
+            client: Client::find(sh, None)?,
+        },
+    })
+}
+
+impl Route {
+    /// Connects once (the preflight of every database task). On the host a
+    /// dump needs a `pg_dump` at least as new as the server: a newer installed
+    /// one is taken when there is one.
+    pub fn connect(self, sh: &Shell, purpose: Purpose) -> anyhow::Result<Session> {
+        let Route { client, conn } = self;
+        let server = server_version(sh, &client, &conn)?;
+        let client = match client.runner {
+            Runner::Host { .. }
+                if purpose == Purpose::Dump && client.version.major < server.major =>
+            {
+                Client::find(sh, Some(server.major))?
+            }
+            _ => client,
+        };
+        ui::detail(format!(
+            "route: {}: {}, server {}",
+            client.via(),
+            client.describe(if purpose == Purpose::Dump {
+                "pg_dump"
+            } else {
+                "psql"
+            }),
+            server
+        ));
+        Ok(Session {
+            client,
+            conn,
+            server,
+        })
+    }
+}
+
+/// [`route`] and [`Route::connect`].
+pub fn open(sh: &Shell, settings: &Settings, purpose: Purpose) -> anyhow::Result<Session> {
+    route(sh, settings)?.connect(sh, purpose)
+}
+
+fn locate(settings: &Settings) -> Result<Service, ComposeError> {
+    Compose::detect(&settings.root)?.service(&settings.compose_service)
 }
 
 fn installed_bindirs() -> Vec<PathBuf> {
@@ -294,17 +544,20 @@ pub fn script(
     sql: &str,
     vars: &[(&str, &str)],
 ) -> Result<String, PgError> {
-    let psql = client.tool("psql");
-    let mut args: Vec<String> = Vec::new();
+    let mut args: Vec<OsString> = ["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1"]
+        .map(OsString::from)
+        .to_vec();
     for (k, v) in vars {
         args.push("-v".into());
-        args.push(format!("{k}={v}"));
+        args.push(format!("{k}={v}").into());
     }
-    let mut c = cmd!(sh, "{psql} -X -A -t -q -w -v ON_ERROR_STOP=1 {args...}")
+    let tool = client.command("psql", &args, conn);
+    let (program, args) = (&tool.program, &tool.args);
+    let mut c = cmd!(sh, "{program} {args...}")
         .quiet()
         .ignore_status()
         .stdin(sql);
-    for (k, v) in conn.libpq_env() {
+    for (k, v) in &tool.env {
         c = c.env(k, v);
     }
     let out = c.output().map_err(|_| PgError::ToolMissing {
@@ -343,17 +596,15 @@ pub struct DumpOptions {
 /// `pg_dump` writing plain SQL to stdout, stderr captured (drained by duct's
 /// threads, so a chatty pg_dump cannot deadlock), exit status checked by us.
 pub fn dump_expression(client: &Client, conn: &Connection, opts: &DumpOptions) -> duct::Expression {
-    let mut args: Vec<&str> = vec!["--format=plain", "--no-password"];
+    let mut args: Vec<OsString> = vec!["--format=plain".into(), "--no-password".into()];
     if opts.schema_only {
-        args.push("--schema-only");
+        args.push("--schema-only".into());
     }
-    let mut e = duct::cmd(client.tool("pg_dump").into_os_string(), args)
+    client
+        .command("pg_dump", &args, conn)
+        .duct()
         .stderr_capture()
-        .unchecked();
-    for (k, v) in conn.libpq_env() {
-        e = e.env(k, v);
-    }
-    e
+        .unchecked()
 }
 
 /// The git commit of the workspace, if it is a git checkout.
@@ -392,6 +643,7 @@ mod tests {
             user: "app".into(),
             password: Some(crate::config::Secret::new("hunter2")),
             sslmode: None,
+            service: None,
         }
     }
 
@@ -451,14 +703,14 @@ mod tests {
     #[test]
     fn too_old_client_names_both_versions_and_the_remedy() {
         let client = Client {
-            bindir: None,
+            runner: Runner::Host { bindir: None },
             version: PgVersion::parse("15.18").unwrap(),
         };
         let server = PgVersion::parse("17.12 (Debian)").unwrap();
         let msg = check_dump_compat(&client, &server).unwrap_err().to_string();
         assert_eq!(
             msg,
-            "pg_dump 15.18 is older than the server (17.12) and cannot dump it: install the PostgreSQL 17 client tools, or run the tools inside the database's container"
+            "pg_dump 15.18 is older than the server (17.12) and cannot dump it: run it inside the compose service with --via compose, or install the PostgreSQL 17 client tools"
         );
         assert!(check_dump_compat(&client, &PgVersion::parse("15.2").unwrap()).is_ok());
     }

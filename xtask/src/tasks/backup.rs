@@ -16,7 +16,7 @@ use crate::flags::{DbBackup, TypeArg};
 use crate::meta::{self, BackupMeta, Compression, Verification};
 use crate::metrics::{self, Outcome};
 use crate::naming::{self, BackupName, BackupType};
-use crate::pg::{self, Client, DumpOptions, PgError};
+use crate::pg::{self, DumpOptions, PgError, Purpose, Route, Session};
 use crate::retention::Policy;
 use crate::store::LocalStore;
 use crate::tasks::{Context, prune};
@@ -50,7 +50,12 @@ pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         ui::detail(format!("{name}: from {origin}"));
     }
     let store = LocalStore::new(&settings.backup_dir);
-    let db = settings.connection.dbname.clone();
+    // The route decides the database name when it comes from the compose service.
+    let route = pg::route(&ctx.sh, &settings);
+    let db = route
+        .as_ref()
+        .map_or(&settings.connection.dbname, |r| &r.conn.dbname)
+        .clone();
     let started_at = OffsetDateTime::now_utc();
 
     let kind = match args.kind {
@@ -72,7 +77,7 @@ pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         threads,
         started_at,
     };
-    match backup(&args, ctx, &settings, &store, &plan) {
+    match route.and_then(|route| backup(&args, ctx, route, &store, &plan)) {
         Ok(done) => finish(&args, ctx, &store, &policy, done),
         Err(err) => {
             if let Err(e) = store.update_metrics(|m| {
@@ -106,7 +111,7 @@ struct Done {
 fn backup(
     args: &DbBackup,
     ctx: &Context,
-    settings: &Settings,
+    route: Route,
     store: &LocalStore,
     plan: &Plan,
 ) -> anyhow::Result<Done> {
@@ -116,7 +121,6 @@ fn backup(
         started_at,
         ..
     } = plan;
-    let conn = &settings.connection;
     let dir = &store.dir;
     archive::create_private_dir(dir)
         .with_context(|| format!("cannot create the backup directory {}", dir.display()))?;
@@ -127,21 +131,14 @@ fn backup(
         ));
     }
 
-    // Preflight: find a client, reach the server, and check the client can dump it.
-    let client = Client::find(&ctx.sh, None)?;
-    let server = pg::server_version(&ctx.sh, &client, conn)?;
-    let client = if client.version.major < server.major {
-        Client::find(&ctx.sh, Some(server.major))?
-    } else {
-        client
-    };
+    // Preflight: reach the server, and check the client can dump it.
+    let Session {
+        client,
+        conn,
+        server,
+    } = route.connect(&ctx.sh, Purpose::Dump)?;
+    let conn = &conn;
     pg::check_dump_compat(&client, &server)?;
-    ui::detail(format!(
-        "pg_dump {} ({}), server {}",
-        client.version,
-        client.tool("pg_dump").display(),
-        server
-    ));
 
     let partial = PartialFile::create(dir)
         .with_context(|| format!("cannot write to the backup directory {}", dir.display()))?;
@@ -217,7 +214,7 @@ fn backup(
         schema_only: args.schema_only,
         pg_dump_version: client.version.text.clone(),
         server_version: server.text.clone(),
-        via: "host".into(),
+        via: client.via().into(),
         tables: archived.scan.tables.clone(),
         git_commit: pg::git_commit(&ctx.sh, &ctx.root),
         tool_version: env!("CARGO_PKG_VERSION").into(),

@@ -162,9 +162,9 @@ fn run_ok(c: &mut Command, what: &str) -> anyhow::Result<()> {
 }
 
 fn start_cluster(client: &Client) -> anyhow::Result<Option<Server>> {
-    let bindir = match &client.bindir {
-        Some(b) => b.clone(),
-        None => PathBuf::from(format!("/usr/lib/postgresql/{}/bin", client.version.major)),
+    let bindir = match &client.runner {
+        pg::Runner::Host { bindir: Some(b) } => b.clone(),
+        _ => PathBuf::from(format!("/usr/lib/postgresql/{}/bin", client.version.major)),
     };
     if !bindir.join("initdb").is_file() {
         return Ok(None);
@@ -290,6 +290,7 @@ pub fn run(args: Demo, ctx: &Context) -> anyhow::Result<ExitCode> {
         user: "demo".into(),
         password: None,
         sslmode: None,
+        service: None,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while pg::server_version(&ctx.sh, &client, &conn).is_err() {
@@ -326,6 +327,8 @@ pub fn run(args: Demo, ctx: &Context) -> anyhow::Result<ExitCode> {
             .env("POSTGRES_PORT", server.port().to_string())
             .env("POSTGRES_USER", "demo")
             .env("POSTGRES_DB", "shop")
+            // The demo server is on the host, whatever compose project the workspace has.
+            .env("BACKUP_VIA", "host")
             .env_remove("DATABASE_URL")
             .env_remove("PGPASSWORD")
             .env_remove("POSTGRES_PASSWORD")

@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod demo;
+pub mod dev;
 pub mod list;
 pub mod prune;
 pub mod restore;

@@ -5,7 +5,7 @@
 //! Ctrl-C at any step drops the scratch database and leaves the target as it was.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -36,13 +36,6 @@ pub fn derived_name(base: &str, suffix: &str) -> String {
         cut -= 1;
     }
     format!("{}{suffix}", &base[..cut])
-}
-
-/// Hosts whose database is the developer's own: anything else must be confirmed with --yes.
-pub fn is_local_host(host: &str) -> bool {
-    matches!(host, "localhost" | "127.0.0.1" | "::1" | "")
-        || host.starts_with('/')
-        || host.starts_with("127.")
 }
 
 /// Whether the dump (made by pg_dump `dump`) loads into `server`: a newer
@@ -143,7 +136,9 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
     let settings = Settings::resolve(&args.common, &ctx.sources, &ctx.root)?;
     let store = LocalStore::new(&settings.backup_dir);
-    let conn = &settings.connection;
+    // The route first: with the compose service, the database name may come from it.
+    let route = pg::route(&ctx.sh, &settings)?;
+    let conn = &route.conn.clone();
     let target = args
         .target_db
         .clone()
@@ -182,9 +177,15 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
 
     // 3. The server, and whether the dump can load into it.
-    let admin = conn.maintenance();
-    let client = Client::find(&ctx.sh, None)?;
-    let server = pg::server_version(&ctx.sh, &client, &admin)?;
+    let pg::Session {
+        client,
+        conn: admin,
+        server,
+    } = pg::Route {
+        conn: conn.maintenance(),
+        ..route
+    }
+    .connect(&ctx.sh, pg::Purpose::Load)?;
     let dump_version = full
         .as_ref()
         .and_then(|c| c.report.scan.pg_dump_version.clone())
@@ -203,7 +204,7 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     let exists = !existing.is_empty();
 
     // 4. Consent to replace.
-    let where_ = format!("{}:{}", conn.host, conn.port);
+    let where_ = conn.server_label();
     let consent = if exists && !args.yes && args.target_db.is_some() {
         Err(format_err!(
             "database '{target}' already exists at {where_}: --target-db replaces only with --yes"
@@ -214,7 +215,7 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
             args.yes,
             &target,
             &where_,
-            &conn.host,
+            conn.is_local(),
             &source.file_name,
             args.dry_run,
         )
@@ -334,14 +335,14 @@ fn consent(
     yes: bool,
     target: &str,
     where_: &str,
-    host: &str,
+    local: bool,
     file: &str,
     dry_run: bool,
 ) -> anyhow::Result<()> {
     if !exists || yes {
         return Ok(());
     }
-    if !is_local_host(host) {
+    if !local {
         bail!(
             "restoring would replace database '{target}' on {where_}, which is not this machine: pass --yes to confirm"
         );
@@ -476,15 +477,12 @@ fn load_inner(
     tables: &[String],
     interrupted: &AtomicBool,
 ) -> anyhow::Result<Loaded> {
-    let mut cmd = Command::new(client.tool("psql").into_os_string());
     // Not quiet: the `COPY n` command tags on stdout are the server's own row counts.
-    cmd.args(["-X", "-w", "-v", "ON_ERROR_STOP=1"])
-        .stdin(Stdio::piped())
+    let args = ["-X", "-w", "-v", "ON_ERROR_STOP=1"].map(std::ffi::OsString::from);
+    let mut cmd = client.command("psql", &args, conn).std();
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (k, v) in conn.libpq_env() {
-        cmd.env(k, v);
-    }
     let mut child = cmd.spawn().map_err(|_| pg::PgError::ToolMissing {
         tool: "psql".into(),
     })?;
@@ -671,6 +669,10 @@ mod tests {
 
     #[test]
     fn local_hosts() {
+        let at = |host: &str| Connection {
+            host: host.into(),
+            ..Connection::local_default()
+        };
         for h in [
             "localhost",
             "127.0.0.1",
@@ -678,10 +680,15 @@ mod tests {
             "/var/run/postgresql",
             "127.0.1.1",
         ] {
-            assert!(is_local_host(h), "{h}");
+            assert!(at(h).is_local(), "{h}");
         }
         for h in ["db.example.com", "10.0.0.5", "prod"] {
-            assert!(!is_local_host(h), "{h}");
+            assert!(!at(h).is_local(), "{h}");
         }
+        let service = Connection {
+            service: Some("db".into()),
+            ..at("prod")
+        };
+        assert!(service.is_local());
     }
 }

@@ -10,12 +10,12 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::archive::{self, VerifyReport};
-use crate::config::{Connection, Settings};
+use crate::config::Settings;
 use crate::flags::DbVerify;
 use crate::meta::{BackupMeta, Verification, parse_sha256_line};
 use crate::metrics;
 use crate::naming::{BackupName, META_SUFFIX, SHA256_SUFFIX};
-use crate::pg::{self, Client, PgVersion};
+use crate::pg::{self, PgVersion};
 use crate::store::LocalStore;
 use crate::tasks::Context;
 use crate::tasks::restore::{Scratch, check_compat, derived_name};
@@ -196,13 +196,18 @@ pub fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
 /// compares the row counts with the dump's, and drops it.
 fn restore_test(
     ctx: &Context,
-    conn: &Connection,
+    settings: &Settings,
     source: &Source,
     checked: &Checked,
 ) -> anyhow::Result<()> {
-    let admin = conn.maintenance();
-    let client = Client::find(&ctx.sh, None)?;
-    let server = pg::server_version(&ctx.sh, &client, &admin)?;
+    let mut route = pg::route(&ctx.sh, settings)?;
+    let conn = route.conn.clone();
+    route.conn = conn.maintenance();
+    let pg::Session {
+        client,
+        conn: admin,
+        server,
+    } = route.connect(&ctx.sh, pg::Purpose::Load)?;
     let dump = checked
         .report
         .scan
@@ -227,7 +232,7 @@ fn restore_test(
         source.file_name, scratch.name
     ));
     scratch
-        .load_and_check(conn, source, &sidecars(source)?, &[])
+        .load_and_check(&conn, source, &sidecars(source)?, &[])
         .map(|_| ())
         .map_err(|e| format_err!("{}: restore test: {e:#}", source.file_name))
 }
@@ -300,7 +305,7 @@ pub fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
     for source in &sources {
         let outcome = check(source).and_then(|c| {
             if args.restore_test {
-                restore_test(ctx, &settings.connection, source, &c)?;
+                restore_test(ctx, &settings, source, &c)?;
             }
             Ok(c)
         });

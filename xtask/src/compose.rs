@@ -1,0 +1,456 @@
+//! The workspace's compose project, asked through compose itself: which
+//! compose (v2 `docker compose` first, v1 `docker-compose` second), which
+//! services the project has, whether one is running and with what
+//! environment. Compose finds the project the way it always does (the
+//! compose file in the workspace root, `COMPOSE_FILE`, `COMPOSE_PROJECT_NAME`,
+//! the `.env` file): every command runs in the workspace root with this
+//! process's environment, and none of compose's rules is re-implemented here.
+//!
+//! Parsing and argv building are pure functions below the effects, tested
+//! without Docker.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Failures callers branch on (`auto` falls back to the host on some); each
+/// prints as one line that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComposeError {
+    /// Neither `docker compose` nor `docker-compose` runs.
+    NotInstalled,
+    NoComposeFile {
+        root: PathBuf,
+    },
+    UnknownService {
+        service: String,
+        known: Vec<String>,
+    },
+    NotRunning {
+        service: String,
+    },
+    DockerUnreachable {
+        detail: String,
+    },
+    Failed {
+        what: String,
+        detail: String,
+    },
+}
+
+impl fmt::Display for ComposeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ComposeError::NotInstalled => write!(
+                f,
+                "Docker Compose was not found (neither `docker compose` nor `docker-compose` runs): install it, or use --via host"
+            ),
+            ComposeError::NoComposeFile { root } => write!(
+                f,
+                "no compose file in {} (docker-compose.yml, compose.yaml, or COMPOSE_FILE): add one, or use --via host",
+                root.display()
+            ),
+            ComposeError::UnknownService { service, known } => write!(
+                f,
+                "the compose project has no service '{service}' (it has: {}): set BACKUP_COMPOSE_SERVICE to the database's service",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+            ComposeError::NotRunning { service } => write!(
+                f,
+                "the compose service '{service}' is not running: start it with `cargo xtask db-up`, or use --via host"
+            ),
+            ComposeError::DockerUnreachable { detail } => write!(
+                f,
+                "Docker is not reachable ({detail}): start the Docker engine, or use --via host"
+            ),
+            ComposeError::Failed { what, detail } => write!(f, "{what} failed: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for ComposeError {}
+
+/// One installed compose: the program and the arguments before a compose command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compose {
+    program: &'static str,
+    prefix: &'static [&'static str],
+    /// `2.26.1`, `1.29.2`.
+    pub version: String,
+    /// The workspace root: compose runs there.
+    pub dir: PathBuf,
+}
+
+impl Compose {
+    /// Compose v2 (the Docker CLI plugin) first, then v1's `docker-compose`.
+    pub fn detect(root: &Path) -> Result<Compose, ComposeError> {
+        let candidates: [(&'static str, &'static [&'static str]); 2] =
+            [("docker", &["compose"]), ("docker-compose", &[])];
+        for (program, prefix) in candidates {
+            let compose = Compose {
+                program,
+                prefix,
+                version: String::new(),
+                dir: root.to_path_buf(),
+            };
+            if let Ok(out) = compose.output(&["version", "--short"])
+                && out.status.success()
+            {
+                let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                return Ok(Compose {
+                    version: version.trim_start_matches('v').to_string(),
+                    ..compose
+                });
+            }
+        }
+        Err(ComposeError::NotInstalled)
+    }
+
+    /// `docker compose` or `docker-compose`, for messages.
+    pub fn name(&self) -> String {
+        std::iter::once(self.program)
+            .chain(self.prefix.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// A compose command, run in the workspace root.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(self.program);
+        c.args(self.prefix).args(args).current_dir(&self.dir);
+        c
+    }
+
+    fn output(&self, args: &[&str]) -> std::io::Result<Output> {
+        self.command(args).stdin(Stdio::null()).output()
+    }
+
+    /// The project's services (`config --services`).
+    pub fn services(&self) -> Result<Vec<String>, ComposeError> {
+        let out = self.run("reading the compose project", &["config", "--services"])?;
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
+    /// The running container of `service` with its environment.
+    pub fn service(&self, service: &str) -> Result<Service, ComposeError> {
+        self.known(service)?;
+        // v2 lists running containers only; v1 stopped ones too, hence the check of State.Running.
+        let ids = self.run("listing the compose service", &["ps", "-q", service])?;
+        for id in ids.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let out = Command::new("docker")
+                .args([
+                    "inspect",
+                    "--format",
+                    "{{.State.Running}} {{json .Config.Env}}",
+                    id,
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| ComposeError::DockerUnreachable {
+                    detail: e.to_string(),
+                })?;
+            if !out.status.success() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(env) = text.trim().strip_prefix("true ") {
+                return Ok(Service {
+                    compose: self.clone(),
+                    name: service.to_string(),
+                    container: id.to_string(),
+                    env: parse_env_json(env),
+                });
+            }
+        }
+        Err(ComposeError::NotRunning {
+            service: service.to_string(),
+        })
+    }
+
+    /// Starts `service` (and what it depends on) in the background.
+    pub fn up(&self, service: &str, quiet: bool) -> Result<(), ComposeError> {
+        self.known(service)?;
+        let mut c = self.command(&["up", "--detach", service]);
+        c.stdin(Stdio::null());
+        if quiet {
+            c.stdout(Stdio::null());
+        }
+        let out = c
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|_| ComposeError::NotInstalled)?;
+        if !quiet {
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(classify(
+                "starting the service",
+                &String::from_utf8_lossy(&out.stderr),
+                &self.dir,
+            ))
+        }
+    }
+
+    /// Stops `service`; its container and volumes stay.
+    pub fn stop(&self, service: &str) -> Result<(), ComposeError> {
+        self.known(service)?;
+        self.run("stopping the service", &["stop", service])
+            .map(drop)
+    }
+
+    /// The state of the service's container: `running healthy`, `running`
+    /// (no healthcheck), `running starting`, `exited`, or `None` without a container.
+    pub fn state(&self, service: &str) -> Result<Option<String>, ComposeError> {
+        let ids = self.run("listing the compose service", &["ps", "-a", "-q", service])?;
+        let Some(id) = ids.lines().map(str::trim).find(|l| !l.is_empty()) else {
+            return Ok(None);
+        };
+        let out = Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                "{{.State.Status}}{{if .State.Health}} {{.State.Health.Status}}{{end}}",
+                id,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ComposeError::DockerUnreachable {
+                detail: e.to_string(),
+            })?;
+        Ok(out
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+    }
+
+    /// `127.0.0.1:5432`: where the service's port is published on this machine.
+    pub fn published(&self, service: &str, port: u16) -> Option<String> {
+        self.run("", &["port", service, &port.to_string()])
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn known(&self, service: &str) -> Result<(), ComposeError> {
+        let services = self.services()?;
+        if services.iter().any(|s| s == service) {
+            Ok(())
+        } else {
+            Err(ComposeError::UnknownService {
+                service: service.to_string(),
+                known: services,
+            })
+        }
+    }
+
+    /// Runs a compose command that must succeed; returns its stdout.
+    fn run(&self, what: &str, args: &[&str]) -> Result<String, ComposeError> {
+        let out = self.output(args).map_err(|_| ComposeError::NotInstalled)?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        Err(classify(
+            what,
+            &String::from_utf8_lossy(&out.stderr),
+            &self.dir,
+        ))
+    }
+}
+
+/// A running compose service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub compose: Compose,
+    pub name: String,
+    pub container: String,
+    /// The container's environment (`POSTGRES_USER`, ...). May hold secrets:
+    /// never printed.
+    env: BTreeMap<String, String>,
+}
+
+impl Service {
+    pub fn env(&self, key: &str) -> Option<&str> {
+        self.env
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The argv (after the program) that runs `tool args` inside the service.
+    /// `forward` names variables passed from this process's environment
+    /// (`-e NAME` without a value: secrets never reach argv).
+    pub fn exec_args(
+        &self,
+        tool: &str,
+        args: &[OsString],
+        forward: &[&str],
+        tty: bool,
+    ) -> Vec<OsString> {
+        exec_args(self.compose.prefix, &self.name, tool, args, forward, tty)
+    }
+
+    pub fn program(&self) -> &'static str {
+        self.compose.program
+    }
+}
+
+/// Pure: `compose exec [-T] -e A -e B service tool args...`.
+pub fn exec_args(
+    prefix: &[&str],
+    service: &str,
+    tool: &str,
+    args: &[OsString],
+    forward: &[&str],
+    tty: bool,
+) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = prefix.iter().map(OsString::from).collect();
+    argv.push("exec".into());
+    if !tty {
+        // Never a TTY for streams: a TTY rewrites line endings and mangles binary data.
+        argv.push("-T".into());
+    }
+    for name in forward {
+        argv.push("-e".into());
+        argv.push(name.into());
+    }
+    argv.push(service.into());
+    argv.push(tool.into());
+    argv.extend(args.iter().cloned());
+    argv
+}
+
+/// Pure: `["A=1","B=x=y"]` (docker inspect's `.Config.Env` as JSON) into a map.
+pub fn parse_env_json(json: &str) -> BTreeMap<String, String> {
+    serde_json::from_str::<Vec<String>>(json)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Pure: a compose failure's stderr into one line.
+pub fn classify(what: &str, stderr: &str, root: &Path) -> ComposeError {
+    let has = |needle: &str| stderr.contains(needle);
+    if has("no configuration file provided")
+        || has("Can't find a suitable configuration file")
+        || has("can't find a suitable configuration file")
+    {
+        ComposeError::NoComposeFile {
+            root: root.to_path_buf(),
+        }
+    } else if has("Cannot connect to the Docker daemon")
+        || has("Couldn't connect to Docker daemon")
+        || has("permission denied while trying to connect")
+    {
+        let detail = stderr
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("no answer")
+            .trim_end_matches('.')
+            .to_string();
+        ComposeError::DockerUnreachable { detail }
+    } else {
+        let detail = stderr
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("exited with an error and no message")
+            .to_string();
+        ComposeError::Failed {
+            what: what.to_string(),
+            detail,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_never_puts_values_in_argv() {
+        let argv = exec_args(
+            &["compose"],
+            "db",
+            "pg_dump",
+            &["--format=plain".into()],
+            &["PGUSER", "PGPASSWORD"],
+            false,
+        );
+        let argv: Vec<_> = argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            argv,
+            [
+                "compose",
+                "exec",
+                "-T",
+                "-e",
+                "PGUSER",
+                "-e",
+                "PGPASSWORD",
+                "db",
+                "pg_dump",
+                "--format=plain"
+            ]
+        );
+        let tty = exec_args(&[], "db", "psql", &[], &[], true);
+        assert_eq!(tty, ["exec", "db", "psql"].map(OsString::from));
+    }
+
+    #[test]
+    fn container_environment() {
+        let env = parse_env_json(
+            r#"["POSTGRES_USER=app","POSTGRES_PASSWORD=a=b","PATH=/usr/bin","EMPTY="]"#,
+        );
+        assert_eq!(env["POSTGRES_USER"], "app");
+        assert_eq!(env["POSTGRES_PASSWORD"], "a=b");
+        assert_eq!(env["EMPTY"], "");
+        assert!(parse_env_json("not json").is_empty());
+    }
+
+    #[test]
+    fn failures_are_one_line() {
+        let root = Path::new("/w");
+        assert_eq!(
+            classify("x", "no configuration file provided: not found\n", root),
+            ComposeError::NoComposeFile { root: root.into() }
+        );
+        let e = classify(
+            "x",
+            "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n",
+            root,
+        );
+        assert_eq!(
+            e.to_string(),
+            "Docker is not reachable (Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?): start the Docker engine, or use --via host"
+        );
+        let e = ComposeError::UnknownService {
+            service: "postgres".into(),
+            known: vec!["db".into(), "app".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "the compose project has no service 'postgres' (it has: db, app): set BACKUP_COMPOSE_SERVICE to the database's service"
+        );
+    }
+}
