@@ -26,7 +26,15 @@ fn db_backup_help() {
 
 #[test]
 fn every_task_help() {
-    for task in ["db-prune", "db-restore", "db-list", "db-verify", "db-up", "db-down", "db-psql"] {
+    for task in [
+        "db-prune",
+        "db-restore",
+        "db-list",
+        "db-verify",
+        "db-up",
+        "db-down",
+        "db-psql",
+    ] {
         let out = run(&[task, "--help"]);
         assert!(out.status.success(), "{}", show(&out));
         insta::assert_snapshot!(format!("{task}-help"), String::from_utf8_lossy(&out.stdout));

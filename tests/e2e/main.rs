@@ -25,5 +25,6 @@ mod backup;
 mod cli;
 mod compose;
 mod harness;
+mod ops;
 mod prune;
 mod restore;

@@ -25,6 +25,56 @@ use crate::sqlscan::{ScanReport, SqlScanner, StructureError};
 const CHUNK: usize = 1024 * 1024;
 /// Prefix of the files a run writes before they are complete. Never a backup.
 pub const PARTIAL_PREFIX: &str = ".xtask-partial-";
+/// Prefix of the lock files that keep two runs on one database apart.
+pub const LOCK_PREFIX: &str = ".xtask-lock-";
+
+/// An exclusive lock held for a run, released when dropped, and by the
+/// kernel when the process dies (`flock`): a killed run never leaves a lock
+/// that blocks the next one. The file itself stays (deleting it would race).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+/// Why a lock was not taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another live process holds it; what it wrote about itself.
+    Held {
+        holder: String,
+    },
+    Io(io::Error),
+}
+
+impl RunLock {
+    /// Takes `dir/.xtask-lock-{name}` without waiting; `holder` is written
+    /// into it so that a refused run can say who holds it.
+    pub fn acquire(dir: &Path, name: &str, holder: &str) -> Result<RunLock, LockError> {
+        let path = dir.join(format!("{LOCK_PREFIX}{name}"));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(LockError::Io)?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0).map_err(LockError::Io)?;
+                file.write_all(holder.as_bytes()).map_err(LockError::Io)?;
+                Ok(RunLock { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                Err(LockError::Held {
+                    holder: text.trim().to_string(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(LockError::Io(e)),
+        }
+    }
+}
 
 /// What one pass over a dump produced.
 #[derive(Debug, Clone)]
@@ -589,6 +639,19 @@ mod tests {
             1,
             "the partial file was removed on drop"
         );
+    }
+
+    #[test]
+    fn a_run_lock_excludes_a_second_run_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path(), "app", "pid 1 since then").unwrap();
+        match RunLock::acquire(dir.path(), "app", "pid 2") {
+            Err(LockError::Held { holder }) => assert_eq!(holder, "pid 1 since then"),
+            other => panic!("{other:?}"),
+        }
+        assert!(RunLock::acquire(dir.path(), "other", "pid 2").is_ok());
+        drop(first);
+        assert!(RunLock::acquire(dir.path(), "app", "pid 3").is_ok());
     }
 
     #[test]

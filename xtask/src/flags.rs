@@ -36,6 +36,8 @@ pub enum Command {
     DbVerify(DbVerify),
     /// Apply retention: delete expired backups, never the last good ones, and say why
     DbPrune(DbPrune),
+    /// Health check for monitors and CI: exit 5 when the newest backup is too old or the last run failed
+    DbStatus(DbStatus),
     /// Try it all on a throwaway server: backup, verify, list, restore, compare; then clean up
     Demo(Demo),
     /// Start the compose database service and wait until it is healthy
@@ -44,6 +46,29 @@ pub enum Command {
     DbDown(DbDown),
     /// Open psql on the database, by the same route as the other tasks (arguments after -- go to psql)
     DbPsql(DbPsql),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbStatus {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// The database to check [env: POSTGRES_DB] [default: app]
+    #[arg(
+        short = 'd',
+        long = "dbname",
+        value_name = "NAME",
+        conflicts_with = "all"
+    )]
+    pub dbname: Option<String>,
+    /// Check every database that has backups or metrics in BACKUP_DIR
+    #[arg(long)]
+    pub all: bool,
+    /// Oldest acceptable newest backup: 26h, 90m, 2d, 1w [env: BACKUP_MAX_AGE] [default: 26h]
+    #[arg(long, value_name = "AGE")]
+    pub max_age: Option<String>,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

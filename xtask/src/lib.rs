@@ -4,13 +4,15 @@
 //! - Effects: [`pg`] (running PostgreSQL's client tools, on the host or in
 //!   the compose service), [`archive`] (the streaming pipeline and atomic
 //!   files), [`store`] (the backup directory), [`compose`] (asking compose).
-//! - Pure core: [`naming`], [`meta`], [`metrics`], [`retention`], [`sqlscan`], [`config`].
+//! - Pure core: [`naming`], [`meta`], [`metrics`], [`retention`], [`health`], [`sqlscan`], [`config`].
 //! - [`ui`]: what goes to stderr.
 
 pub mod archive;
 pub mod compose;
 pub mod config;
 pub mod flags;
+pub mod health;
+pub mod hooks;
 pub mod meta;
 pub mod metrics;
 pub mod naming;
@@ -30,6 +32,10 @@ use clap::CommandFactory;
 pub mod exit {
     /// The backup was written but failed its verification.
     pub const VERIFY_FAILED: u8 = 3;
+    /// Another run holds the lock of this database (db-backup).
+    pub const LOCKED: u8 = 4;
+    /// A backup is missing, too old, or the last run failed (db-status).
+    pub const UNHEALTHY: u8 = 5;
 }
 
 /// An error with a specific exit code.
@@ -82,6 +88,7 @@ pub fn run(flags: flags::Xtask) -> anyhow::Result<ExitCode> {
         flags::Command::DbVerify(args) => tasks::verify::run(args, &ctx),
         flags::Command::DbRestore(args) => tasks::restore::run(args, &ctx),
         flags::Command::Demo(args) => tasks::demo::run(args, &ctx),
+        flags::Command::DbStatus(args) => tasks::status::run(args, &ctx),
         flags::Command::DbUp(args) => tasks::dev::up(args, &ctx),
         flags::Command::DbDown(args) => tasks::dev::down(args, &ctx),
         flags::Command::DbPsql(args) => tasks::dev::psql(args, &ctx),

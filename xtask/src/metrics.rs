@@ -46,7 +46,16 @@ const KNOWN: &[(&str, &str)] = &[
         "backup_last_verify_status",
         "1 if the last verification passed, 0 if it failed.",
     ),
+    (
+        "backup_last_verify_success_timestamp",
+        "Unix time of the last verification that passed.",
+    ),
 ];
+
+/// The names of the metrics this tool writes (alert rules and dashboards may use only these).
+pub fn known_names() -> impl Iterator<Item = &'static str> {
+    KNOWN.iter().map(|(n, _)| *n)
+}
 
 /// One series: metric name and its rendered label set.
 type Key = (String, String);
@@ -87,6 +96,38 @@ impl Metrics {
         self.series
             .get(&(name.to_string(), render_labels(labels)))
             .map(String::as_str)
+    }
+
+    /// The largest value of `name` across the series of `database` (any type).
+    pub fn max_for_database(&self, name: &str, database: &str) -> Option<f64> {
+        // The tool writes `database` as the first label.
+        let first = format!("{{database=\"{}\"", escape(database));
+        self.series
+            .iter()
+            .filter(|((n, labels), _)| {
+                n == name
+                    && labels
+                        .strip_prefix(&first)
+                        .is_some_and(|rest| rest.starts_with(',') || rest.starts_with('}'))
+            })
+            .filter_map(|(_, v)| v.parse::<f64>().ok())
+            .reduce(f64::max)
+    }
+
+    /// The databases any series names (the tool writes `database` first).
+    pub fn databases(&self) -> Vec<String> {
+        let mut dbs: Vec<String> = self
+            .series
+            .keys()
+            .filter_map(|(_, labels)| {
+                let rest = labels.strip_prefix("{database=\"")?;
+                let end = rest.find("\",").or_else(|| rest.find("\"}"))?;
+                Some(rest[..end].replace("\\\"", "\"").replace("\\\\", "\\"))
+            })
+            .collect();
+        dbs.sort();
+        dbs.dedup();
+        dbs
     }
 
     pub fn render(&self) -> String {
@@ -200,6 +241,25 @@ pub fn record_verify(
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn per_database_queries() {
+        let m = Metrics::parse(
+            "backup_last_success_timestamp{database=\"app\",type=\"daily\"} 100\n\
+             backup_last_success_timestamp{database=\"app\",type=\"weekly\"} 300\n\
+             backup_last_success_timestamp{database=\"app2\",type=\"daily\"} 999\n\
+             node_other{database=\"zzz\"} 1\n",
+        );
+        assert_eq!(
+            m.max_for_database("backup_last_success_timestamp", "app"),
+            Some(300.0)
+        );
+        assert_eq!(
+            m.max_for_database("backup_last_failure_timestamp", "app"),
+            None
+        );
+        assert_eq!(m.databases(), ["app", "app2", "zzz"]);
+    }
 
     #[test]
     fn merging_keeps_other_series_and_foreign_lines() {

@@ -48,7 +48,7 @@ pub struct Inventory {
     /// Oldest first.
     pub sets: Vec<BackupSet>,
     /// Files the tool did not name (never touched), except its own
-    /// `metrics/` directory and temporary `.xtask-partial-*` files.
+    /// `metrics/` directory, temporary `.xtask-partial-*` files and `.xtask-lock-*` files.
     pub foreign: Vec<String>,
 }
 
@@ -134,7 +134,10 @@ impl LocalStore {
                 foreign.push(entry.file_name().to_string_lossy().into_owned());
                 continue;
             };
-            if file == "metrics" || file.starts_with(archive::PARTIAL_PREFIX) {
+            if file == "metrics"
+                || file.starts_with(archive::PARTIAL_PREFIX)
+                || file.starts_with(archive::LOCK_PREFIX)
+            {
                 continue;
             }
             let (dump, part) = if let Some(d) = file.strip_suffix(SHA256_SUFFIX) {

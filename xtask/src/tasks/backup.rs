@@ -11,8 +11,10 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::archive::{self, PartialFile};
+use crate::archive::{LockError, RunLock};
 use crate::config::{Settings, number_setting};
 use crate::flags::{DbBackup, TypeArg};
+use crate::hooks::{Event, Hooks};
 use crate::meta::{self, BackupMeta, Compression, Verification};
 use crate::metrics::{self, Outcome};
 use crate::naming::{self, BackupName, BackupType};
@@ -77,8 +79,21 @@ pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         threads,
         started_at,
     };
-    match route.and_then(|route| backup(&args, ctx, route, &store, &plan)) {
-        Ok(done) => finish(&args, ctx, &store, &policy, done),
+    let hooks = Hooks::from_sources(&ctx.sources)?;
+    // One run per database at a time: an overlapping cron run stops here.
+    let _lock = lock(&store, &db)?;
+    let result = route.and_then(|route| backup(&args, ctx, route, &store, &plan));
+    let (event, outcome) = match result {
+        Ok(done) => {
+            let event = Event {
+                file: Some(done.meta.file.clone()),
+                path: Some(store.path(&done.meta.file).display().to_string()),
+                size_bytes: Some(done.meta.size_bytes),
+                duration_seconds: Some(done.meta.duration_seconds),
+                ..event("success", &db, kind, None)
+            };
+            (event, finish(&args, ctx, &store, &policy, done))
+        }
         Err(err) => {
             if let Err(e) = store.update_metrics(|m| {
                 metrics::record_backup(m, &db, kind, OffsetDateTime::now_utc(), &Outcome::Failure)
@@ -89,8 +104,68 @@ pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
                 let out = json!({"status": "failed", "database": db, "type": kind, "error": format!("{err:#}")});
                 println!("{out}");
             }
-            Err(err)
+            (
+                event("failure", &db, kind, Some(format!("{err:#}"))),
+                Err(err),
+            )
         }
+    };
+    // A failed verification is a failed run for the hooks too.
+    let event = match &outcome {
+        Err(e) if event.status == "success" => Event {
+            status: "failure",
+            error: Some(format!("{e:#}")),
+            ..event
+        },
+        _ => event,
+    };
+    if !hooks.is_empty() {
+        for problem in hooks.run(&event) {
+            ui::warn(format!("{problem}; the backup's own result stands"));
+        }
+    }
+    outcome
+}
+
+fn event(status: &'static str, db: &str, kind: BackupType, error: Option<String>) -> Event {
+    Event {
+        status,
+        database: db.to_string(),
+        kind: kind.to_string(),
+        file: None,
+        path: None,
+        size_bytes: None,
+        duration_seconds: None,
+        error,
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+        at: OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    }
+}
+
+/// The per-database run lock in the backup directory.
+fn lock(store: &LocalStore, db: &str) -> anyhow::Result<RunLock> {
+    let dir = &store.dir;
+    archive::create_private_dir(dir)
+        .with_context(|| format!("cannot create the backup directory {}", dir.display()))?;
+    let now = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let holder = format!("pid {} since {now}", std::process::id());
+    match RunLock::acquire(dir, &naming::encode_component(db), &holder) {
+        Ok(lock) => Ok(lock),
+        Err(LockError::Held { holder }) => Err(Failure {
+            code: exit::LOCKED,
+            message: format!(
+                "another backup of database '{db}' is running ({holder}): this run stops; the lock goes when that run ends or dies"
+            ),
+        }
+        .into()),
+        Err(LockError::Io(e)) => Err(anyhow::Error::new(e)
+            .context(format!("cannot take the backup lock in {}", dir.display()))),
     }
 }
 

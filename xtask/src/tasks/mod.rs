@@ -6,6 +6,7 @@ pub mod dev;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod status;
 pub mod verify;
 
 use std::path::PathBuf;
