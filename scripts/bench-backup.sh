@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
 done
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+bindir=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -1)
 port=${BENCH_PORT:-55499}
 work=$(mktemp -d /tmp/xtask-bench.XXXXXX)
 data="$work/pgdata"
@@ -90,18 +90,18 @@ measure() { # name, then the command (run through bash -c)
 for r in $(seq 1 "$rounds"); do
     echo "== round $r" >&2
     measure devnull "'$bindir/pg_dump' > /dev/null"
-    rm -rf "$out"/*
+    rm -rf "${out:?}"/*
     measure shell "'$bindir/pg_dump' | gzip > '$out/f.sql.gz' && sha256sum '$out/f.sql.gz' > '$out/f.sql.gz.sha256'"
     gzip_size=$(stat -c %s "$out/f.sql.gz")
-    rm -rf "$out"/*
+    rm -rf "${out:?}"/*
     measure pigz "'$bindir/pg_dump' | pigz > '$out/f.sql.gz'"
-    rm -rf "$out"/*
+    rm -rf "${out:?}"/*
     # RSS of the xtask alone (GNU time reports the largest process of the tree;
     # pg_dump is smaller, see the devnull row).
     measure xtask "XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench '$xtask' db-backup -q"
     xtask_size=$(stat -c %s "$out"/bench_*.sql.gz)
     sql_size=$(sed -n 's/.*"uncompressed_bytes": \([0-9]*\).*/\1/p' "$out"/bench_*.meta)
-    rm -rf "$out"/*
+    rm -rf "${out:?}"/*
     measure xtask-1t "BACKUP_COMPRESSION_THREADS=1 XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench '$xtask' db-backup -q"
 done
 

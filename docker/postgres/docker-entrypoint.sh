@@ -55,7 +55,11 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     for f in /docker-entrypoint-initdb.d/*; do
         [ -e "$f" ] || continue
         case "$f" in
-            *.sh) echo "running $f"; . "$f" ;;
+            *.sh)
+                echo "running $f"
+                # As in the official image, init scripts run in this shell.
+                # shellcheck source=/dev/null
+                . "$f" ;;
             *.sql) echo "running $f"; "${psql_init[@]}" --dbname "$POSTGRES_DB" -f "$f" >/dev/null ;;
             *.sql.gz) echo "running $f"; gunzip -c "$f" | "${psql_init[@]}" --dbname "$POSTGRES_DB" >/dev/null ;;
             *) echo "ignoring $f" ;;

@@ -31,6 +31,7 @@ fn every_task_help() {
         "db-restore",
         "db-list",
         "db-verify",
+        "db-status",
         "db-up",
         "db-down",
         "db-psql",

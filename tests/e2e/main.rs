@@ -28,3 +28,4 @@ mod harness;
 mod ops;
 mod prune;
 mod restore;
+mod runbook;

@@ -30,13 +30,22 @@ pub const LOCK_PREFIX: &str = ".xtask-lock-";
 
 /// An exclusive lock held for a run, released when dropped, and by the
 /// kernel when the process dies (`flock`): a killed run never leaves a lock
-/// that blocks the next one. The file itself stays (deleting it would race).
+/// that blocks the next one. The holder removes the file when it is done; a
+/// run that locked a file someone removed meanwhile retries on the new one.
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
 }
 
-/// Why a lock was not taken.
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Removed while still locked: whoever opened the old file sees it is gone and retries.
+        let _ = fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
 #[derive(Debug)]
 pub enum LockError {
     /// Another live process holds it; what it wrote about itself.
@@ -50,28 +59,37 @@ impl RunLock {
     /// Takes `dir/.xtask-lock-{name}` without waiting; `holder` is written
     /// into it so that a refused run can say who holds it.
     pub fn acquire(dir: &Path, name: &str, holder: &str) -> Result<RunLock, LockError> {
+        use std::os::unix::fs::MetadataExt;
         let path = dir.join(format!("{LOCK_PREFIX}{name}"));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(LockError::Io)?;
-        match file.try_lock() {
-            Ok(()) => {
-                file.set_len(0).map_err(LockError::Io)?;
-                file.write_all(holder.as_bytes()).map_err(LockError::Io)?;
-                Ok(RunLock { _file: file })
+        loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(LockError::Io)?;
+            match file.try_lock() {
+                Ok(()) => {
+                    let ours = file.metadata().map_err(LockError::Io)?;
+                    let same = fs::metadata(&path)
+                        .is_ok_and(|now| (now.dev(), now.ino()) == (ours.dev(), ours.ino()));
+                    if !same {
+                        continue; // the previous holder removed it as we opened it
+                    }
+                    file.set_len(0).map_err(LockError::Io)?;
+                    file.write_all(holder.as_bytes()).map_err(LockError::Io)?;
+                    return Ok(RunLock { file, path });
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    return Err(LockError::Held {
+                        holder: text.trim().to_string(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
             }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                Err(LockError::Held {
-                    holder: text.trim().to_string(),
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => Err(LockError::Io(e)),
         }
     }
 }
@@ -651,6 +669,10 @@ mod tests {
         }
         assert!(RunLock::acquire(dir.path(), "other", "pid 2").is_ok());
         drop(first);
+        assert!(
+            !dir.path().join(".xtask-lock-app").exists(),
+            "released and removed"
+        );
         assert!(RunLock::acquire(dir.path(), "app", "pid 3").is_ok());
     }
 

@@ -337,4 +337,80 @@ mod tests {
     fn flags_are_consistent() {
         super::Xtask::command().debug_assert();
     }
+
+    /// Words of one shell command line: quotes, comments, pipes (each
+    /// command of a pipeline is its own list). Enough for documentation.
+    fn shell_commands(line: &str) -> Vec<Vec<String>> {
+        let (mut commands, mut words, mut word) = (Vec::new(), Vec::new(), None::<String>);
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' | '"' => {
+                    let w = word.get_or_insert_with(String::new);
+                    for q in chars.by_ref() {
+                        if q == c {
+                            break;
+                        }
+                        w.push(q);
+                    }
+                }
+                '#' if word.is_none() => break,
+                '|' | ';' | '&' => {
+                    words.extend(word.take());
+                    if !words.is_empty() {
+                        commands.push(std::mem::take(&mut words));
+                    }
+                }
+                c if c.is_whitespace() => words.extend(word.take()),
+                c => word.get_or_insert_with(String::new).push(c),
+            }
+        }
+        words.extend(word);
+        if !words.is_empty() {
+            commands.push(words);
+        }
+        commands
+    }
+
+    /// Every `cargo xtask ...` in the README's and the operations docs' sh
+    /// blocks is a command line this binary accepts.
+    #[test]
+    fn documented_commands_parse() {
+        use clap::Parser;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut docs = vec![root.join("README.md")];
+        for dir in ["docs", "docs/operations"] {
+            for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+                if e.path().extension().is_some_and(|x| x == "md") {
+                    docs.push(e.path());
+                }
+            }
+        }
+        let mut checked = 0;
+        for doc in docs {
+            let text = std::fs::read_to_string(&doc).unwrap();
+            for block in text.split("```sh\n").skip(1) {
+                let block = block.split("```").next().unwrap().replace("\\\n", " ");
+                for line in block.lines() {
+                    for words in shell_commands(line) {
+                        let Some(args) = words
+                            .windows(2)
+                            .position(|w| w[0] == "cargo" && w[1] == "xtask")
+                            .map(|i| &words[i + 2..])
+                        else {
+                            continue;
+                        };
+                        let argv = std::iter::once("xtask").chain(args.iter().map(String::as_str));
+                        if let Err(e) = super::Xtask::try_parse_from(argv)
+                            && e.kind() != clap::error::ErrorKind::DisplayHelp
+                        {
+                            panic!("{}: `cargo xtask {}`: {e}", doc.display(), args.join(" "));
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 40, "only {checked} documented commands found");
+    }
 }

@@ -165,7 +165,7 @@ fn lock(store: &LocalStore, db: &str) -> anyhow::Result<RunLock> {
         }
         .into()),
         Err(LockError::Io(e)) => Err(anyhow::Error::new(e)
-            .context(format!("cannot take the backup lock in {}", dir.display()))),
+            .context(format!("cannot write to the backup directory {}", dir.display()))),
     }
 }
 

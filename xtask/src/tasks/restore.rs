@@ -221,7 +221,8 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         )
     };
     let stamp = OffsetDateTime::now_utc().format(format_description!(
-        "[year][month][day]T[hour][minute][second]Z"
+        // Lower case and digits: the names need no quoting in SQL (UTC).
+        "[year][month][day]_[hour][minute][second]"
     ))?;
     let previous = exists.then(|| derived_name(&target, &format!("_pre_restore_{stamp}")));
     if let Some(checked) = &full {
@@ -640,9 +641,9 @@ mod tests {
             "app_restore_20261124T020000Z"
         );
         let long = "ä".repeat(40); // 80 bytes
-        let n = derived_name(&long, "_pre_restore_20261124T020000Z");
+        let n = derived_name(&long, "_pre_restore_20261124_020000");
         assert!(
-            n.len() <= 63 && n.ends_with("_pre_restore_20261124T020000Z"),
+            n.len() <= 63 && n.ends_with("_pre_restore_20261124_020000"),
             "{n}"
         );
     }
