@@ -27,5 +27,6 @@ mod compose;
 mod harness;
 mod ops;
 mod prune;
+mod remote;
 mod restore;
 mod runbook;

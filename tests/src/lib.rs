@@ -292,6 +292,19 @@ impl Xtask {
             "BACKUP_COMPOSE_SERVICE",
             "COMPOSE_FILE",
             "COMPOSE_PROJECT_NAME",
+            "BACKUP_S3_BUCKET",
+            "BACKUP_S3_ENDPOINT",
+            "BACKUP_S3_PREFIX",
+            "BACKUP_S3_REGION",
+            "BACKUP_S3_PATH_STYLE",
+            "BACKUP_S3_PART_SIZE_MIB",
+            "BACKUP_LOCAL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
         ] {
             c.env_remove(var);
         }
@@ -348,4 +361,116 @@ pub fn host_pg_dump_major() -> u32 {
 pub fn json_of(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {}", show(out)))
+}
+
+/// A real S3-compatible server (`s3s-fs`, installed by `.ci/run`) on
+/// 127.0.0.1 with its own data directory, one bucket, and credentials;
+/// killed on drop.
+pub struct S3Server {
+    child: Option<std::process::Child>,
+    pub root: tempfile::TempDir,
+    pub port: u16,
+    pub bucket: String,
+}
+
+pub const S3_ACCESS_KEY: &str = "AKIAXTASKTEST";
+pub const S3_SECRET_KEY: &str = "s3-test-secret-key";
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let root = tempfile::tempdir().expect("a data directory");
+        let bucket = "backups".to_string();
+        std::fs::create_dir(root.path().join(&bucket)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = S3Server {
+            child: None,
+            root,
+            port,
+            bucket,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let bin = std::env::var("XTASK_TEST_S3_SERVER").unwrap_or_else(|_| "s3s-fs".into());
+        let child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(self.root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("the S3 test server `{bin}` cannot run ({e}): install it with `cargo install --locked s3s-fs@0.14.1 --features binary` (bash .ci/run does)")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the S3 test server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (SIGKILL), keeping its data.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The xtask settings for this server.
+    pub fn env(&self) -> BTreeMap<String, String> {
+        [
+            ("BACKUP_S3_BUCKET", self.bucket.clone()),
+            ("BACKUP_S3_ENDPOINT", self.endpoint()),
+            ("BACKUP_S3_PREFIX", "team/app".to_string()),
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.to_string()),
+            ("BACKUP_S3_PART_SIZE_MIB", "5".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// The objects under the prefix, as files in the server's data directory.
+    pub fn objects(&self) -> Vec<String> {
+        files_in(&self.root.path().join(&self.bucket).join("team/app"))
+    }
+
+    /// Multipart parts the server holds for uploads in progress.
+    pub fn pending_parts(&self) -> usize {
+        std::fs::read_dir(self.root.path())
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".upload_id-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -172,9 +172,21 @@ pub fn default_workers() -> usize {
 /// thread puts the members back in order. Concatenated members are one valid
 /// gzip file (RFC 1952) that every gzip reader decompresses whole. Memory is
 /// bounded: at most `2 * workers + 2` chunks are in flight.
+/// Where a compressed stream goes: a file (synced at the end) or an upload.
+pub trait Destination: Write + Send {
+    /// Every byte is written: make them durable.
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+impl Destination for File {
+    fn finish(&mut self) -> io::Result<()> {
+        self.sync_all()
+    }
+}
+
 pub fn compress_into(
     mut source: impl Read,
-    file: File,
+    file: impl Destination,
     level: u32,
     workers: usize,
     mut on_progress: impl FnMut(u64),
@@ -233,8 +245,8 @@ pub fn compress_into(
                 return Err(io::Error::other("a deflate thread stopped early"));
             }
             let (digest, bytes) = (sink.hasher.finalize(), sink.bytes);
-            let file = sink.inner.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
+            let mut file = sink.inner.into_inner().map_err(|e| e.into_error())?;
+            file.finish()?;
             Ok((hex(&digest), bytes))
         });
 
@@ -331,18 +343,18 @@ pub fn verify_file(
     path: &Path,
     expected_sha256: Option<&str>,
 ) -> Result<VerifyReport, VerifyError> {
-    verify_stream(path, expected_sha256, |_| Ok(()))
+    let file = File::open(path).map_err(VerifyError::Io)?;
+    verify_stream(file, expected_sha256, |_| Ok(()))
 }
 
 /// [`verify_file`], handing every decompressed chunk to `sink` on the way
 /// (a restore feeds psql with it, so the file is read once). A `sink` error
 /// stops the pass as [`VerifyError::Sink`].
 pub fn verify_stream(
-    path: &Path,
+    file: impl Read,
     expected_sha256: Option<&str>,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<VerifyReport, VerifyError> {
-    let file = File::open(path).map_err(VerifyError::Io)?;
     let mut hashing = HashingReader {
         inner: io::BufReader::with_capacity(CHUNK, file),
         hasher: Sha256::new(),
@@ -502,8 +514,8 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
 }
 
 /// The `pg_dump` version a dump's header names, from its first chunk.
-pub fn peek_pg_dump_version(path: &Path) -> Option<String> {
-    let mut gz = MultiGzDecoder::new(File::open(path).ok()?);
+pub fn peek_pg_dump_version(file: impl Read) -> Option<String> {
+    let mut gz = MultiGzDecoder::new(file);
     let mut buf = vec![0; 64 * 1024];
     let n = read_full(&mut gz, &mut buf).ok()?;
     let mut scanner = SqlScanner::new();

@@ -213,6 +213,12 @@ pub struct DbBackup {
     /// Do not prune old backups after this one succeeds
     #[arg(long)]
     pub no_prune: bool,
+    /// Keep the backup local even when BACKUP_S3_BUCKET is set
+    #[arg(long, conflicts_with = "remote_only")]
+    pub no_upload: bool,
+    /// Stream straight to BACKUP_S3_BUCKET, with no local copy [env: BACKUP_LOCAL=false]
+    #[arg(long)]
+    pub remote_only: bool,
     /// gzip level, 1 (fast) to 9 (small) [env: BACKUP_COMPRESSION_LEVEL] [default: 6]
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(1..=9))]
     pub compression_level: Option<u32>,
@@ -250,6 +256,9 @@ pub struct DbList {
     /// Print the list as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// List the off-site copies (BACKUP_S3_BUCKET) instead
+    #[arg(long)]
+    pub remote: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -271,6 +280,9 @@ pub struct DbVerify {
     /// Also restore into a throwaway database on the server, compare row counts, and drop it
     #[arg(long)]
     pub restore_test: bool,
+    /// Check the off-site copies (BACKUP_S3_BUCKET), streamed, never stored
+    #[arg(long)]
+    pub remote: bool,
     /// Print the results as JSON on stdout
     #[arg(long)]
     pub json: bool,
@@ -292,6 +304,9 @@ pub struct DbRestore {
     /// Run every check and print the plan; touch nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Restore from the off-site copy (BACKUP_S3_BUCKET), streamed into the same checked load
+    #[arg(long)]
+    pub remote: bool,
     /// List the backups (as db-list) and exit
     #[arg(long)]
     pub list: bool,
@@ -324,6 +339,9 @@ pub struct DbPrune {
     /// Show every backup with its verdict and the reason, delete nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Apply the same policy to the off-site copies (BACKUP_S3_BUCKET)
+    #[arg(long)]
+    pub remote: bool,
     /// Print the verdicts as one JSON object on stdout
     #[arg(long)]
     pub json: bool,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod naming;
 pub mod pg;
 pub mod retention;
+pub mod s3;
 pub mod sqlscan;
 pub mod store;
 pub mod tablefilter;
@@ -36,6 +37,8 @@ pub mod exit {
     pub const LOCKED: u8 = 4;
     /// A backup is missing, too old, or the last run failed (db-status).
     pub const UNHEALTHY: u8 = 5;
+    /// The local backup is complete but its upload to BACKUP_S3_BUCKET failed (db-backup).
+    pub const UPLOAD_FAILED: u8 = 6;
 }
 
 /// An error with a specific exit code.
@@ -84,7 +87,7 @@ pub fn run(flags: flags::Xtask) -> anyhow::Result<ExitCode> {
     match command {
         flags::Command::DbBackup(args) => tasks::backup::run(args, &ctx),
         flags::Command::DbPrune(args) => tasks::prune::run(args, &ctx),
-        flags::Command::DbList(args) => tasks::list::run(&args.dir, args.json, &ctx),
+        flags::Command::DbList(args) => tasks::list::run(&args.dir, args.json, args.remote, &ctx),
         flags::Command::DbVerify(args) => tasks::verify::run(args, &ctx),
         flags::Command::DbRestore(args) => tasks::restore::run(args, &ctx),
         flags::Command::Demo(args) => tasks::demo::run(args, &ctx),

@@ -50,6 +50,18 @@ const KNOWN: &[(&str, &str)] = &[
         "backup_last_verify_success_timestamp",
         "Unix time of the last verification that passed.",
     ),
+    (
+        "backup_last_upload_status",
+        "1 if the last upload to the off-site copy succeeded, 0 if it failed.",
+    ),
+    (
+        "backup_last_upload_success_timestamp",
+        "Unix time of the last successful upload to the off-site copy.",
+    ),
+    (
+        "backup_last_upload_failure_timestamp",
+        "Unix time of the last failed upload to the off-site copy.",
+    ),
 ];
 
 /// The names of the metrics this tool writes (alert rules and dashboards may use only these).
@@ -237,10 +249,54 @@ pub fn record_verify(
     }
 }
 
+pub fn record_upload(
+    m: &mut Metrics,
+    database: &str,
+    kind: BackupType,
+    at: OffsetDateTime,
+    ok: bool,
+) {
+    let labels = [("database", database), ("type", kind.as_str())];
+    m.set("backup_last_upload_status", &labels, u8::from(ok));
+    let name = if ok {
+        "backup_last_upload_success_timestamp"
+    } else {
+        "backup_last_upload_failure_timestamp"
+    };
+    m.set(name, &labels, at.unix_timestamp());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    /// The shipped alert rules and dashboard use only metrics this tool writes.
+    #[test]
+    fn ops_files_name_only_known_metrics() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let known: Vec<&str> = known_names().collect();
+        for file in [
+            "ops/prometheus/backup-alerts.yml",
+            "ops/prometheus/backup-alerts.test.yml",
+            "ops/grafana/backup-dashboard.json",
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let mut used = 0;
+            for (i, _) in text.match_indices("backup_") {
+                let name: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                assert!(
+                    known.contains(&name.as_str()),
+                    "{file} uses {name}, which the tool never writes"
+                );
+                used += 1;
+            }
+            assert!(used > 0, "{file} names no metric");
+        }
+    }
 
     #[test]
     fn per_database_queries() {

@@ -50,6 +50,8 @@ pub struct Inventory {
     /// Files the tool did not name (never touched), except its own
     /// `metrics/` directory, temporary `.xtask-partial-*` files and `.xtask-lock-*` files.
     pub foreign: Vec<String>,
+    /// Sizes of the sets' files.
+    pub sizes: BTreeMap<String, u64>,
 }
 
 /// A set with a dump, and what its `.meta` and `.sha256` say.
@@ -105,35 +107,37 @@ impl Listed {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct LocalStore {
-    pub dir: PathBuf,
+/// One name in a store, with its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub size: u64,
+    /// False for directories (and anything else that is not a plain file).
+    pub is_file: bool,
 }
 
-impl LocalStore {
-    pub fn new(dir: impl Into<PathBuf>) -> LocalStore {
-        LocalStore { dir: dir.into() }
-    }
+/// Where backups are kept: the local directory or the off-site copy. Small
+/// on purpose: list, read, stream, remove; everything else (which sets are
+/// complete, the newest usable, what retention deletes) is built on it once.
+pub trait Store {
+    /// For messages: the directory, or `s3://bucket/prefix`.
+    fn location(&self) -> String;
+    /// What is directly in the store. A missing store holds nothing.
+    fn entries(&self) -> io::Result<Vec<Entry>>;
+    /// A small file, whole (`NotFound` when it is not there).
+    fn read(&self, name: &str) -> io::Result<Vec<u8>>;
+    /// A file as a stream.
+    fn open(&self, name: &str) -> io::Result<Box<dyn io::Read + Send>>;
+    /// Removes a file; one already gone is not an error.
+    fn remove(&self, name: &str) -> io::Result<()>;
 
-    pub fn path(&self, file_name: &str) -> PathBuf {
-        self.dir.join(file_name)
-    }
-
-    /// Reads the directory. A missing directory holds nothing.
-    pub fn inventory(&self) -> io::Result<Inventory> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Inventory::default()),
-            Err(e) => return Err(e),
-        };
+    /// Everything in the store, sorted into the tool's sets and the rest.
+    fn inventory(&self) -> io::Result<Inventory> {
         let mut sets: BTreeMap<String, BackupSet> = BTreeMap::new();
         let mut foreign = Vec::new();
-        for entry in entries {
-            let entry = entry?;
-            let Some(file) = entry.file_name().to_str().map(str::to_string) else {
-                foreign.push(entry.file_name().to_string_lossy().into_owned());
-                continue;
-            };
+        let mut sizes = BTreeMap::new();
+        for entry in self.entries()? {
+            let file = entry.name;
             if file == "metrics"
                 || file.starts_with(archive::PARTIAL_PREFIX)
                 || file.starts_with(archive::LOCK_PREFIX)
@@ -147,9 +151,7 @@ impl LocalStore {
             } else {
                 (file.as_str(), 0)
             };
-            let Some(name) =
-                BackupName::parse(dump).filter(|_| entry.file_type().is_ok_and(|t| t.is_file()))
-            else {
+            let Some(name) = BackupName::parse(dump).filter(|_| entry.is_file) else {
                 foreign.push(file);
                 continue;
             };
@@ -164,44 +166,52 @@ impl LocalStore {
                 1 => set.has_sha256 = true,
                 _ => set.has_meta = true,
             }
+            sizes.insert(file, entry.size);
         }
         let mut sets: Vec<BackupSet> = sets.into_values().collect();
         sets.sort_by(|a, b| a.name.cmp(&b.name));
         foreign.sort();
-        Ok(Inventory { sets, foreign })
+        Ok(Inventory {
+            sets,
+            foreign,
+            sizes,
+        })
     }
 
     /// Every set the tool named, oldest first.
-    pub fn sets(&self) -> io::Result<Vec<BackupSet>> {
+    fn sets(&self) -> io::Result<Vec<BackupSet>> {
         Ok(self.inventory()?.sets)
     }
 
     /// A set's `.meta`, if it is there and reads.
-    pub fn read_meta(&self, name: &BackupName) -> anyhow::Result<BackupMeta> {
-        let path = self.path(&name.meta_name());
-        let text = fs::read_to_string(&path)?;
-        BackupMeta::from_json(&text).map_err(|e| anyhow::format_err!("{}: {e}", path.display()))
+    fn read_meta(&self, name: &BackupName) -> anyhow::Result<BackupMeta> {
+        let bytes = self.read(&name.meta_name())?;
+        BackupMeta::from_json(&String::from_utf8_lossy(&bytes))
+            .map_err(|e| anyhow::format_err!("{}: {e}", name.meta_name()))
     }
 
     /// Every set with a dump, with what its sidecars say, oldest first.
-    pub fn catalog(&self) -> io::Result<Vec<Listed>> {
+    fn catalog(&self) -> io::Result<Vec<Listed>> {
+        let inventory = self.inventory()?;
         let mut out = Vec::new();
-        for set in self.inventory()?.sets.into_iter().filter(|s| s.has_dump) {
+        for set in inventory.sets.into_iter().filter(|s| s.has_dump) {
             let meta = if set.has_meta {
                 self.read_meta(&set.name).ok()
             } else {
                 None
             };
             let sha256_file = if set.has_sha256 {
-                fs::read_to_string(self.path(&set.name.sha256_name()))
+                self.read(&set.name.sha256_name())
                     .ok()
-                    .and_then(|t| parse_sha256_line(&t))
+                    .and_then(|t| parse_sha256_line(&String::from_utf8_lossy(&t)))
                     .map(|(hex, _)| hex)
             } else {
                 None
             };
-            let size = fs::metadata(self.path(&set.name.file_name()))
-                .map(|m| m.len())
+            let size = inventory
+                .sizes
+                .get(&set.name.file_name())
+                .copied()
                 .unwrap_or(0);
             out.push(Listed {
                 set,
@@ -216,7 +226,7 @@ impl LocalStore {
     /// The newest usable backup of `database` (of `kind` if given): a complete
     /// set whose `.meta` reads, whose checksum files agree and whose
     /// verification, if any, passed. Decided by `.meta`'s `finished_at`.
-    pub fn latest(&self, database: &str, kind: Option<BackupType>) -> io::Result<Option<Listed>> {
+    fn latest(&self, database: &str, kind: Option<BackupType>) -> io::Result<Option<Listed>> {
         Ok(self
             .catalog()?
             .into_iter()
@@ -228,13 +238,69 @@ impl LocalStore {
     }
 
     /// Complete backups of one database, oldest first.
-    pub fn complete_for(&self, database: &str) -> io::Result<Vec<BackupName>> {
+    fn complete_for(&self, database: &str) -> io::Result<Vec<BackupName>> {
         Ok(self
             .sets()?
             .into_iter()
             .filter(|s| s.is_complete() && s.name.database == database)
             .map(|s| s.name)
             .collect())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    pub dir: PathBuf,
+}
+
+impl Store for LocalStore {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn entries(&self) -> io::Result<Vec<Entry>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata().ok();
+            out.push(Entry {
+                // A name that is not UTF-8 never parses as a backup: it is listed as foreign.
+                name: entry.file_name().to_string_lossy().into_owned(),
+                size: meta.as_ref().map_or(0, |m| m.len()),
+                is_file: entry.file_type().is_ok_and(|t| t.is_file()),
+            });
+        }
+        Ok(out)
+    }
+
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.path(name))
+    }
+
+    fn open(&self, name: &str) -> io::Result<Box<dyn io::Read + Send>> {
+        Ok(Box::new(fs::File::open(self.path(name))?))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        match fs::remove_file(self.path(name)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl LocalStore {
+    pub fn new(dir: impl Into<PathBuf>) -> LocalStore {
+        LocalStore { dir: dir.into() }
+    }
+
+    pub fn path(&self, file_name: &str) -> PathBuf {
+        self.dir.join(file_name)
     }
 
     /// Whether any file of the set `name` would take is there already.

@@ -6,7 +6,7 @@ use std::io;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context as _, format_err};
+use anyhow::{Context as _, bail, format_err};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -20,7 +20,8 @@ use crate::metrics::{self, Outcome};
 use crate::naming::{self, BackupName, BackupType};
 use crate::pg::{self, DumpOptions, PgError, Purpose, Route, Session};
 use crate::retention::Policy;
-use crate::store::LocalStore;
+use crate::s3::{S3Settings, S3Store};
+use crate::store::{LocalStore, Store};
 use crate::tasks::{Context, prune};
 use crate::{Failure, exit, ui};
 
@@ -80,23 +81,55 @@ pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         started_at,
     };
     let hooks = Hooks::from_sources(&ctx.sources)?;
+    // The off-site copy: checked before the backup, so a typo fails loudly.
+    let s3 = S3Settings::from_sources(&ctx.sources)?;
+    let local_off = matches!(
+        ctx.sources.get("BACKUP_LOCAL").map(|(v, _)| v).as_deref(),
+        Some("false" | "0" | "no")
+    );
+    let remote_only = (args.remote_only || local_off) && !args.no_upload;
+    let remote = match (s3, remote_only, args.no_upload) {
+        (None, true, _) => bail!(
+            "--remote-only (or BACKUP_LOCAL=false) needs BACKUP_S3_BUCKET: set the bucket, or drop --remote-only"
+        ),
+        (Some(_), _, true) | (None, false, _) => None,
+        (Some(settings), _, false) => Some(S3Store::new(settings)?),
+    };
+    if remote_only {
+        // Nothing is dumped when the bucket cannot take it.
+        remote.as_ref().expect("checked above").check()?;
+    }
     // One run per database at a time: an overlapping cron run stops here.
     let _lock = lock(&store, &db)?;
-    let result = route.and_then(|route| backup(&args, ctx, route, &store, &plan));
+    let result = route.and_then(|route| {
+        let target = remote.as_ref().filter(|_| remote_only);
+        backup(&args, ctx, route, &store, target, &plan)
+    });
     let (event, outcome) = match result {
         Ok(done) => {
+            let path = match (&remote, done.remote_only) {
+                (Some(r), true) => format!("{}{}", r.location(), done.meta.file),
+                _ => store.path(&done.meta.file).display().to_string(),
+            };
             let event = Event {
                 file: Some(done.meta.file.clone()),
-                path: Some(store.path(&done.meta.file).display().to_string()),
+                path: Some(path),
                 size_bytes: Some(done.meta.size_bytes),
                 duration_seconds: Some(done.meta.duration_seconds),
                 ..event("success", &db, kind, None)
             };
-            (event, finish(&args, ctx, &store, &policy, done))
+            (
+                event,
+                finish(&args, ctx, &store, remote.as_ref(), &policy, done),
+            )
         }
         Err(err) => {
             if let Err(e) = store.update_metrics(|m| {
-                metrics::record_backup(m, &db, kind, OffsetDateTime::now_utc(), &Outcome::Failure)
+                let now = OffsetDateTime::now_utc();
+                metrics::record_backup(m, &db, kind, now, &Outcome::Failure);
+                if remote_only {
+                    metrics::record_upload(m, &db, kind, now, false);
+                }
             }) {
                 ui::warn(format!("could not record the failure in the metrics: {e}"));
             }
@@ -181,6 +214,8 @@ struct Plan {
 struct Done {
     meta: BackupMeta,
     name: BackupName,
+    /// Published only in the bucket (`--remote-only`).
+    remote_only: bool,
 }
 
 fn backup(
@@ -188,6 +223,7 @@ fn backup(
     ctx: &Context,
     route: Route,
     store: &LocalStore,
+    remote: Option<&S3Store>,
     plan: &Plan,
 ) -> anyhow::Result<Done> {
     let &Plan {
@@ -215,58 +251,30 @@ fn backup(
     let conn = &conn;
     pg::check_dump_compat(&client, &server)?;
 
-    let partial = PartialFile::create(dir)
-        .with_context(|| format!("cannot write to the backup directory {}", dir.display()))?;
     let clock = Instant::now();
     ui::info(format!("backing up {} ({kind})", conn.display_target()));
     let opts = DumpOptions {
         schema_only: args.schema_only,
     };
-    let reader = pg::dump_expression(&client, conn, &opts)
-        .reader()
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                anyhow::Error::new(PgError::ToolMissing {
-                    tool: "pg_dump".into(),
-                })
-            } else {
-                anyhow::Error::new(e).context("cannot start pg_dump")
-            }
-        })?;
-    let mut progress = ui::Progress::new("dumping");
-    let archived =
-        archive::compress_into(&reader, partial.writer()?, plan.level, plan.threads, |n| {
-            progress.update(n)
-        });
-    progress.finish();
-    let archived = match archived {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = reader.kill();
-            return Err(anyhow::Error::new(e)
-                .context(format!("writing the backup into {} failed", dir.display())));
+    // Local: a partial file published under its name once complete. Remote
+    // only: a multipart upload that no listing sees until it completes, and
+    // that is aborted if anything fails before.
+    let (archived, target) = match remote {
+        None => {
+            let partial = PartialFile::create(dir).with_context(|| {
+                format!("cannot write to the backup directory {}", dir.display())
+            })?;
+            let where_ = dir.display().to_string();
+            let archived = dump_into(&client, conn, &opts, plan, partial.writer()?, &where_)?;
+            (archived, Target::Local(partial))
+        }
+        Some(remote) => {
+            let name = remote_free_name(remote, &conn.dbname, kind, started_at)?;
+            let mut upload = remote.upload(&name.file_name())?;
+            let archived = dump_into(&client, conn, &opts, plan, &mut upload, &remote.location())?;
+            (archived, Target::Remote(Box::new(upload), name))
         }
     };
-    // At EOF the reader has waited for pg_dump: its status and stderr are here.
-    let output = reader
-        .try_wait()?
-        .ok_or_else(|| format_err!("pg_dump did not exit after closing its output"))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        if stderr.trim().is_empty() {
-            return Err(format_err!(
-                "pg_dump stopped before the dump was complete ({}); nothing was published",
-                output.status
-            ));
-        }
-        return Err(pg::classify("pg_dump", &stderr, conn).into());
-    }
-    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-        ui::warn(format!("pg_dump: {line}"));
-    }
-    archived.scan.check().map_err(|e| {
-        format_err!("the dump pg_dump produced is incomplete: {e}; nothing was published")
-    })?;
     let finished_at = OffsetDateTime::now_utc();
     let duration = clock.elapsed().as_secs_f64();
 
@@ -295,8 +303,148 @@ fn backup(
         tool_version: env!("CARGO_PKG_VERSION").into(),
         verification: None,
     };
-    let name = publish(store, partial, &mut meta, started_at)?;
-    Ok(Done { meta, name })
+    let name = match target {
+        Target::Local(partial) => publish(store, partial, &mut meta, started_at)?,
+        Target::Remote(upload, name) => {
+            let remote = remote.expect("a remote target has a store");
+            publish_remote(remote, *upload, &name, &mut meta)?;
+            name
+        }
+    };
+    Ok(Done {
+        meta,
+        name,
+        remote_only: remote.is_some(),
+    })
+}
+
+enum Target<'a> {
+    Local(PartialFile),
+    Remote(Box<crate::s3::Upload<'a>>, BackupName),
+}
+
+/// pg_dump streamed through the archive pipeline into `dest`; checks its
+/// exit status and the dump's structure. `where_` names `dest` in errors.
+fn dump_into(
+    client: &pg::Client,
+    conn: &crate::config::Connection,
+    opts: &DumpOptions,
+    plan: &Plan,
+    dest: impl archive::Destination,
+    where_: &str,
+) -> anyhow::Result<archive::ArchiveOutcome> {
+    let reader = pg::dump_expression(client, conn, opts)
+        .reader()
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                anyhow::Error::new(PgError::ToolMissing {
+                    tool: "pg_dump".into(),
+                })
+            } else {
+                anyhow::Error::new(e).context("cannot start pg_dump")
+            }
+        })?;
+    let mut progress = ui::Progress::new("dumping");
+    let archived = archive::compress_into(&reader, dest, plan.level, plan.threads, |n| {
+        progress.update(n)
+    });
+    progress.finish();
+    let archived = match archived {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = reader.kill();
+            return Err(anyhow::Error::new(e).context(format!(
+                "writing the backup into {where_} failed; nothing was published"
+            )));
+        }
+    };
+    // At EOF the reader has waited for pg_dump: its status and stderr are here.
+    let output = reader
+        .try_wait()?
+        .ok_or_else(|| format_err!("pg_dump did not exit after closing its output"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        if stderr.trim().is_empty() {
+            return Err(format_err!(
+                "pg_dump stopped before the dump was complete ({}); nothing was published",
+                output.status
+            ));
+        }
+        return Err(pg::classify("pg_dump", &stderr, conn).into());
+    }
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        ui::warn(format!("pg_dump: {line}"));
+    }
+    archived.scan.check().map_err(|e| {
+        format_err!("the dump pg_dump produced is incomplete: {e}; nothing was published")
+    })?;
+    Ok(archived)
+}
+
+/// A name no object in the bucket has yet.
+fn remote_free_name(
+    remote: &S3Store,
+    db: &str,
+    kind: BackupType,
+    at: OffsetDateTime,
+) -> anyhow::Result<BackupName> {
+    let taken: std::collections::BTreeSet<String> =
+        remote.list()?.into_iter().map(|(n, _)| n).collect();
+    let mut name = BackupName::new(db, kind, at);
+    while [name.file_name(), name.sha256_name(), name.meta_name()]
+        .iter()
+        .any(|f| taken.contains(f))
+    {
+        name = name.clone().with_seq(name.seq + 1);
+    }
+    Ok(name)
+}
+
+/// Completes the upload and checks the object is the bytes sent (its ETag,
+/// or a re-read against the SHA-256), then writes `.sha256` and `.meta`:
+/// only a complete, checked object gets them.
+fn publish_remote(
+    remote: &S3Store,
+    upload: crate::s3::Upload<'_>,
+    name: &BackupName,
+    meta: &mut BackupMeta,
+) -> anyhow::Result<()> {
+    let file = name.file_name();
+    if !upload.complete()? {
+        let reread = archive::verify_stream(remote.open(&file)?, Some(&meta.sha256), |_| Ok(()));
+        if let Err(e) = reread {
+            let _ = remote.delete(&file);
+            bail!(
+                "{file}: the uploaded object does not read back as the backup ({e}); it was removed"
+            );
+        }
+    }
+    meta.file = file.clone();
+    remote.put_bytes(
+        &name.sha256_name(),
+        meta::sha256_line(&meta.sha256, &file).as_bytes(),
+    )?;
+    remote.put_bytes(&name.meta_name(), meta.to_json().as_bytes())?;
+    Ok(())
+}
+
+/// Uploads a published local set: the dump streamed in parts, checked, then
+/// `.sha256` and `.meta`. The local set is never touched.
+fn upload_set(remote: &S3Store, local: &LocalStore, name: &BackupName) -> anyhow::Result<()> {
+    let taken: std::collections::BTreeSet<String> =
+        remote.list()?.into_iter().map(|(n, _)| n).collect();
+    if taken.contains(&name.meta_name()) {
+        bail!(
+            "{} already exists in {}: it was uploaded before (nothing was overwritten)",
+            name.file_name(),
+            remote.location()
+        );
+    }
+    let mut meta = local.read_meta(name)?;
+    let mut upload = remote.upload(&name.file_name())?;
+    let mut file = std::fs::File::open(local.path(&name.file_name()))?;
+    io::copy(&mut file, &mut upload)?;
+    publish_remote(remote, upload, name, &mut meta)
 }
 
 /// Reserves a free name (the `.sha256` file is created exclusively, so two
@@ -340,9 +488,14 @@ fn finish(
     args: &DbBackup,
     ctx: &Context,
     store: &LocalStore,
+    remote: Option<&S3Store>,
     policy: &Policy,
     mut done: Done,
 ) -> anyhow::Result<ExitCode> {
+    let shown = match (remote, done.remote_only) {
+        (Some(r), true) => format!("{}{}", r.location(), done.name.file_name()),
+        _ => store.path(&done.name.file_name()).display().to_string(),
+    };
     let path = store.path(&done.name.file_name());
     let m = &done.meta;
     store
@@ -365,7 +518,13 @@ fn finish(
     let mut verify_error = None;
     if args.verify {
         let at = OffsetDateTime::now_utc();
-        let result = archive::verify_file(&path, Some(&done.meta.sha256));
+        let result = match (remote, done.remote_only) {
+            (Some(r), true) => r
+                .open(&done.name.file_name())
+                .map_err(|e| archive::VerifyError::Io(e.into()))
+                .and_then(|f| archive::verify_stream(f, Some(&done.meta.sha256), |_| Ok(()))),
+            _ => archive::verify_file(&path, Some(&done.meta.sha256)),
+        };
         let ok = result.is_ok();
         if let Err(e) = &result {
             verify_error = Some(e.to_string());
@@ -376,16 +535,54 @@ fn finish(
             restore_tested: false,
             error: verify_error.clone(),
         });
-        archive::write_atomic(
-            &store.path(&done.name.meta_name()),
-            done.meta.to_json().as_bytes(),
-        )
-        .context("cannot record the verification in .meta")?;
+        match (remote, done.remote_only) {
+            (Some(r), true) => r
+                .put_bytes(&done.name.meta_name(), done.meta.to_json().as_bytes())
+                .context("cannot record the verification in .meta")?,
+            _ => archive::write_atomic(
+                &store.path(&done.name.meta_name()),
+                done.meta.to_json().as_bytes(),
+            )
+            .context("cannot record the verification in .meta")?,
+        }
         let (db, kind) = (done.meta.database.clone(), done.meta.kind);
         store
             .update_metrics(|metrics| metrics::record_verify(metrics, &db, kind, at, ok))
             .map_err(|e| ui::warn(format!("could not write the metrics: {e}")))
             .ok();
+    }
+
+    // The off-site copy of a local backup (a good one: a failed --verify is not uploaded).
+    let mut upload_error = None;
+    let mut uploaded_to = None;
+    if let Some(r) = remote.filter(|_| !done.remote_only && verify_error.is_none()) {
+        ui::info(format!("uploading to {}", r.location()));
+        let result = upload_set(r, store, &done.name);
+        let (db, kind, at) = (
+            done.meta.database.clone(),
+            done.meta.kind,
+            OffsetDateTime::now_utc(),
+        );
+        let ok = result.is_ok();
+        store
+            .update_metrics(|metrics| metrics::record_upload(metrics, &db, kind, at, ok))
+            .map_err(|e| ui::warn(format!("could not write the metrics: {e}")))
+            .ok();
+        match result {
+            Ok(()) => uploaded_to = Some(format!("{}{}", r.location(), done.name.file_name())),
+            Err(e) => upload_error = Some(format!("{e:#}")),
+        }
+    } else if let (Some(_), true) = (remote, done.remote_only) {
+        let (db, kind, at) = (
+            done.meta.database.clone(),
+            done.meta.kind,
+            OffsetDateTime::now_utc(),
+        );
+        store
+            .update_metrics(|metrics| metrics::record_upload(metrics, &db, kind, at, true))
+            .map_err(|e| ui::warn(format!("could not write the metrics: {e}")))
+            .ok();
+        uploaded_to = Some(shown.clone());
     }
 
     let pruned = if args.no_prune {
@@ -402,9 +599,18 @@ fn finish(
 
     let m = &done.meta;
     if args.json {
+        let status = if verify_error.is_some() {
+            "verify_failed"
+        } else if upload_error.is_some() {
+            "upload_failed"
+        } else {
+            "ok"
+        };
         let out = json!({
-            "status": if verify_error.is_some() { "verify_failed" } else { "ok" },
-            "path": path.display().to_string(),
+            "status": status,
+            "path": shown,
+            "uploaded": uploaded_to,
+            "upload_error": upload_error,
             "meta": m,
             "pruned": pruned.as_ref().map(|r| r.rows.iter().filter(|row| row.delete).map(|row| &row.file).collect::<Vec<_>>()),
         });
@@ -413,7 +619,7 @@ fn finish(
         let rows: u64 = m.tables.values().sum();
         println!(
             "{}  {} ({} of SQL, {} tables, {} rows) in {:.1}s{}",
-            path.display(),
+            shown,
             ui::bytes(m.size_bytes),
             ui::bytes(m.uncompressed_bytes),
             m.tables.len(),
@@ -431,6 +637,18 @@ fn finish(
             message: format!("{} failed verification: {e}", m.file),
         }
         .into());
+    }
+    if let Some(e) = upload_error {
+        return Err(Failure {
+            code: exit::UPLOAD_FAILED,
+            message: format!("the local backup is complete, but its upload failed: {e}"),
+        }
+        .into());
+    }
+    if let (Some(to), false, false) = (&uploaded_to, args.json, done.remote_only)
+        && ui::verbosity() >= ui::Verbosity::Normal
+    {
+        println!("uploaded to {to}");
     }
     Ok(ExitCode::SUCCESS)
 }

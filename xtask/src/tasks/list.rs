@@ -10,21 +10,30 @@ use time::OffsetDateTime;
 use crate::config::resolve_backup_dir;
 use crate::flags::DirArgs;
 use crate::retention::human_age;
-use crate::store::{ChecksumState, Listed, LocalStore};
+use crate::store::{ChecksumState, Listed, LocalStore, Store};
 use crate::tasks::Context;
 use crate::ui;
 
-pub fn run(dir: &DirArgs, json: bool, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub fn run(dir: &DirArgs, json: bool, remote: bool, ctx: &Context) -> anyhow::Result<ExitCode> {
     ui::set_verbosity(dir.quiet, dir.verbose);
     let (path, _) = resolve_backup_dir(dir, &ctx.sources, &ctx.root);
-    let store = LocalStore::new(path);
+    let local = LocalStore::new(path);
+    let remote_store = if remote {
+        Some(crate::tasks::remote_store(ctx)?)
+    } else {
+        None
+    };
+    let store: &dyn Store = match &remote_store {
+        Some(r) => r.as_ref(),
+        None => &local,
+    };
     let mut listed = store.catalog()?;
     listed.sort_by(|a, b| (b.created_at(), &b.set.name).cmp(&(a.created_at(), &a.set.name)));
     let now = OffsetDateTime::now_utc();
     if json {
         println!("{}", to_json(&listed, now));
     } else if listed.is_empty() {
-        ui::info(format!("no backups in {}", store.dir.display()));
+        ui::info(format!("no backups in {}", store.location()));
     } else {
         print!("{}", render(&listed, now));
     }

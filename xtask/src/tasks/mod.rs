@@ -10,6 +10,7 @@ pub mod status;
 pub mod verify;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::{self, Sources};
 
@@ -28,4 +29,16 @@ impl Context {
         sh.change_dir(&root);
         Ok(Context { root, sources, sh })
     }
+}
+
+/// The off-site copy, for `--remote`: configured, reachable, and the bucket there.
+pub fn remote_store(ctx: &Context) -> anyhow::Result<Arc<crate::s3::S3Store>> {
+    let Some(settings) = crate::s3::S3Settings::from_sources(&ctx.sources)? else {
+        anyhow::bail!(
+            "--remote needs BACKUP_S3_BUCKET: set it (and BACKUP_S3_ENDPOINT for a store other than AWS) in the environment or .env"
+        );
+    };
+    let store = crate::s3::S3Store::new(settings)?;
+    store.check()?;
+    Ok(Arc::new(store))
 }

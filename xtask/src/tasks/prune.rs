@@ -12,7 +12,7 @@ use crate::archive;
 use crate::config::{Sources, number_setting, resolve_backup_dir};
 use crate::flags::DbPrune;
 use crate::retention::{self, Candidate, Decision, Policy, Reason};
-use crate::store::LocalStore;
+use crate::store::{LocalStore, Store};
 use crate::tasks::Context;
 use crate::ui;
 
@@ -87,14 +87,14 @@ pub struct Report {
 /// Decides, and unless `dry_run`, deletes. Deleting removes the dump first,
 /// so a set stops being a backup before its sidecars go.
 pub fn prune(
-    store: &LocalStore,
+    store: &dyn Store,
     policy: &Policy,
     now: OffsetDateTime,
     dry_run: bool,
 ) -> anyhow::Result<Report> {
     let inventory = store
         .inventory()
-        .with_context(|| format!("cannot read the backup directory {}", store.dir.display()))?;
+        .with_context(|| format!("cannot read the backups in {}", store.location()))?;
     let mut candidates = Vec::new();
     let mut sizes = Vec::new();
     for set in &inventory.sets {
@@ -116,8 +116,7 @@ pub fn prune(
         let size = set
             .files()
             .iter()
-            .filter_map(|f| std::fs::metadata(store.path(f)).ok())
-            .map(|m| m.len())
+            .filter_map(|f| inventory.sizes.get(f))
             .sum::<u64>();
         sizes.push(size);
     }
@@ -143,12 +142,9 @@ pub fn prune(
         if *delete && !dry_run {
             for f in &files {
                 // Already gone (a concurrent prune) is as good as deleted.
-                if let Err(e) = std::fs::remove_file(store.path(f))
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    return Err(e)
-                        .with_context(|| format!("cannot delete {}", store.path(f).display()));
-                }
+                store
+                    .remove(f)
+                    .with_context(|| format!("cannot delete {f} from {}", store.location()))?;
             }
         }
         report.rows.push(Row {
@@ -168,14 +164,6 @@ pub fn prune(
             reason: reason.clone(),
             files,
         });
-    }
-    if !dry_run {
-        for path in archive::remove_stale_partials(&store.dir).unwrap_or_default() {
-            ui::detail(format!(
-                "removed the leftover of an interrupted run: {}",
-                path.display()
-            ));
-        }
     }
     Ok(report)
 }
@@ -275,7 +263,29 @@ pub fn run(args: DbPrune, ctx: &Context) -> anyhow::Result<ExitCode> {
     let (dir, origin) = resolve_backup_dir(&args.dir, &ctx.sources, &ctx.root);
     ui::detail(format!("backup_dir: {} (from {origin})", dir.display()));
     let store = LocalStore::new(dir);
+    if args.remote {
+        let remote = crate::tasks::remote_store(ctx)?;
+        ui::detail(format!(
+            "pruning the off-site copies in {}",
+            remote.location()
+        ));
+        let report = prune(remote.as_ref(), &policy, now, args.dry_run)?;
+        if args.json {
+            println!("{}", report.to_json(&policy, now));
+        } else if ui::verbosity() >= ui::Verbosity::Normal || args.dry_run {
+            print!("{}", report.render());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = prune(&store, &policy, now, args.dry_run)?;
+    if !args.dry_run {
+        for path in archive::remove_stale_partials(&store.dir).unwrap_or_default() {
+            ui::detail(format!(
+                "removed the leftover of an interrupted run: {}",
+                path.display()
+            ));
+        }
+    }
     if args.json {
         println!("{}", report.to_json(&policy, now));
     } else if ui::verbosity() >= ui::Verbosity::Normal || args.dry_run {

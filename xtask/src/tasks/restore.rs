@@ -20,7 +20,7 @@ use crate::config::{Connection, Settings};
 use crate::flags::DbRestore;
 use crate::pg::{self, Client, PgVersion};
 use crate::sqlscan::SqlScanner;
-use crate::store::LocalStore;
+use crate::store::{LocalStore, Store};
 use crate::tablefilter::TableFilter;
 use crate::tasks::Context;
 use crate::tasks::verify::{self, Checked, Sidecars, Source, StreamError};
@@ -132,7 +132,7 @@ impl Drop for Scratch<'_> {
 pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     ui::set_verbosity(args.common.dir.quiet, args.common.dir.verbose);
     if args.list {
-        return crate::tasks::list::run(&args.common.dir, args.json, ctx);
+        return crate::tasks::list::run(&args.common.dir, args.json, args.remote, ctx);
     }
     let settings = Settings::resolve(&args.common, &ctx.sources, &ctx.root)?;
     let store = LocalStore::new(&settings.backup_dir);
@@ -144,24 +144,39 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| conn.dbname.clone());
 
-    // 1. Which backup.
+    // 1. Which backup: from the backup directory, or streamed from the off-site copy.
+    let remote = if args.remote {
+        Some(crate::tasks::remote_store(ctx)?)
+    } else {
+        None
+    };
+    let listing: &dyn Store = match &remote {
+        Some(r) => r.as_ref(),
+        None => &store,
+    };
     let source = if args.latest {
         let kind = args.kind.map(Into::into);
-        let latest = store.latest(&conn.dbname, kind)?.ok_or_else(|| {
+        let latest = listing.latest(&conn.dbname, kind)?.ok_or_else(|| {
             let tier = kind.map(|k| format!("{k} ")).unwrap_or_default();
             format_err!(
                 "there is no usable {tier}backup of database '{}' in {}: make one with `cargo xtask db-backup`",
                 conn.dbname,
-                store.dir.display()
+                listing.location()
             )
         })?;
-        verify::source_of(&store, &latest.set.name)
+        match &remote {
+            Some(r) => verify::remote_source_of(r, &latest.set.name),
+            None => verify::source_of(&store, &latest.set.name),
+        }
     } else {
         let file = args
             .file
             .as_deref()
             .ok_or_else(|| format_err!("say which backup to restore: a FILE or --latest"))?;
-        verify::resolve_file(&store, file)?
+        match &remote {
+            Some(r) => verify::resolve_remote(r, file)?,
+            None => verify::resolve_file(&store, file)?,
+        }
     };
 
     // 2. The file's companions now. The file itself is read once: a dry run
@@ -190,7 +205,7 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         .as_ref()
         .and_then(|c| c.report.scan.pg_dump_version.clone())
         .or(sidecars.meta.as_ref().map(|m| m.pg_dump_version.clone()))
-        .or_else(|| archive::peek_pg_dump_version(&source.path))
+        .or_else(|| source.open().ok().and_then(archive::peek_pg_dump_version))
         .and_then(|v| PgVersion::parse(&v));
     check_compat(dump_version.as_ref(), &server)
         .map_err(|e| format_err!("refusing to restore: {e}"))?;
@@ -503,7 +518,7 @@ fn load_inner(
     let mut filter = None;
     if !tables.is_empty() {
         let mut f = TableFilter::new(tables);
-        let file = std::fs::File::open(&source.path)?;
+        let file = source.open()?;
         f.prepare(io::BufReader::new(flate2::read::MultiGzDecoder::new(
             io::BufReader::new(file),
         )))

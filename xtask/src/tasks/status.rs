@@ -13,7 +13,7 @@ use crate::config::{DEFAULT_DB, resolve_backup_dir};
 use crate::flags::DbStatus;
 use crate::health::{self, Facts, Health, Newest};
 use crate::metrics::Metrics;
-use crate::store::LocalStore;
+use crate::store::{LocalStore, Store};
 use crate::tasks::{Context, prune};
 use crate::{exit, ui};
 

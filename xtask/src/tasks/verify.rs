@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, format_err};
 use serde_json::json;
@@ -16,7 +17,8 @@ use crate::meta::{BackupMeta, Verification, parse_sha256_line};
 use crate::metrics;
 use crate::naming::{BackupName, META_SUFFIX, SHA256_SUFFIX};
 use crate::pg::{self, PgVersion};
-use crate::store::LocalStore;
+use crate::s3::S3Store;
+use crate::store::{LocalStore, Store};
 use crate::tasks::Context;
 use crate::tasks::restore::{Scratch, check_compat, derived_name};
 use crate::{Failure, exit, ui};
@@ -24,15 +26,34 @@ use crate::{Failure, exit, ui};
 /// A backup file to act on: where it is, and its name if the tool made it.
 #[derive(Debug, Clone)]
 pub struct Source {
+    /// The file, or for a remote copy `s3://bucket/prefix/name` (for messages).
     pub path: PathBuf,
     pub file_name: String,
     pub name: Option<BackupName>,
+    /// Set when the backup is read from the off-site copy.
+    pub remote: Option<Arc<S3Store>>,
 }
 
 impl Source {
     fn sidecar(&self, suffix: &str) -> PathBuf {
         self.path
             .with_file_name(format!("{}{suffix}", self.file_name))
+    }
+
+    /// The dump as a stream: the file, or a download that is never stored.
+    pub fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        match &self.remote {
+            Some(store) => Ok(store.open(&self.file_name)?),
+            None => Ok(Box::new(std::fs::File::open(&self.path)?)),
+        }
+    }
+
+    fn read_sidecar(&self, suffix: &str) -> std::io::Result<String> {
+        let bytes = match &self.remote {
+            Some(store) => store.get_bytes(&format!("{}{suffix}", self.file_name))?,
+            None => std::fs::read(self.sidecar(suffix))?,
+        };
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 
@@ -57,6 +78,7 @@ pub fn resolve_file(store: &LocalStore, arg: &str) -> anyhow::Result<Source> {
         name: BackupName::parse(&file_name),
         path,
         file_name,
+        remote: None,
     })
 }
 
@@ -65,7 +87,38 @@ pub fn source_of(store: &LocalStore, name: &BackupName) -> Source {
         path: store.path(&name.file_name()),
         file_name: name.file_name(),
         name: Some(name.clone()),
+        remote: None,
     }
+}
+
+/// A backup in the off-site copy.
+pub fn remote_source_of(store: &Arc<S3Store>, name: &BackupName) -> Source {
+    Source {
+        path: PathBuf::from(format!("{}{}", store.location(), name.file_name())),
+        file_name: name.file_name(),
+        name: Some(name.clone()),
+        remote: Some(Arc::clone(store)),
+    }
+}
+
+/// A file name in the off-site copy.
+pub fn resolve_remote(store: &Arc<S3Store>, arg: &str) -> anyhow::Result<Source> {
+    let file_name = Path::new(arg)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some(name) = BackupName::parse(&file_name) else {
+        bail!(
+            "'{arg}' is not the name of a backup this tool made (see `cargo xtask db-list --remote`)"
+        );
+    };
+    if !store.entries()?.iter().any(|e| e.name == file_name) {
+        bail!(
+            "no backup '{file_name}' in {} (see `cargo xtask db-list --remote`)",
+            store.location()
+        );
+    }
+    Ok(remote_source_of(store, &name))
 }
 
 /// What a check established.
@@ -115,7 +168,10 @@ pub fn check_streaming(
     sidecars: &Sidecars,
     sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<Checked, StreamError> {
-    let report = match archive::verify_stream(&source.path, sidecars.expected.as_deref(), sink) {
+    let file = source
+        .open()
+        .map_err(|e| StreamError::File(format_err!("{}: cannot read it: {e}", source.file_name)))?;
+    let report = match archive::verify_stream(file, sidecars.expected.as_deref(), sink) {
         Ok(r) => r,
         Err(archive::VerifyError::Sink(e)) => return Err(StreamError::Sink(e)),
         Err(e) => return Err(StreamError::File(format_err!("{}: {e}", source.file_name))),
@@ -147,7 +203,7 @@ pub fn check_streaming(
 /// Reads `.sha256` and `.meta` and checks they agree with each other.
 pub fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
     let sha_path = source.sidecar(SHA256_SUFFIX);
-    let expected = match std::fs::read_to_string(&sha_path) {
+    let expected = match source.read_sidecar(SHA256_SUFFIX) {
         Ok(text) => {
             let (hex, named) = parse_sha256_line(&text).ok_or_else(|| {
                 format_err!(
@@ -174,7 +230,7 @@ pub fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
         Err(e) => return Err(format_err!("cannot read {}: {e}", sha_path.display())),
     };
     let meta_path = source.sidecar(META_SUFFIX);
-    let meta = match std::fs::read_to_string(&meta_path) {
+    let meta = match source.read_sidecar(META_SUFFIX) {
         Ok(text) => Some(
             BackupMeta::from_json(&text)
                 .map_err(|e| format_err!("{} is unreadable: {e}", meta_path.display()))?,
@@ -247,7 +303,7 @@ pub fn record(
 ) {
     let meta_path = source.sidecar(META_SUFFIX);
     let at = OffsetDateTime::now_utc();
-    if let Ok(text) = std::fs::read_to_string(&meta_path)
+    if let Ok(text) = source.read_sidecar(META_SUFFIX)
         && let Ok(mut meta) = BackupMeta::from_json(&text)
     {
         meta.verification = Some(Verification {
@@ -256,7 +312,16 @@ pub fn record(
             restore_tested,
             error,
         });
-        if let Err(e) = archive::write_atomic(&meta_path, meta.to_json().as_bytes()) {
+        let written = match &source.remote {
+            Some(remote) => remote
+                .put_bytes(
+                    &format!("{}{META_SUFFIX}", source.file_name),
+                    meta.to_json().as_bytes(),
+                )
+                .map_err(std::io::Error::from),
+            None => archive::write_atomic(&meta_path, meta.to_json().as_bytes()),
+        };
+        if let Err(e) = written {
             ui::warn(format!(
                 "could not record the verification in {}: {e}",
                 meta_path.display()
@@ -275,29 +340,45 @@ pub fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
     ui::set_verbosity(args.common.dir.quiet, args.common.dir.verbose);
     let settings = Settings::resolve(&args.common, &ctx.sources, &ctx.root)?;
     let store = LocalStore::new(&settings.backup_dir);
+    let remote = if args.remote {
+        Some(crate::tasks::remote_store(ctx)?)
+    } else {
+        None
+    };
+    let listing: &dyn Store = match &remote {
+        Some(r) => r.as_ref(),
+        None => &store,
+    };
+    let source_for = |name: &BackupName| match &remote {
+        Some(r) => remote_source_of(r, name),
+        None => source_of(&store, name),
+    };
     let sources: Vec<Source> = if let Some(file) = &args.file {
-        vec![resolve_file(&store, file)?]
+        match &remote {
+            Some(r) => vec![resolve_remote(r, file)?],
+            None => vec![resolve_file(&store, file)?],
+        }
     } else if args.latest {
         let db = settings.connection.dbname.clone();
         let kind = args.kind.map(Into::into);
-        let latest = store.latest(&db, kind)?.ok_or_else(|| {
+        let latest = listing.latest(&db, kind)?.ok_or_else(|| {
             format_err!(
                 "no usable backup of database '{db}' in {} to verify",
-                store.dir.display()
+                listing.location()
             )
         })?;
-        vec![source_of(&store, &latest.set.name)]
+        vec![source_for(&latest.set.name)]
     } else if args.all {
-        store
+        listing
             .catalog()?
             .iter()
-            .map(|l| source_of(&store, &l.set.name))
+            .map(|l| source_for(&l.set.name))
             .collect()
     } else {
         bail!("say which backup to verify: a FILE, --latest or --all");
     };
     if sources.is_empty() {
-        ui::info(format!("no backups in {}", store.dir.display()));
+        ui::info(format!("no backups in {}", listing.location()));
     }
 
     let mut results = Vec::new();
