@@ -32,6 +32,7 @@ fn every_task_help() {
         "db-list",
         "db-verify",
         "db-status",
+        "db-clone",
         "db-up",
         "db-down",
         "db-psql",

@@ -23,6 +23,7 @@ fn xtask() -> e2e::Xtask {
 
 mod backup;
 mod cli;
+mod clone;
 mod compose;
 mod harness;
 mod ops;

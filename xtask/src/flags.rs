@@ -40,6 +40,8 @@ pub enum Command {
     DbStatus(DbStatus),
     /// Try it all on a throwaway server: backup, verify, list, restore, compare; then clean up
     Demo(Demo),
+    /// Clone prod-like data into the local development database, masked, all-or-nothing
+    DbClone(DbClone),
     /// Start the compose database service and wait until it is healthy
     DbUp(DbUp),
     /// Stop the compose database service (its data volume is kept)
@@ -69,6 +71,47 @@ pub struct DbStatus {
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Masking rules: xtask/masking.toml ([mask] \"schema.table.column\" = \"null|fixed:VALUE|email|name|phone|text|keep\"). \
+Environments: xtask/environments.toml ([name] host, port, dbname, user, password_env, sslmode)."
+)]
+pub struct DbClone {
+    /// Where from: an environment in xtask/environments.toml, a postgres:// URL, a backup file,
+    /// `latest` or `s3:latest`
+    #[arg(long, value_name = "SOURCE")]
+    pub from: String,
+    /// The database to replace [default: POSTGRES_DB, the development database]
+    #[arg(long, value_name = "NAME")]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Leave this table's data out (the table exists, empty); `*` and `?` globs, repeatable
+    #[arg(long = "exclude-table-data", value_name = "PATTERN")]
+    pub exclude_table_data: Vec<String>,
+    /// Only the schema, no data (a live source)
+    #[arg(long)]
+    pub schema_only: bool,
+    /// Masking rules [default: xtask/masking.toml when it exists]
+    #[arg(long, value_name = "FILE")]
+    pub mask: Option<PathBuf>,
+    /// Allow a target that is not on this machine
+    #[arg(long)]
+    pub allow_remote_target: bool,
+    /// Replace an existing target database without asking (it is kept as {db}_pre_clone_{timestamp})
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Print one JSON object describing the result on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Print only errors
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -10,9 +10,11 @@
 pub mod archive;
 pub mod compose;
 pub mod config;
+pub mod environments;
 pub mod flags;
 pub mod health;
 pub mod hooks;
+pub mod mask;
 pub mod meta;
 pub mod metrics;
 pub mod naming;
@@ -92,6 +94,7 @@ pub fn run(flags: flags::Xtask) -> anyhow::Result<ExitCode> {
         flags::Command::DbRestore(args) => tasks::restore::run(args, &ctx),
         flags::Command::Demo(args) => tasks::demo::run(args, &ctx),
         flags::Command::DbStatus(args) => tasks::status::run(args, &ctx),
+        flags::Command::DbClone(args) => tasks::clone::run(args, &ctx),
         flags::Command::DbUp(args) => tasks::dev::up(args, &ctx),
         flags::Command::DbDown(args) => tasks::dev::down(args, &ctx),
         flags::Command::DbPsql(args) => tasks::dev::psql(args, &ctx),

@@ -1,6 +1,7 @@
 //! One module per command. Each takes its flags and the [`Context`].
 
 pub mod backup;
+pub mod clone;
 pub mod demo;
 pub mod dev;
 pub mod list;

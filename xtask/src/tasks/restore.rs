@@ -57,7 +57,7 @@ pub struct Scratch<'a> {
     client: &'a Client,
     admin: &'a Connection,
     pub name: String,
-    armed: bool,
+    pub armed: bool,
 }
 
 impl<'a> Scratch<'a> {
@@ -270,40 +270,14 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         .context("the restore failed; the target database was not touched")?;
 
     // 7. Swap: block and close other connections to the target, then rename both in one transaction.
-    let swap = match &previous {
-        Some(prev) => pg::script(
-            &ctx.sh,
-            &client,
-            &admin,
-            "ALTER DATABASE :\"target\" ALLOW_CONNECTIONS false;
-             SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = :'target' AND pid <> pg_backend_pid();
-             BEGIN;
-             ALTER DATABASE :\"target\" RENAME TO :\"prev\";
-             ALTER DATABASE :\"scratch\" RENAME TO :\"target\";
-             COMMIT;
-             ALTER DATABASE :\"prev\" ALLOW_CONNECTIONS true;",
-            &[("target", &target), ("prev", prev), ("scratch", &scratch_name)],
-        ),
-        None => pg::script(&ctx.sh, &client, &admin, "ALTER DATABASE :\"scratch\" RENAME TO :\"target\";", &[
-            ("scratch", &scratch_name),
-            ("target", &target),
-        ]),
-    };
-    if let Err(e) = swap {
-        if previous.is_some() {
-            // The rename is one transaction: the target kept its name; let it accept connections again.
-            let _ = pg::script(
-                &ctx.sh,
-                &client,
-                &admin,
-                "ALTER DATABASE :\"target\" ALLOW_CONNECTIONS true;",
-                &[("target", &target)],
-            );
-        }
-        return Err(
-            anyhow::Error::new(e).context("the swap failed; the target database was not changed")
-        );
-    }
+    swap_in(
+        ctx,
+        &client,
+        &admin,
+        &scratch_name,
+        &target,
+        previous.as_deref(),
+    )?;
     scratch.armed = false;
     drop(scratch);
 
@@ -344,9 +318,60 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Renames `scratch` to `target`; an existing target becomes `previous`,
+/// in one transaction after its other connections are closed. On failure
+/// nothing changed.
+pub fn swap_in(
+    ctx: &Context,
+    client: &Client,
+    admin: &Connection,
+    scratch_name: &str,
+    target: &str,
+    previous: Option<&str>,
+) -> anyhow::Result<()> {
+    let swap = match previous {
+        Some(prev) => pg::script(
+            &ctx.sh,
+            client,
+            admin,
+            "ALTER DATABASE :\"target\" ALLOW_CONNECTIONS false;
+             SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = :'target' AND pid <> pg_backend_pid();
+             BEGIN;
+             ALTER DATABASE :\"target\" RENAME TO :\"prev\";
+             ALTER DATABASE :\"scratch\" RENAME TO :\"target\";
+             COMMIT;
+             ALTER DATABASE :\"prev\" ALLOW_CONNECTIONS true;",
+            &[("target", target), ("prev", prev), ("scratch", scratch_name)],
+        ),
+        None => pg::script(
+            &ctx.sh,
+            client,
+            admin,
+            "ALTER DATABASE :\"scratch\" RENAME TO :\"target\";",
+            &[("scratch", scratch_name), ("target", target)],
+        ),
+    };
+    if let Err(e) = swap {
+        if previous.is_some() {
+            // The rename is one transaction: the target kept its name; let it accept connections again.
+            let _ = pg::script(
+                &ctx.sh,
+                client,
+                admin,
+                "ALTER DATABASE :\"target\" ALLOW_CONNECTIONS true;",
+                &[("target", target)],
+            );
+        }
+        return Err(
+            anyhow::Error::new(e).context("the swap failed; the target database was not changed")
+        );
+    }
+    Ok(())
+}
+
 /// Replacing a database needs consent: a `y` on a terminal, or `--yes`; a
 /// host other than this machine always needs `--yes`.
-fn consent(
+pub fn consent(
     exists: bool,
     yes: bool,
     target: &str,
@@ -631,7 +656,7 @@ fn load_inner(
 }
 
 /// The row counts of psql's `COPY n` command tags, in order.
-fn copy_tags(out: impl BufRead) -> Vec<u64> {
+pub fn copy_tags(out: impl BufRead) -> Vec<u64> {
     out.split(b'\n')
         .map_while(Result::ok)
         .filter_map(|line| {
