@@ -148,23 +148,10 @@ impl Compose {
         // v2 lists running containers only; v1 stopped ones too, hence the check of State.Running.
         let ids = self.run("listing the compose service", &["ps", "-q", service])?;
         for id in ids.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let out = Command::new("docker")
-                .args([
-                    "inspect",
-                    "--format",
-                    "{{.State.Running}} {{json .Config.Env}}",
-                    id,
-                ])
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| ComposeError::DockerUnreachable {
-                    detail: e.to_string(),
-                })?;
-            if !out.status.success() {
+            let Some(text) = inspect(id, "{{.State.Running}} {{json .Config.Env}}")? else {
                 continue;
-            }
-            let text = String::from_utf8_lossy(&out.stdout);
-            if let Some(env) = text.trim().strip_prefix("true ") {
+            };
+            if let Some(env) = text.strip_prefix("true ") {
                 return Ok(Service {
                     compose: self.clone(),
                     name: service.to_string(),
@@ -218,22 +205,10 @@ impl Compose {
         let Some(id) = ids.lines().map(str::trim).find(|l| !l.is_empty()) else {
             return Ok(None);
         };
-        let out = Command::new("docker")
-            .args([
-                "inspect",
-                "--format",
-                "{{.State.Status}}{{if .State.Health}} {{.State.Health.Status}}{{end}}",
-                id,
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| ComposeError::DockerUnreachable {
-                detail: e.to_string(),
-            })?;
-        Ok(out
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+        inspect(
+            id,
+            "{{.State.Status}}{{if .State.Health}} {{.State.Health.Status}}{{end}}",
+        )
     }
 
     /// `127.0.0.1:5432`: where the service's port is published on this machine.
@@ -268,6 +243,21 @@ impl Compose {
             &self.dir,
         ))
     }
+}
+
+/// `docker inspect --format FORMAT id`: `None` when there is no such container.
+fn inspect(id: &str, format: &str) -> Result<Option<String>, ComposeError> {
+    let out = Command::new("docker")
+        .args(["inspect", "--format", format, id])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ComposeError::DockerUnreachable {
+            detail: e.to_string(),
+        })?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
 }
 
 /// A running compose service.

@@ -3,8 +3,10 @@
 //! - [`flags`]: the command line; [`tasks`]: one module per command.
 //! - Effects: [`pg`] (running PostgreSQL's client tools, on the host or in
 //!   the compose service), [`archive`] (the streaming pipeline and atomic
-//!   files), [`store`] (the backup directory), [`compose`] (asking compose).
-//! - Pure core: [`naming`], [`meta`], [`metrics`], [`retention`], [`health`], [`sqlscan`], [`config`].
+//!   files), [`store`] (the local directory and, in [`s3`], the off-site copy,
+//!   behind one trait), [`compose`] (asking compose), [`hooks`].
+//! - Pure core: [`naming`], [`meta`], [`metrics`], [`retention`], [`health`], [`sqlscan`],
+//!   [`mask`], [`environments`], [`config`].
 //! - [`ui`]: what goes to stderr.
 
 pub mod archive;

@@ -12,8 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::process::{ExitCode, Stdio};
-use std::sync::Arc;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail, format_err};
@@ -26,9 +25,9 @@ use crate::environments;
 use crate::flags::{CommonArgs, DbClone};
 use crate::mask::{Rewriter, Rules};
 use crate::pg::{self, Client, DumpOptions};
-use crate::store::{LocalStore, Store};
+use crate::store::LocalStore;
 use crate::tasks::Context;
-use crate::tasks::restore::{Scratch, consent, copy_tags, derived_name, swap_in};
+use crate::tasks::restore::{PsqlLoad, Scratch, consent, derived_name};
 use crate::tasks::verify::{self, Source};
 use crate::ui;
 
@@ -71,23 +70,15 @@ fn resolve_from(
     let store = LocalStore::new(&settings.backup_dir);
     let db = backup_db;
     if from == "latest" || from == "s3:latest" {
-        let (listing, remote): (Box<dyn Store>, Option<Arc<crate::s3::S3Store>>) =
-            if from == "s3:latest" {
-                let r = crate::tasks::remote_store(ctx)?;
-                (Box::new(RemoteRef(Arc::clone(&r))), Some(r))
-            } else {
-                (Box::new(store.clone()), None)
-            };
+        let backups = crate::tasks::Backups::new(store.clone(), from == "s3:latest", ctx)?;
+        let listing = backups.listing();
         let latest = listing.latest(db, None)?.ok_or_else(|| {
             format_err!(
                 "--from {from}: there is no usable backup of database '{db}' in {} (another database: --dbname)",
                 listing.location()
             )
         })?;
-        return Ok(From::Backup(match remote {
-            Some(r) => verify::remote_source_of(&r, &latest.set.name),
-            None => verify::source_of(&store, &latest.set.name),
-        }));
+        return Ok(From::Backup(backups.source_of(&latest.set.name)));
     }
     if from.ends_with(".sql.gz") || std::path::Path::new(from).is_file() {
         return Ok(From::Backup(verify::resolve_file(&store, from)?));
@@ -129,27 +120,6 @@ fn resolve_from(
             env.host, env.port, env.dbname
         ),
     ))
-}
-
-/// An `Arc<S3Store>` as a `Store` (listing goes through the trait).
-struct RemoteRef(Arc<crate::s3::S3Store>);
-
-impl Store for RemoteRef {
-    fn location(&self) -> String {
-        self.0.location()
-    }
-    fn entries(&self) -> io::Result<Vec<crate::store::Entry>> {
-        self.0.entries()
-    }
-    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
-        Store::read(self.0.as_ref(), name)
-    }
-    fn open(&self, name: &str) -> io::Result<Box<dyn Read + Send>> {
-        Store::open(self.0.as_ref(), name)
-    }
-    fn remove(&self, name: &str) -> io::Result<()> {
-        Store::remove(self.0.as_ref(), name)
-    }
 }
 
 /// Both local names of this machine count as one host.
@@ -310,7 +280,7 @@ pub fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
 
     // 5. Stream into a scratch database, masking on the way.
     let scratch_name = derived_name(&target, &format!("_clone_{stamp}"));
-    let mut scratch = Scratch::create(ctx, &client, &admin, &scratch_name, &existing)?;
+    let scratch = Scratch::create(ctx, &client, &admin, &scratch_name, &existing)?;
     ui::info(format!("cloning {source_label} into {target} at {where_}"));
     let scratch_conn = Connection {
         dbname: scratch_name.clone(),
@@ -320,16 +290,7 @@ pub fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         .context("the clone failed; the target database was not touched")?;
 
     // 6. Swap in.
-    swap_in(
-        ctx,
-        &client,
-        &admin,
-        &scratch_name,
-        &target,
-        previous.as_deref(),
-    )?;
-    scratch.armed = false;
-    drop(scratch);
+    scratch.swap_in(ctx, &target, previous.as_deref())?;
 
     let secs = clock.elapsed().as_secs_f64();
     let rows: u64 = loaded.rows.values().sum();
@@ -373,26 +334,12 @@ fn load(
     client: &Client,
     scratch: &Connection,
 ) -> anyhow::Result<Loaded> {
-    let psql_args = ["-X", "-w", "-v", "ON_ERROR_STOP=1"].map(std::ffi::OsString::from);
-    let mut psql = client
-        .command("psql", &psql_args, scratch)
-        .std()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|_| pg::PgError::ToolMissing {
-            tool: "psql".into(),
-        })?;
-    let mut stderr = psql.stderr.take().expect("piped");
-    let errors = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let stdout = psql.stdout.take().expect("piped");
-    let tags = std::thread::spawn(move || copy_tags(io::BufReader::new(stdout)));
-    let mut stdin = psql.stdin.take().expect("piped");
+    let PsqlLoad {
+        child: mut psql,
+        mut stdin,
+        errors,
+        tags,
+    } = PsqlLoad::spawn(client, scratch)?;
     let mut rewriter = Rewriter::new(rules, &args.exclude_table_data);
     let mut out = Vec::with_capacity(1 << 20);
     let mut progress = ui::Progress::new("cloning");

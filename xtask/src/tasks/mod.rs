@@ -43,3 +43,47 @@ pub fn remote_store(ctx: &Context) -> anyhow::Result<Arc<crate::s3::S3Store>> {
     store.check()?;
     Ok(Arc::new(store))
 }
+
+/// The backups a task reads: the backup directory, or with `--remote` the off-site copy.
+pub struct Backups {
+    pub local: crate::store::LocalStore,
+    pub remote: Option<Arc<crate::s3::S3Store>>,
+}
+
+impl Backups {
+    pub fn new(
+        local: crate::store::LocalStore,
+        remote: bool,
+        ctx: &Context,
+    ) -> anyhow::Result<Backups> {
+        let remote = if remote {
+            Some(remote_store(ctx)?)
+        } else {
+            None
+        };
+        Ok(Backups { local, remote })
+    }
+
+    /// Where listing, `latest` and the catalog come from.
+    pub fn listing(&self) -> &dyn crate::store::Store {
+        match &self.remote {
+            Some(r) => r.as_ref(),
+            None => &self.local,
+        }
+    }
+
+    pub fn source_of(&self, name: &crate::naming::BackupName) -> verify::Source {
+        match &self.remote {
+            Some(r) => verify::remote_source_of(r, name),
+            None => verify::source_of(&self.local, name),
+        }
+    }
+
+    /// A path or a file name (local), or a file name in the off-site copy.
+    pub fn resolve(&self, arg: &str) -> anyhow::Result<verify::Source> {
+        match &self.remote {
+            Some(r) => verify::resolve_remote(r, arg),
+            None => verify::resolve_file(&self.local, arg),
+        }
+    }
+}

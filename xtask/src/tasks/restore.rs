@@ -20,7 +20,7 @@ use crate::config::{Connection, Settings};
 use crate::flags::DbRestore;
 use crate::pg::{self, Client, PgVersion};
 use crate::sqlscan::SqlScanner;
-use crate::store::{LocalStore, Store};
+use crate::store::LocalStore;
 use crate::tablefilter::TableFilter;
 use crate::tasks::Context;
 use crate::tasks::verify::{self, Checked, Sidecars, Source, StreamError};
@@ -57,7 +57,7 @@ pub struct Scratch<'a> {
     client: &'a Client,
     admin: &'a Connection,
     pub name: String,
-    pub armed: bool,
+    armed: bool,
 }
 
 impl<'a> Scratch<'a> {
@@ -108,6 +108,20 @@ impl<'a> Scratch<'a> {
     }
 }
 
+impl Scratch<'_> {
+    /// Swaps the loaded scratch database in as `target` (see [`swap_in`]); it is no longer dropped.
+    pub fn swap_in(
+        mut self,
+        ctx: &Context,
+        target: &str,
+        previous: Option<&str>,
+    ) -> anyhow::Result<()> {
+        swap_in(ctx, self.client, self.admin, &self.name, target, previous)?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
 impl Drop for Scratch<'_> {
     fn drop(&mut self) {
         if self.armed {
@@ -145,15 +159,8 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| conn.dbname.clone());
 
     // 1. Which backup: from the backup directory, or streamed from the off-site copy.
-    let remote = if args.remote {
-        Some(crate::tasks::remote_store(ctx)?)
-    } else {
-        None
-    };
-    let listing: &dyn Store = match &remote {
-        Some(r) => r.as_ref(),
-        None => &store,
-    };
+    let backups = crate::tasks::Backups::new(store.clone(), args.remote, ctx)?;
+    let listing = backups.listing();
     let source = if args.latest {
         let kind = args.kind.map(Into::into);
         let latest = listing.latest(&conn.dbname, kind)?.ok_or_else(|| {
@@ -164,19 +171,13 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
                 listing.location()
             )
         })?;
-        match &remote {
-            Some(r) => verify::remote_source_of(r, &latest.set.name),
-            None => verify::source_of(&store, &latest.set.name),
-        }
+        backups.source_of(&latest.set.name)
     } else {
         let file = args
             .file
             .as_deref()
             .ok_or_else(|| format_err!("say which backup to restore: a FILE or --latest"))?;
-        match &remote {
-            Some(r) => verify::resolve_remote(r, file)?,
-            None => verify::resolve_file(&store, file)?,
-        }
+        backups.resolve(file)?
     };
 
     // 2. The file's companions now. The file itself is read once: a dry run
@@ -260,7 +261,7 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     // 6. and check what loaded against what the dump holds.
     let clock = Instant::now();
     let scratch_name = derived_name(&target, &format!("_restore_{stamp}"));
-    let mut scratch = Scratch::create(ctx, &client, &admin, &scratch_name, &existing)?;
+    let scratch = Scratch::create(ctx, &client, &admin, &scratch_name, &existing)?;
     ui::info(format!(
         "loading {} into the scratch database {scratch_name}",
         source.file_name
@@ -270,16 +271,7 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         .context("the restore failed; the target database was not touched")?;
 
     // 7. Swap: block and close other connections to the target, then rename both in one transaction.
-    swap_in(
-        ctx,
-        &client,
-        &admin,
-        &scratch_name,
-        &target,
-        previous.as_deref(),
-    )?;
-    scratch.armed = false;
-    drop(scratch);
+    scratch.swap_in(ctx, &target, previous.as_deref())?;
 
     let mut kept = previous.clone();
     if let (Some(prev), true) = (&previous, args.drop_previous) {
@@ -518,25 +510,13 @@ fn load_inner(
     tables: &[String],
     interrupted: &AtomicBool,
 ) -> anyhow::Result<Loaded> {
-    // Not quiet: the `COPY n` command tags on stdout are the server's own row counts.
-    let args = ["-X", "-w", "-v", "ON_ERROR_STOP=1"].map(std::ffi::OsString::from);
-    let mut cmd = client.command("psql", &args, conn).std();
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|_| pg::PgError::ToolMissing {
-        tool: "psql".into(),
-    })?;
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    // Drained on its own thread: psql's messages can never block the load.
-    let errors = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let tags = std::thread::spawn(move || copy_tags(io::BufReader::new(stdout)));
-    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let PsqlLoad {
+        mut child,
+        stdin,
+        errors,
+        tags,
+    } = PsqlLoad::spawn(client, conn)?;
+    let mut stdin = stdin;
     let mut progress = ui::Progress::new("restoring");
     let mut total = 0u64;
     // `--table`: only the selection goes to psql, and a second scanner counts what went.
@@ -656,6 +636,49 @@ fn load_inner(
 }
 
 /// The row counts of psql's `COPY n` command tags, in order.
+/// `psql` running the script fed to `stdin` against `conn`, stopping at the
+/// first error. Its stderr and the `COPY n` tags of its stdout (the server's
+/// own row counts) are drained on their own threads: psql's output can
+/// never block the load.
+pub struct PsqlLoad {
+    pub child: std::process::Child,
+    pub stdin: std::process::ChildStdin,
+    pub errors: std::thread::JoinHandle<String>,
+    pub tags: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl PsqlLoad {
+    pub fn spawn(client: &Client, conn: &Connection) -> anyhow::Result<PsqlLoad> {
+        // Not quiet: the command tags on stdout are what the server took.
+        let args = ["-X", "-w", "-v", "ON_ERROR_STOP=1"].map(std::ffi::OsString::from);
+        let mut child = client
+            .command("psql", &args, conn)
+            .std()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|_| pg::PgError::ToolMissing {
+                tool: "psql".into(),
+            })?;
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let errors = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let tags = std::thread::spawn(move || copy_tags(io::BufReader::new(stdout)));
+        let stdin = child.stdin.take().expect("stdin is piped");
+        Ok(PsqlLoad {
+            child,
+            stdin,
+            errors,
+            tags,
+        })
+    }
+}
+
 pub fn copy_tags(out: impl BufRead) -> Vec<u64> {
     out.split(b'\n')
         .map_while(Result::ok)

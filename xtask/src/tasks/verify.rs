@@ -340,24 +340,10 @@ pub fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
     ui::set_verbosity(args.common.dir.quiet, args.common.dir.verbose);
     let settings = Settings::resolve(&args.common, &ctx.sources, &ctx.root)?;
     let store = LocalStore::new(&settings.backup_dir);
-    let remote = if args.remote {
-        Some(crate::tasks::remote_store(ctx)?)
-    } else {
-        None
-    };
-    let listing: &dyn Store = match &remote {
-        Some(r) => r.as_ref(),
-        None => &store,
-    };
-    let source_for = |name: &BackupName| match &remote {
-        Some(r) => remote_source_of(r, name),
-        None => source_of(&store, name),
-    };
+    let backups = crate::tasks::Backups::new(store.clone(), args.remote, ctx)?;
+    let listing = backups.listing();
     let sources: Vec<Source> = if let Some(file) = &args.file {
-        match &remote {
-            Some(r) => vec![resolve_remote(r, file)?],
-            None => vec![resolve_file(&store, file)?],
-        }
+        vec![backups.resolve(file)?]
     } else if args.latest {
         let db = settings.connection.dbname.clone();
         let kind = args.kind.map(Into::into);
@@ -367,12 +353,12 @@ pub fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
                 listing.location()
             )
         })?;
-        vec![source_for(&latest.set.name)]
+        vec![backups.source_of(&latest.set.name)]
     } else if args.all {
         listing
             .catalog()?
             .iter()
-            .map(|l| source_for(&l.set.name))
+            .map(|l| backups.source_of(&l.set.name))
             .collect()
     } else {
         bail!("say which backup to verify: a FILE, --latest or --all");
