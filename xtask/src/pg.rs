@@ -418,6 +418,14 @@ pub fn route(sh: &Shell, settings: &Settings) -> anyhow::Result<Route> {
     let located = match settings.via {
         Via::Host => None,
         Via::Compose => Some(locate(settings)?),
+        // A server elsewhere is not the compose service, whatever runs here.
+        Via::Auto if !settings.connection.is_local() => {
+            ui::detail(format!(
+                "{} is not on this machine: using the host's client tools",
+                settings.connection.server_label()
+            ));
+            None
+        }
         Via::Auto => match locate(settings) {
             Ok(svc) => Some(svc),
             Err(ComposeError::NotRunning { service }) => {
