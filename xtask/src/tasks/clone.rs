@@ -27,7 +27,7 @@ use crate::mask::{Rewriter, Rules};
 use crate::pg::{self, Client, DumpOptions};
 use crate::store::LocalStore;
 use crate::tasks::Context;
-use crate::tasks::restore::{PsqlLoad, Scratch, consent, derived_name};
+use crate::tasks::restore::{PsqlLoad, Scratch, consent, database_locale, derived_name};
 use crate::tasks::verify::{self, Source};
 use crate::ui;
 
@@ -251,13 +251,7 @@ pub fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         conn: admin,
         server: _,
     } = admin_route.connect(&ctx.sh, pg::Purpose::Load)?;
-    let existing = pg::script(
-        &ctx.sh,
-        &client,
-        &admin,
-        "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = :'db';",
-        &[("db", &target)],
-    )?;
+    let existing = database_locale(ctx, &client, &admin, &target)?;
     let exists = !existing.is_empty();
     let where_ = target_conn.server_label();
     let source_label = match &from {

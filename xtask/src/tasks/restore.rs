@@ -210,13 +210,7 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         .and_then(|v| PgVersion::parse(&v));
     check_compat(dump_version.as_ref(), &server)
         .map_err(|e| format_err!("refusing to restore: {e}"))?;
-    let existing = pg::script(
-        &ctx.sh,
-        &client,
-        &admin,
-        "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = :'db';",
-        &[("db", &target)],
-    )?;
+    let existing = database_locale(ctx, &client, &admin, &target)?;
     let exists = !existing.is_empty();
 
     // 4. Consent to replace.
@@ -308,6 +302,23 @@ pub fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `encoding|collate|ctype` of database `name`, empty when there is none:
+/// what a scratch database replacing it is created with.
+pub fn database_locale(
+    ctx: &Context,
+    client: &Client,
+    admin: &Connection,
+    name: &str,
+) -> anyhow::Result<String> {
+    Ok(pg::script(
+        &ctx.sh,
+        client,
+        admin,
+        "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = :'db';",
+        &[("db", name)],
+    )?)
 }
 
 /// Renames `scratch` to `target`; an existing target becomes `previous`,
