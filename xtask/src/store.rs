@@ -314,6 +314,13 @@ impl LocalStore {
         self.dir.join("metrics")
     }
 
+    /// [`LocalStore::update_metrics`] where metrics are best effort: a failure is a warning.
+    pub fn record_metrics(&self, change: impl FnOnce(&mut Metrics)) {
+        if let Err(e) = self.update_metrics(change) {
+            crate::ui::warn(format!("could not write the metrics: {e}"));
+        }
+    }
+
     /// Read-modify-write of the metrics file under an exclusive lock, so
     /// concurrent runs for other databases do not lose each other's series.
     pub fn update_metrics(&self, change: impl FnOnce(&mut Metrics)) -> io::Result<PathBuf> {

@@ -124,15 +124,13 @@ pub fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
             )
         }
         Err(err) => {
-            if let Err(e) = store.update_metrics(|m| {
+            store.record_metrics(|m| {
                 let now = OffsetDateTime::now_utc();
                 metrics::record_backup(m, &db, kind, now, &Outcome::Failure);
                 if remote_only {
                     metrics::record_upload(m, &db, kind, now, false);
                 }
-            }) {
-                ui::warn(format!("could not record the failure in the metrics: {e}"));
-            }
+            });
             if args.json {
                 let out = json!({"status": "failed", "database": db, "type": kind, "error": format!("{err:#}")});
                 println!("{out}");
@@ -232,9 +230,8 @@ fn backup(
         started_at,
         ..
     } = plan;
+    // The directory exists: the run lock was taken in it.
     let dir = &store.dir;
-    archive::create_private_dir(dir)
-        .with_context(|| format!("cannot create the backup directory {}", dir.display()))?;
     for path in archive::remove_stale_partials(dir).unwrap_or_default() {
         ui::detail(format!(
             "removed the leftover of an interrupted run: {}",
@@ -498,22 +495,19 @@ fn finish(
     };
     let path = store.path(&done.name.file_name());
     let m = &done.meta;
-    store
-        .update_metrics(|metrics| {
-            metrics::record_backup(
-                metrics,
-                &m.database,
-                m.kind,
-                m.finished_at,
-                &Outcome::Success {
-                    size_bytes: m.size_bytes,
-                    uncompressed_bytes: m.uncompressed_bytes,
-                    duration_seconds: m.duration_seconds,
-                },
-            )
-        })
-        .map_err(|e| ui::warn(format!("could not write the metrics: {e}")))
-        .ok();
+    store.record_metrics(|metrics| {
+        metrics::record_backup(
+            metrics,
+            &m.database,
+            m.kind,
+            m.finished_at,
+            &Outcome::Success {
+                size_bytes: m.size_bytes,
+                uncompressed_bytes: m.uncompressed_bytes,
+                duration_seconds: m.duration_seconds,
+            },
+        )
+    });
 
     let mut verify_error = None;
     if args.verify {
@@ -545,45 +539,33 @@ fn finish(
             )
             .context("cannot record the verification in .meta")?,
         }
-        let (db, kind) = (done.meta.database.clone(), done.meta.kind);
-        store
-            .update_metrics(|metrics| metrics::record_verify(metrics, &db, kind, at, ok))
-            .map_err(|e| ui::warn(format!("could not write the metrics: {e}")))
-            .ok();
+        let (db, kind) = (&done.meta.database, done.meta.kind);
+        store.record_metrics(|metrics| metrics::record_verify(metrics, db, kind, at, ok));
     }
 
     // The off-site copy of a local backup (a good one: a failed --verify is not uploaded).
-    let mut upload_error = None;
-    let mut uploaded_to = None;
-    if let Some(r) = remote.filter(|_| !done.remote_only && verify_error.is_none()) {
-        ui::info(format!("uploading to {}", r.location()));
-        let result = upload_set(r, store, &done.name);
-        let (db, kind, at) = (
-            done.meta.database.clone(),
-            done.meta.kind,
-            OffsetDateTime::now_utc(),
-        );
-        let ok = result.is_ok();
-        store
-            .update_metrics(|metrics| metrics::record_upload(metrics, &db, kind, at, ok))
-            .map_err(|e| ui::warn(format!("could not write the metrics: {e}")))
-            .ok();
-        match result {
-            Ok(()) => uploaded_to = Some(format!("{}{}", r.location(), done.name.file_name())),
-            Err(e) => upload_error = Some(format!("{e:#}")),
+    let upload: Option<Result<String, String>> = match remote {
+        Some(_) if done.remote_only => Some(Ok(shown.clone())),
+        Some(r) if verify_error.is_none() => {
+            ui::info(format!("uploading to {}", r.location()));
+            Some(
+                upload_set(r, store, &done.name)
+                    .map(|()| format!("{}{}", r.location(), done.name.file_name()))
+                    .map_err(|e| format!("{e:#}")),
+            )
         }
-    } else if let (Some(_), true) = (remote, done.remote_only) {
-        let (db, kind, at) = (
-            done.meta.database.clone(),
-            done.meta.kind,
-            OffsetDateTime::now_utc(),
-        );
+        _ => None,
+    };
+    if let Some(result) = &upload {
+        let (db, kind, ok) = (&done.meta.database, done.meta.kind, result.is_ok());
         store
-            .update_metrics(|metrics| metrics::record_upload(metrics, &db, kind, at, true))
-            .map_err(|e| ui::warn(format!("could not write the metrics: {e}")))
-            .ok();
-        uploaded_to = Some(shown.clone());
+            .record_metrics(|m| metrics::record_upload(m, db, kind, OffsetDateTime::now_utc(), ok));
     }
+    let (uploaded_to, upload_error) = match upload {
+        Some(Ok(to)) => (Some(to), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
 
     let pruned = if args.no_prune {
         None

@@ -328,11 +328,8 @@ pub fn record(
             ));
         }
     }
-    if let Some(name) = &source.name
-        && let Err(e) =
-            store.update_metrics(|m| metrics::record_verify(m, &name.database, name.kind, at, ok))
-    {
-        ui::warn(format!("could not write the metrics: {e}"));
+    if let Some(name) = &source.name {
+        store.record_metrics(|m| metrics::record_verify(m, &name.database, name.kind, at, ok));
     }
 }
 
