@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{DB, PASSWORD, PgServer, files_in, host_pg_dump_major, json_of, show};
 use serde_json::Value;
-use xtask::tasks::demo::is_root;
+use xtask::testing::is_root;
 
 per_version! {
     backup_restores_into_an_identical_database => super::round_trip,

@@ -123,7 +123,9 @@ fn overlapping_backups_are_refused_and_a_killed_holder_blocks_nothing() {
     let x = crate::xtask();
     let env = pg.xtask_env(DB);
     let dir = x.backup_dir();
-    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&dir)
+        .unwrap();
     let lock = dir.join(".xtask-lock-app");
     std::fs::write(&lock, "pid 4242 since 2026-11-24T02:00:00Z").unwrap();
 

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use e2e::{DB, PgServer, files_in, show};
 use serde_json::Value;
-use xtask::naming::{BackupName, BackupType};
-use xtask::retention::months_before;
+use xtask::testing::months_before;
+use xtask::testing::{BackupName, BackupType};
 
 const NOW: &str = "2026-11-24T12:00:00Z";
 

@@ -305,6 +305,8 @@ impl Xtask {
             "AWS_PROFILE",
             "AWS_REGION",
             "AWS_DEFAULT_REGION",
+            "BACKUP_MASK_SALT",
+            "BACKUP_MASK_SALT_FILE",
         ] {
             c.env_remove(var);
         }

@@ -7,7 +7,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+
+use crate::core::config::{Overrides, Via};
+use crate::core::naming::{BackupType, TypeChoice};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,13 +23,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     max_term_width = 100,
     after_help = "Configuration: flag > environment > .env file > default. See README.md for every variable."
 )]
-pub struct Xtask {
+pub(crate) struct Xtask {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Back up a database: pg_dump streamed through gzip and SHA-256 into BACKUP_DIR
     DbBackup(DbBackup),
     /// Restore a backup all-or-nothing: loaded into a scratch database, checked, then swapped in
@@ -51,9 +55,9 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct DbStatus {
+pub(crate) struct DbStatus {
     #[command(flatten)]
-    pub dir: DirArgs,
+    pub(crate) dir: DirArgs,
     /// The database to check [env: POSTGRES_DB] [default: app]
     #[arg(
         short = 'd',
@@ -61,97 +65,102 @@ pub struct DbStatus {
         value_name = "NAME",
         conflicts_with = "all"
     )]
-    pub dbname: Option<String>,
+    pub(crate) dbname: Option<String>,
     /// Check every database that has backups or metrics in BACKUP_DIR
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
     /// Oldest acceptable newest backup: 26h, 90m, 2d, 1w [env: BACKUP_MAX_AGE] [default: 26h]
     #[arg(long, value_name = "AGE")]
-    pub max_age: Option<String>,
+    pub(crate) max_age: Option<String>,
     /// Print the result as JSON on stdout
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
 #[command(
     after_help = "Masking rules: xtask/masking.toml ([mask] \"schema.table.column\" = \"null|fixed:VALUE|email|name|phone|text|keep\"). \
+The fakes are keyed by BACKUP_MASK_SALT (or the file BACKUP_MASK_SALT_FILE), never by a committed file. \
 Environments: xtask/environments.toml ([name] host, port, dbname, user, password_env, sslmode)."
 )]
-pub struct DbClone {
+pub(crate) struct DbClone {
     /// Where from: an environment in xtask/environments.toml, a postgres:// URL, a backup file,
     /// `latest` or `s3:latest`
     #[arg(long, value_name = "SOURCE")]
-    pub from: String,
+    pub(crate) from: String,
     /// The database to replace [default: POSTGRES_DB, the development database]
     #[arg(long, value_name = "NAME")]
-    pub to: Option<String>,
+    pub(crate) to: Option<String>,
     #[command(flatten)]
-    pub connection: ConnectionArgs,
+    pub(crate) connection: ConnectionArgs,
     /// Leave this table's data out (the table exists, empty); `*` and `?` globs, repeatable
     #[arg(long = "exclude-table-data", value_name = "PATTERN")]
-    pub exclude_table_data: Vec<String>,
+    pub(crate) exclude_table_data: Vec<String>,
     /// Only the schema, no data (a live source)
     #[arg(long)]
-    pub schema_only: bool,
-    /// Masking rules [default: xtask/masking.toml when it exists]
-    #[arg(long, value_name = "FILE")]
-    pub mask: Option<PathBuf>,
+    pub(crate) schema_only: bool,
+    /// Masking rules [default: xtask/masking.toml]; required for any source but a database on
+    /// this machine
+    #[arg(long, value_name = "FILE", conflicts_with = "no_mask")]
+    pub(crate) mask: Option<PathBuf>,
+    /// Copy every column as it is, from any source (no masking rules)
+    #[arg(long)]
+    pub(crate) no_mask: bool,
     /// Allow a target that is not on this machine
     #[arg(long)]
-    pub allow_remote_target: bool,
+    pub(crate) allow_remote_target: bool,
     /// Replace an existing target database without asking (it is kept as {db}_pre_clone_{timestamp})
     #[arg(short = 'y', long)]
-    pub yes: bool,
+    pub(crate) yes: bool,
     /// Print one JSON object describing the result on stdout
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Print only errors
     #[arg(short, long, conflicts_with = "verbose")]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// Print more detail
     #[arg(short, long)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct DbUp {
+pub(crate) struct DbUp {
     /// Seconds to wait for the service to become healthy
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
     /// Print only errors
     #[arg(short, long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct DbDown {
+pub(crate) struct DbDown {
     /// Print only errors
     #[arg(short, long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct DbPsql {
+pub(crate) struct DbPsql {
     #[command(flatten)]
-    pub connection: ConnectionArgs,
+    pub(crate) connection: ConnectionArgs,
     /// Print more detail (the route taken)
     #[arg(short, long)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
     /// Arguments for psql, e.g. `-- -c 'SELECT 1'`
     #[arg(last = true, value_name = "PSQL_ARGS")]
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
 }
 
 /// Where the database is. Passwords are never flags: they would show in `ps`.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ConnectionArgs {
+pub(crate) struct ConnectionArgs {
     /// Database server host [env: POSTGRES_HOST] [default: localhost]
     #[arg(help_heading = "Connection", long, value_name = "HOST")]
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Database server port [env: POSTGRES_PORT] [default: 5432]
     #[arg(help_heading = "Connection", long, value_name = "PORT")]
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// Database name [env: POSTGRES_DB] [default: app]
     #[arg(
         help_heading = "Connection",
@@ -159,7 +168,7 @@ pub struct ConnectionArgs {
         long = "dbname",
         value_name = "NAME"
     )]
-    pub dbname: Option<String>,
+    pub(crate) dbname: Option<String>,
     /// Database user [env: POSTGRES_USER] [default: app]; the password comes from PGPASSWORD,
     /// POSTGRES_PASSWORD, DATABASE_URL or ~/.pgpass
     #[arg(
@@ -168,207 +177,178 @@ pub struct ConnectionArgs {
         long = "user",
         value_name = "USER"
     )]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Where the client tools run: auto (the compose service if it runs, else here), host,
     /// compose [env: BACKUP_VIA, BACKUP_COMPOSE_SERVICE] [default: auto, db]
     #[arg(
         help_heading = "Connection",
         long,
-        value_enum,
         value_name = "ROUTE",
-        hide_possible_values = true
+        value_parser = |s: &str| s.parse::<Via>()
     )]
-    pub via: Option<Via>,
-}
-
-/// `--via`: where PostgreSQL's client tools run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Via {
-    Auto,
-    Host,
-    Compose,
-}
-
-impl std::fmt::Display for Via {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Via::Auto => "auto",
-            Via::Host => "host",
-            Via::Compose => "compose",
-        })
-    }
+    pub(crate) via: Option<Via>,
 }
 
 /// Options every database task takes.
 #[derive(Debug, Clone, Default, Args)]
-pub struct CommonArgs {
+pub(crate) struct CommonArgs {
     #[command(flatten)]
-    pub connection: ConnectionArgs,
+    pub(crate) connection: ConnectionArgs,
     #[command(flatten)]
-    pub dir: DirArgs,
+    pub(crate) dir: DirArgs,
 }
 
 /// Where backups are, and how much to say: every task that touches backups.
 #[derive(Debug, Clone, Default, Args)]
-pub struct DirArgs {
+pub(crate) struct DirArgs {
     /// Backup directory, relative to the workspace root [env: BACKUP_DIR] [default: ./backups]
     #[arg(long, value_name = "DIR")]
-    pub backup_dir: Option<PathBuf>,
+    pub(crate) backup_dir: Option<PathBuf>,
     /// Print only errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// Print more detail (the commands run, the settings' sources)
     #[arg(short, long, global = true)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 }
 
-/// `--type`: the retention tier of a backup, or `auto` to pick it by date.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TypeArg {
-    /// First backup of a calendar month: monthly; else first of an ISO week: weekly; else daily
-    Auto,
-    Daily,
-    Weekly,
-    Monthly,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct DbBackup {
-    #[command(flatten)]
-    pub common: CommonArgs,
-    /// Retention tier of this backup
-    #[arg(
-        long = "type",
-        value_enum,
-        default_value = "daily",
-        value_name = "TYPE"
-    )]
-    pub kind: TypeArg,
-    /// Re-read the written backup and check its checksum, gzip stream and SQL structure
-    #[arg(long)]
-    pub verify: bool,
-    /// Dump only the schema (no table data)
-    #[arg(long)]
-    pub schema_only: bool,
-    /// Print one JSON object describing the result on stdout
-    #[arg(long)]
-    pub json: bool,
-    /// Do not prune old backups after this one succeeds
-    #[arg(long)]
-    pub no_prune: bool,
-    /// Keep the backup local even when BACKUP_S3_BUCKET is set
-    #[arg(long, conflicts_with = "remote_only")]
-    pub no_upload: bool,
-    /// Stream straight to BACKUP_S3_BUCKET, with no local copy [env: BACKUP_LOCAL=false]
-    #[arg(long)]
-    pub remote_only: bool,
-    /// gzip level, 1 (fast) to 9 (small) [env: BACKUP_COMPRESSION_LEVEL] [default: 6]
-    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(1..=9))]
-    pub compression_level: Option<u32>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct Demo {
-    /// Print only errors and the result
-    #[arg(short, long)]
-    pub quiet: bool,
+/// `--type` of a backup: a tier, or `auto` to pick it by date.
+fn type_or_auto() -> impl TypedValueParser<Value = TypeChoice> {
+    PossibleValuesParser::new([
+        PossibleValue::new("auto").help(
+            "First backup of a calendar month: monthly; else first of an ISO week: weekly; else daily",
+        ),
+        PossibleValue::new("daily"),
+        PossibleValue::new("weekly"),
+        PossibleValue::new("monthly"),
+    ])
+    .try_map(|s| s.parse::<TypeChoice>())
 }
 
 /// `--type` where a tier narrows a choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Tier {
-    Daily,
-    Weekly,
-    Monthly,
-}
-
-impl From<Tier> for crate::naming::BackupType {
-    fn from(t: Tier) -> Self {
-        match t {
-            Tier::Daily => crate::naming::BackupType::Daily,
-            Tier::Weekly => crate::naming::BackupType::Weekly,
-            Tier::Monthly => crate::naming::BackupType::Monthly,
-        }
-    }
+fn tier() -> impl TypedValueParser<Value = BackupType> {
+    PossibleValuesParser::new(["daily", "weekly", "monthly"]).try_map(|s| s.parse::<BackupType>())
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct DbList {
+pub(crate) struct DbBackup {
     #[command(flatten)]
-    pub dir: DirArgs,
+    pub(crate) common: CommonArgs,
+    /// Retention tier of this backup
+    #[arg(
+        long = "type",
+        value_parser = type_or_auto(),
+        default_value = "daily",
+        value_name = "TYPE"
+    )]
+    pub(crate) kind: TypeChoice,
+    /// Re-read the written backup and check its checksum, gzip stream and SQL structure
+    #[arg(long)]
+    pub(crate) verify: bool,
+    /// Dump only the schema (no table data)
+    #[arg(long)]
+    pub(crate) schema_only: bool,
+    /// Print one JSON object describing the result on stdout
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Do not prune old backups after this one succeeds
+    #[arg(long)]
+    pub(crate) no_prune: bool,
+    /// Keep the backup local even when BACKUP_S3_BUCKET is set
+    #[arg(long, conflicts_with = "remote_only")]
+    pub(crate) no_upload: bool,
+    /// Stream straight to BACKUP_S3_BUCKET, with no local copy [env: BACKUP_LOCAL=false]
+    #[arg(long)]
+    pub(crate) remote_only: bool,
+    /// gzip level, 1 (fast) to 9 (small) [env: BACKUP_COMPRESSION_LEVEL] [default: 6]
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub(crate) compression_level: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Demo {
+    /// Print only errors and the result
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DbList {
+    #[command(flatten)]
+    pub(crate) dir: DirArgs,
     /// Print the list as JSON on stdout
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// List the off-site copies (BACKUP_S3_BUCKET) instead
     #[arg(long)]
-    pub remote: bool,
+    pub(crate) remote: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct DbVerify {
+pub(crate) struct DbVerify {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     /// The backup to check: a path, or a file name in BACKUP_DIR
     #[arg(value_name = "FILE", conflicts_with_all = ["latest", "all"])]
-    pub file: Option<String>,
+    pub(crate) file: Option<String>,
     /// Check the newest usable backup of the database (POSTGRES_DB or --dbname)
     #[arg(long, conflicts_with = "all")]
-    pub latest: bool,
+    pub(crate) latest: bool,
     /// Check every backup in BACKUP_DIR
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
     /// With --latest: the newest of this tier
-    #[arg(long = "type", value_enum, value_name = "TYPE", requires = "latest")]
-    pub kind: Option<Tier>,
+    #[arg(long = "type", value_parser = tier(), value_name = "TYPE", requires = "latest")]
+    pub(crate) kind: Option<BackupType>,
     /// Also restore into a throwaway database on the server, compare row counts, and drop it
     #[arg(long)]
-    pub restore_test: bool,
+    pub(crate) restore_test: bool,
     /// Check the off-site copies (BACKUP_S3_BUCKET), streamed, never stored
     #[arg(long)]
-    pub remote: bool,
+    pub(crate) remote: bool,
     /// Print the results as JSON on stdout
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct DbRestore {
+pub(crate) struct DbRestore {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
     /// The backup to restore: a path, or a file name in BACKUP_DIR
     #[arg(value_name = "FILE", required_unless_present_any = ["latest", "list"], conflicts_with = "latest")]
-    pub file: Option<String>,
+    pub(crate) file: Option<String>,
     /// Restore the newest usable backup of the database (decided by .meta, skipping failed ones)
     #[arg(long)]
-    pub latest: bool,
+    pub(crate) latest: bool,
     /// With --latest: the newest of this tier
-    #[arg(long = "type", value_enum, value_name = "TYPE", requires = "latest")]
-    pub kind: Option<Tier>,
+    #[arg(long = "type", value_parser = tier(), value_name = "TYPE", requires = "latest")]
+    pub(crate) kind: Option<BackupType>,
     /// Run every check and print the plan; touch nothing
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Restore from the off-site copy (BACKUP_S3_BUCKET), streamed into the same checked load
     #[arg(long)]
-    pub remote: bool,
+    pub(crate) remote: bool,
     /// List the backups (as db-list) and exit
     #[arg(long)]
-    pub list: bool,
+    pub(crate) list: bool,
     /// Restore into this database instead (created; replaced only with --yes)
     #[arg(long, value_name = "NAME")]
-    pub target_db: Option<String>,
+    pub(crate) target_db: Option<String>,
     /// Only this table (schema.table; repeatable): its definition, data, indexes, constraints,
     /// triggers and what they depend on, into --target-db
     #[arg(long = "table", value_name = "TABLE", requires = "target_db")]
-    pub table: Vec<String>,
+    pub(crate) table: Vec<String>,
     /// Replace an existing database without asking
     #[arg(short = 'y', long)]
-    pub yes: bool,
+    pub(crate) yes: bool,
     /// Drop the replaced database after success instead of keeping it as {db}_pre_restore_{timestamp}
     #[arg(long)]
-    pub drop_previous: bool,
+    pub(crate) drop_previous: bool,
     /// Print one JSON object describing the result on stdout
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -376,18 +356,90 @@ pub struct DbRestore {
     after_help = "Retention: BACKUP_RETENTION_DAILY (days, default 7), BACKUP_RETENTION_WEEKLY (weeks, 4), \
 BACKUP_RETENTION_MONTHLY (months, 12), BACKUP_RETENTION_MIN (backups kept per database whatever their age, 1)."
 )]
-pub struct DbPrune {
+pub(crate) struct DbPrune {
     #[command(flatten)]
-    pub dir: DirArgs,
+    pub(crate) dir: DirArgs,
     /// Show every backup with its verdict and the reason, delete nothing
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Apply the same policy to the off-site copies (BACKUP_S3_BUCKET)
     #[arg(long)]
-    pub remote: bool,
+    pub(crate) remote: bool,
     /// Print the verdicts as one JSON object on stdout
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
+}
+
+impl ConnectionArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            host: self.host.clone(),
+            port: self.port,
+            dbname: self.dbname.clone(),
+            user: self.user.clone(),
+            via: self.via,
+            ..Overrides::default()
+        }
+    }
+}
+
+impl CommonArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            backup_dir: self.dir.backup_dir.clone(),
+            ..self.connection.overrides()
+        }
+    }
+}
+
+impl DirArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            backup_dir: self.backup_dir.clone(),
+            ..Overrides::default()
+        }
+    }
+}
+
+impl Command {
+    /// What this command's flags set, for the settings.
+    pub(crate) fn overrides(&self) -> Overrides {
+        match self {
+            Command::DbBackup(a) => Overrides {
+                compression_level: a.compression_level,
+                ..a.common.overrides()
+            },
+            Command::DbRestore(a) => a.common.overrides(),
+            Command::DbVerify(a) => a.common.overrides(),
+            Command::DbList(a) => a.dir.overrides(),
+            Command::DbPrune(a) => a.dir.overrides(),
+            Command::DbStatus(a) => Overrides {
+                dbname: a.dbname.clone(),
+                max_age: a.max_age.clone(),
+                ..a.dir.overrides()
+            },
+            Command::DbClone(a) => a.connection.overrides(),
+            Command::DbPsql(a) => a.connection.overrides(),
+            Command::DbUp(_) | Command::DbDown(_) | Command::Demo(_) => Overrides::default(),
+        }
+    }
+
+    /// `-q` and `-v`.
+    pub(crate) fn verbosity(&self) -> (bool, bool) {
+        match self {
+            Command::DbBackup(a) => (a.common.dir.quiet, a.common.dir.verbose),
+            Command::DbRestore(a) => (a.common.dir.quiet, a.common.dir.verbose),
+            Command::DbVerify(a) => (a.common.dir.quiet, a.common.dir.verbose),
+            Command::DbList(a) => (a.dir.quiet, a.dir.verbose),
+            Command::DbPrune(a) => (a.dir.quiet, a.dir.verbose),
+            Command::DbStatus(a) => (a.dir.quiet, a.dir.verbose),
+            Command::DbClone(a) => (a.quiet, a.verbose),
+            Command::DbPsql(a) => (false, a.verbose),
+            Command::DbUp(a) => (a.quiet, false),
+            Command::DbDown(a) => (a.quiet, false),
+            Command::Demo(a) => (a.quiet, false),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verbosity {
+pub(crate) enum Verbosity {
     Quiet = 0,
     Normal = 1,
     Verbose = 2,
@@ -14,7 +14,7 @@ pub enum Verbosity {
 
 static VERBOSITY: AtomicU8 = AtomicU8::new(Verbosity::Normal as u8);
 
-pub fn set_verbosity(quiet: bool, verbose: bool) {
+pub(crate) fn set_verbosity(quiet: bool, verbose: bool) {
     let v = if quiet {
         Verbosity::Quiet
     } else if verbose {
@@ -25,7 +25,7 @@ pub fn set_verbosity(quiet: bool, verbose: bool) {
     VERBOSITY.store(v as u8, Ordering::Relaxed);
 }
 
-pub fn verbosity() -> Verbosity {
+pub(crate) fn verbosity() -> Verbosity {
     match VERBOSITY.load(Ordering::Relaxed) {
         0 => Verbosity::Quiet,
         1 => Verbosity::Normal,
@@ -34,50 +34,34 @@ pub fn verbosity() -> Verbosity {
 }
 
 /// A progress or status line, hidden by `-q`.
-pub fn info(msg: impl AsRef<str>) {
+pub(crate) fn info(msg: impl AsRef<str>) {
     if verbosity() >= Verbosity::Normal {
         eprintln!("{}", msg.as_ref());
     }
 }
 
 /// Detail shown with `-v`.
-pub fn detail(msg: impl AsRef<str>) {
+pub(crate) fn detail(msg: impl AsRef<str>) {
     if verbosity() >= Verbosity::Verbose {
         eprintln!("  {}", msg.as_ref());
     }
 }
 
 /// A warning: shown unless `-q`.
-pub fn warn(msg: impl AsRef<str>) {
+pub(crate) fn warn(msg: impl AsRef<str>) {
     if verbosity() >= Verbosity::Normal {
         eprintln!("warning: {}", msg.as_ref());
     }
 }
 
 /// One line: `error: what went wrong: why`, the context chain joined by `: `.
-pub fn print_error(err: &anyhow::Error) {
+pub(crate) fn print_error(err: &anyhow::Error) {
     eprintln!("error: {err:#}");
-}
-
-/// Human sizes: 1.5 MiB.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 /// Bytes, rate and elapsed time on one self-overwriting stderr line, only
 /// when stderr is a terminal and not `-q`.
-pub struct Progress {
+pub(crate) struct Progress {
     enabled: bool,
     label: &'static str,
     started: Instant,
@@ -87,7 +71,7 @@ pub struct Progress {
 impl Progress {
     const EVERY: Duration = Duration::from_millis(250);
 
-    pub fn new(label: &'static str) -> Progress {
+    pub(crate) fn new(label: &'static str) -> Progress {
         let enabled = std::io::stderr().is_terminal() && verbosity() >= Verbosity::Normal;
         let now = Instant::now();
         Progress {
@@ -98,7 +82,7 @@ impl Progress {
         }
     }
 
-    pub fn update(&mut self, total: u64) {
+    pub(crate) fn update(&mut self, total: u64) {
         if !self.enabled || self.last.elapsed() < Self::EVERY {
             return;
         }
@@ -114,29 +98,18 @@ impl Progress {
             err,
             "\r\x1b[2K{} {}  {}/s  {:.0}s",
             self.label,
-            bytes(total),
-            bytes(rate),
+            crate::core::human::bytes(total),
+            crate::core::human::bytes(rate),
             secs
         );
         let _ = err.flush();
     }
 
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if self.enabled {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");
             let _ = err.flush();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes() {
-        assert_eq!(super::bytes(0), "0 B");
-        assert_eq!(super::bytes(1023), "1023 B");
-        assert_eq!(super::bytes(1536), "1.5 KiB");
-        assert_eq!(super::bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
     }
 }

@@ -4,14 +4,16 @@
 //! the development database (the compose service, or `POSTGRES_*`).
 //!
 //! Safety first: the target must be local (unless `--allow-remote-target`)
-//! and never the source; masking rules are checked against the source's
-//! tables before anything is written; the data streams source → masking →
-//! target with no temporary file, into a scratch database swapped in only
-//! when the load completed and its row counts match (the replaced database
-//! is kept, as in `db-restore`).
+//! and never the source; from anything but a database on this machine the
+//! clone needs masking rules (or an explicit `--no-mask`), and the rules are
+//! checked against the source's tables before anything is written. The data
+//! streams source → masking → target with no temporary file, through the
+//! same load as `db-restore`, into a scratch database swapped in only when
+//! every check passed. The replaced database is kept as
+//! `{db}_pre_clone_{timestamp}`; older ones of the same database go.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -20,18 +22,20 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use crate::config::{Connection, DatabaseUrl, Secret, Settings};
-use crate::environments;
-use crate::flags::{CommonArgs, DbClone};
-use crate::mask::{Rewriter, Rules};
-use crate::pg::{self, Client, DumpOptions};
-use crate::store::LocalStore;
+use crate::core::config::{Connection, Secret, Settings};
+use crate::core::dump::mask::{Rewriter, Rules};
+use crate::core::dump::{Reader, TableName};
+use crate::core::environments;
+use crate::core::plan::{self, Consent, Replace};
+use crate::flags::DbClone;
+use crate::services::catalog::Backups;
+use crate::services::interrupt;
+use crate::services::load::{self, Input, LoadError, Scratch, Source, Transform, derived_name};
+use crate::services::pg::{self, Client, DumpOptions, Route};
 use crate::tasks::Context;
-use crate::tasks::restore::{PsqlLoad, Scratch, consent, database_locale, derived_name};
-use crate::tasks::verify::{self, Source};
-use crate::ui;
+use crate::{Failure, ui};
 
-pub const MASKING_FILE: &str = "xtask/masking.toml";
+const MASKING_FILE: &str = "xtask/masking.toml";
 
 /// Where the data comes from.
 enum From {
@@ -39,54 +43,47 @@ enum From {
     Backup(Source),
 }
 
-fn live_from_url(url: &str) -> anyhow::Result<Connection> {
-    let u = DatabaseUrl::parse(url).map_err(|e| format_err!("--from: {e}"))?;
-    Ok(Connection {
-        host: u.host.unwrap_or_else(|| "localhost".into()),
-        port: u.port.unwrap_or(5432),
-        dbname: u
-            .dbname
-            .ok_or_else(|| format_err!("--from: the URL names no database"))?,
-        user: u.user.unwrap_or_else(|| "postgres".into()),
-        password: u.password,
-        sslmode: u.sslmode,
-        service: None,
-    })
+impl From {
+    fn label(&self) -> String {
+        match self {
+            From::Live(_, label) => label.clone(),
+            From::Backup(s) => s.file_name.clone(),
+        }
+    }
 }
 
-/// `backup_db`: whose backups `latest` means (POSTGRES_DB, before `--to`).
-fn resolve_from(
-    args: &DbClone,
-    ctx: &Context,
-    settings: &Settings,
-    backup_db: &str,
-) -> anyhow::Result<From> {
+fn resolve_from(args: &DbClone, settings: &Settings) -> anyhow::Result<From> {
     let from = args.from.as_str();
-    if from.starts_with("postgres://") || from.starts_with("postgresql://") {
-        let conn = live_from_url(from)?;
+    let lower = from.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        let conn = Connection::from_url(from).map_err(|e| format_err!("--from: {e}"))?;
         let label = format!("{}:{}/{}", conn.host, conn.port, conn.dbname);
         return Ok(From::Live(conn, label));
     }
-    let store = LocalStore::new(&settings.backup_dir);
-    let db = backup_db;
+    // `latest` means the backups of POSTGRES_DB (or --dbname), not of --to.
+    let db = &settings.connection.dbname;
     if from == "latest" || from == "s3:latest" {
-        let backups = crate::tasks::Backups::new(store.clone(), from == "s3:latest", ctx)?;
-        let listing = backups.listing();
-        let latest = listing.latest(db, None)?.ok_or_else(|| {
+        let backups = Backups::open(settings, from == "s3:latest")?;
+        let store = backups.store();
+        let latest = store.latest(db, None)?.ok_or_else(|| {
             format_err!(
                 "--from {from}: there is no usable backup of database '{db}' in {} (another database: --dbname)",
-                listing.location()
+                store.location()
             )
         })?;
-        return Ok(From::Backup(backups.source_of(&latest.set.name)));
+        return Ok(From::Backup(Source::of(store, &latest.set.name)));
     }
     if from.ends_with(".sql.gz") || std::path::Path::new(from).is_file() {
-        return Ok(From::Backup(verify::resolve_file(&store, from)?));
+        let backups = Backups::open(settings, false)?;
+        return Ok(From::Backup(Source::resolve(
+            backups.store(),
+            &backups.local,
+            from,
+        )?));
     }
-    let path = ctx.root.join(environments::FILE);
-    let text = std::fs::read_to_string(&path).map_err(|_| {
+    let text = std::fs::read_to_string(settings.root.join(environments::FILE)).map_err(|_| {
         format_err!(
-            "--from '{from}' is not a URL, a backup or `latest`, and there is no {} to name environments in",
+            "--from is not a URL, a backup or `latest`, and there is no {} to name environments in",
             environments::FILE
         )
     })?;
@@ -100,7 +97,7 @@ fn resolve_from(
         )
     })?;
     let password = match &env.password_env {
-        Some(var) => Some(Secret::new(ctx.sources.get(var).map(|(v, _)| v).ok_or_else(|| {
+        Some(var) => Some(Secret::new(settings.sources.get(var).map(|(v, _)| v).ok_or_else(|| {
             format_err!("environment '{from}' takes its password from {var}, which is not set: set it (or use ~/.pgpass and drop password_env)")
         })?)),
         None => None,
@@ -134,70 +131,120 @@ fn same_server(a: &Connection, b: &Connection) -> bool {
     b.service.is_none() && host(a) == host(b) && a.port == b.port && a.dbname == b.dbname
 }
 
+/// The masking rules and their key. Fail closed: no rules from anything but
+/// a database on this machine is refused unless `--no-mask` says so; a
+/// rules file that cannot be read or parsed is an error, never "no rules".
+fn masking(
+    args: &DbClone,
+    settings: &Settings,
+    from: &From,
+) -> anyhow::Result<(Rules, Option<Secret>)> {
+    if args.no_mask {
+        return Ok((Rules::default(), None));
+    }
+    let path = args
+        .mask
+        .clone()
+        .unwrap_or_else(|| settings.root.join(MASKING_FILE));
+    let rules = match std::fs::read_to_string(&path) {
+        Ok(text) => Rules::parse_toml(&text).map_err(|e| format_err!("{}: {e}", path.display()))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && args.mask.is_none() => {
+            let local = matches!(from, From::Live(c, _) if c.is_local());
+            if !local {
+                bail!(
+                    "cloning from {} needs masking rules, and there is no {MASKING_FILE}: create it (see xtask/masking.toml.example), or pass --no-mask to copy every column as it is",
+                    from.label()
+                );
+            }
+            Rules::default()
+        }
+        Err(e) => bail!("cannot read the masking rules {}: {e}", path.display()),
+    };
+    let salt = if rules.needs_salt() {
+        Some(salt(settings)?)
+    } else {
+        None
+    };
+    Ok((rules, salt))
+}
+
+/// BACKUP_MASK_SALT, or the first line of the file BACKUP_MASK_SALT_FILE names.
+fn salt(settings: &Settings) -> anyhow::Result<Secret> {
+    if let Some(salt) = &settings.mask_salt {
+        return Ok(salt.clone());
+    }
+    let Some(file) = &settings.mask_salt_file else {
+        bail!(
+            "the masking rules make fakes, which need a secret key: set BACKUP_MASK_SALT (or BACKUP_MASK_SALT_FILE, a file outside the repository)"
+        );
+    };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("BACKUP_MASK_SALT_FILE: cannot read {}", file.display()))?;
+    let salt = text.lines().next().unwrap_or("").trim();
+    if salt.is_empty() {
+        bail!("BACKUP_MASK_SALT_FILE: {} is empty", file.display());
+    }
+    Ok(Secret::new(salt))
+}
+
 /// The source's tables and columns, for checking the rules before writing.
 fn source_schema(
-    ctx: &Context,
     from: &From,
-    exclude: &[String],
-) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
-    let mut schema: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    match from {
-        From::Live(conn, _) => {
-            let client = Client::find(&ctx.sh, None)?;
-            let out = pg::script(
-                &ctx.sh,
-                &client,
-                conn,
-                "SELECT table_schema || '.' || table_name, column_name FROM information_schema.columns
-                 WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, ordinal_position;",
+    live: Option<&pg::Session>,
+) -> anyhow::Result<BTreeMap<TableName, Vec<String>>> {
+    let mut schema: BTreeMap<TableName, Vec<String>> = BTreeMap::new();
+    match (from, live) {
+        (From::Live(..), Some(session)) => {
+            let out = session.client.script(
+                &session.conn,
+                "SELECT table_schema, table_name, column_name FROM information_schema.columns
+                 WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2, ordinal_position;",
                 &[],
             )?;
             for line in out.lines() {
-                if let Some((t, c)) = line.split_once('|') {
-                    schema.entry(t.to_string()).or_default().push(c.to_string());
+                let parts: Vec<&str> = line.splitn(3, '|').collect();
+                if let [s, t, c] = parts.as_slice() {
+                    schema
+                        .entry(TableName::new(s, t))
+                        .or_default()
+                        .push(c.to_string());
                 }
             }
         }
-        From::Backup(source) => {
-            // One read of the dump for its COPY headers (every table with data has one).
+        (From::Backup(source), _) => {
+            // One read of the dump for its data blocks' headers (every table has one).
             let rules = Rules::default();
-            let mut rewriter = Rewriter::new(&rules, exclude);
+            let mut seen = Rewriter::new(&rules, &[], None);
+            let mut reader = Reader::new();
             let mut gz = flate2::read::MultiGzDecoder::new(io::BufReader::new(source.open()?));
             let mut buf = vec![0; 1 << 20];
-            let mut sink = Vec::new();
             loop {
                 let n = gz.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
-                rewriter.feed(&buf[..n], &mut sink);
-                sink.clear();
+                reader
+                    .feed(&buf[..n], &mut seen)
+                    .map_err(|e| format_err!("{}: {e}", source.file_name))?;
+                seen.out.clear();
             }
-            rewriter.finish(&mut sink);
-            schema = rewriter.seen;
+            schema = seen.seen;
         }
+        (From::Live(..), None) => unreachable!("a live source has a session"),
     }
     Ok(schema)
 }
 
-pub fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
-    ui::set_verbosity(args.quiet, args.verbose);
+pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let settings = &ctx.settings;
     let clock = Instant::now();
-    let mut common = CommonArgs {
-        connection: args.connection.clone(),
-        ..CommonArgs::default()
-    };
-    let backup_db = Settings::resolve(&common, &ctx.sources, &ctx.root)?
-        .connection
-        .dbname;
-    if let Some(to) = &args.to {
-        common.connection.dbname = Some(to.clone());
-    }
-    let settings = Settings::resolve(&common, &ctx.sources, &ctx.root)?;
 
     // 1. The target: the developer's own database, never somewhere else by accident.
-    let route = pg::route(&ctx.sh, &settings)?;
-    let target_conn = route.conn.clone();
+    let route = pg::route(settings)?;
+    let mut target_conn = route.conn.clone();
+    if let Some(to) = &args.to {
+        target_conn.dbname = to.clone();
+    }
     if !target_conn.is_local() && !args.allow_remote_target {
         bail!(
             "the target {} is not on this machine: db-clone writes only to a local development database; pass --allow-remote-target if you mean it",
@@ -205,9 +252,10 @@ pub fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         );
     }
     let target = target_conn.dbname.clone();
+    plan::check_target(&target, &target_conn.maintenance().dbname).map_err(anyhow::Error::msg)?;
 
     // 2. The source, and that it is not the target.
-    let from = resolve_from(&args, ctx, &settings, &backup_db)?;
+    let from = resolve_from(&args, settings)?;
     if let From::Live(src, _) = &from
         && same_server(src, &target_conn)
     {
@@ -216,233 +264,208 @@ pub fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
             target_conn.display_target()
         );
     }
+    if args.schema_only && matches!(from, From::Backup(_)) {
+        bail!(
+            "--schema-only applies to a live source; from a backup, leave data out with --exclude-table-data '*'"
+        );
+    }
 
     // 3. The masking rules, checked against the source before anything is written.
-    let mask_path = args
-        .mask
-        .clone()
-        .unwrap_or_else(|| ctx.root.join(MASKING_FILE));
-    let rules = match std::fs::read_to_string(&mask_path) {
-        Ok(text) => {
-            Rules::parse_toml(&text).map_err(|e| format_err!("{}: {e}", mask_path.display()))?
-        }
-        Err(_) if args.mask.is_none() => Rules::default(),
-        Err(e) => bail!("cannot read the masking rules {}: {e}", mask_path.display()),
+    let (rules, salt) = masking(&args, settings, &from)?;
+    let live = match &from {
+        From::Live(conn, _) => Some(
+            Route {
+                client: Client::find(None)?,
+                conn: conn.clone(),
+            }
+            .connect(pg::Purpose::Dump)?,
+        ),
+        From::Backup(_) => None,
     };
+    if let Some(session) = &live {
+        session.client.check_dump_compat(&session.server)?;
+    }
     if !rules.columns.is_empty() {
-        let schema = source_schema(ctx, &from, &args.exclude_table_data)?;
+        let schema = source_schema(&from, live.as_ref())?;
         let missing = rules.missing(&schema);
         if !missing.is_empty() {
             bail!(
-                "the masking rules in {} name {} the source does not have: fix the rules; nothing was written",
-                mask_path.display(),
+                "the masking rules name {} the source does not have: fix the rules; nothing was written",
                 missing.join(", ")
             );
         }
     }
 
-    // 4. Connect to the target's server; consent to replace.
-    let admin_route = pg::Route {
-        conn: target_conn.maintenance(),
-        ..route
-    };
+    // 4. Connect to the target's server: can the dump load there; consent to replace.
     let pg::Session {
         client,
         conn: admin,
-        server: _,
-    } = admin_route.connect(&ctx.sh, pg::Purpose::Load)?;
-    let existing = database_locale(ctx, &client, &admin, &target)?;
+        server,
+    } = Route {
+        conn: target_conn.maintenance(),
+        ..route
+    }
+    .connect(pg::Purpose::Load)?;
+    let sidecars = match &from {
+        From::Backup(source) => Some(load::sidecars(source)?),
+        From::Live(..) => None,
+    };
+    let dump_version = match (&from, &live, &sidecars) {
+        (From::Backup(source), _, Some(sidecars)) => load::dump_version(source, sidecars),
+        (_, Some(session), _) => Some(session.client.version.clone()),
+        _ => None,
+    };
+    pg::check_load_compat(dump_version.as_ref(), &server)?;
+    let existing = load::database_locale(&client, &admin, &target)?;
     let exists = !existing.is_empty();
     let where_ = target_conn.server_label();
-    let source_label = match &from {
-        From::Live(_, label) => label.clone(),
-        From::Backup(s) => s.file_name.clone(),
-    };
-    consent(
+    let source_label = from.label();
+    match plan::consent(Replace {
+        target: &target,
+        server: &where_,
+        source: &source_label,
         exists,
-        args.yes,
-        &target,
-        &where_,
-        true,
-        &source_label,
-        false,
-    )?;
+        explicit_target: false,
+        yes: args.yes,
+        local: true,
+        interactive: io::stdin().is_terminal(),
+    }) {
+        Consent::Proceed => {}
+        Consent::Refuse(why) => bail!("{why}"),
+        Consent::Ask(question) => {
+            eprint!("{question}");
+            let mut answer = String::new();
+            io::BufRead::read_line(&mut io::stdin().lock(), &mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                return Err(Failure {
+                    code: 1,
+                    message: "not confirmed: nothing was changed".into(),
+                }
+                .into());
+            }
+        }
+    }
     let stamp = OffsetDateTime::now_utc().format(format_description!(
         "[year][month][day]_[hour][minute][second]"
     ))?;
     let previous = exists.then(|| derived_name(&target, &format!("_pre_clone_{stamp}")));
 
     // 5. Stream into a scratch database, masking on the way.
+    interrupt::watch()?;
     let scratch_name = derived_name(&target, &format!("_clone_{stamp}"));
-    let scratch = Scratch::create(ctx, &client, &admin, &scratch_name, &existing)?;
+    let scratch = Scratch::create(&client, &admin, &scratch_name, &existing)?;
     ui::info(format!("cloning {source_label} into {target} at {where_}"));
-    let scratch_conn = Connection {
-        dbname: scratch_name.clone(),
-        ..target_conn.clone()
+    let input = match (&from, &live, &sidecars) {
+        (From::Backup(source), _, Some(sidecars)) => Input::Backup(source, sidecars),
+        (From::Live(..), Some(session), _) => Input::Live {
+            client: &session.client,
+            conn: &session.conn,
+            opts: DumpOptions {
+                schema_only: args.schema_only,
+            },
+        },
+        _ => unreachable!("a backup has sidecars, a live source a session"),
     };
-    let loaded = load(ctx, &args, &from, &rules, &client, &scratch_conn)
-        .context("the clone failed; the target database was not touched")?;
+    let rewriter = Rewriter::new(&rules, &args.exclude_table_data, salt.as_ref());
+    let loaded = match load::load(
+        &client,
+        &scratch.conn(&target_conn),
+        input,
+        Transform::Mask(rewriter),
+    ) {
+        Ok(l) => l,
+        Err(LoadError::Interrupted(f)) => return Err(f.into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context("the clone failed; the target database was not touched"));
+        }
+    };
+    let Transform::Mask(rewriter) = loaded.transform else {
+        unreachable!("the clone's transform is the rewriter")
+    };
+    interrupt::check("the scratch database is dropped and the target was not touched")?;
 
-    // 6. Swap in.
-    scratch.swap_in(ctx, &target, previous.as_deref())?;
+    // 6. Swap in; of the copies of earlier clones, only this one stays.
+    scratch.swap_in(&target, previous.as_deref())?;
+    let dropped = drop_older_copies(&client, &admin, &target, previous.as_deref());
 
     let secs = clock.elapsed().as_secs_f64();
-    let rows: u64 = loaded.rows.values().sum();
+    let rows: u64 = loaded.tables.values().sum();
     let masked = rules.masked_columns();
+    let excluded: Vec<&String> = rewriter.excluded_tables.iter().collect();
     if args.json {
         println!(
             "{}",
             json!({"status": "ok", "source": source_label, "target": target, "host": where_,
-                "previous": previous, "tables": loaded.rows.len(), "rows": rows, "rows_per_table": loaded.rows,
-                "masked_columns": masked, "excluded_tables": loaded.excluded,
+                "previous": previous, "dropped_older_copies": dropped, "tables": rewriter.rows.len(), "rows": rows, "rows_per_table": rewriter.rows,
+                "masked_columns": masked, "masked_in": rewriter.masked, "excluded_tables": excluded,
                 "schema_only": args.schema_only, "duration_seconds": (secs * 1000.0).round() / 1000.0})
         );
     } else if ui::verbosity() >= ui::Verbosity::Normal {
         println!(
             "cloned {source_label} into {target} at {where_}: {} tables, {rows} rows, {} masked columns, {} tables without data, in {secs:.1}s",
-            loaded.rows.len(),
+            rewriter.rows.len(),
             masked.len(),
-            loaded.excluded.len()
+            excluded.len()
         );
         if let Some(prev) = &previous {
             println!(
-                "the previous database is kept as {prev} (drop it with DROP DATABASE when done)"
+                "the previous database is kept as {prev} (drop it with DROP DATABASE when done){}",
+                if dropped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; older copies dropped: {}", dropped.join(", "))
+                }
             );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-struct Loaded {
-    rows: BTreeMap<String, u64>,
-    excluded: Vec<String>,
-}
-
-/// The source's SQL, through the rewriter, into `psql` on the scratch
-/// database; the server's `COPY n` tags must match the rows sent.
-fn load(
-    ctx: &Context,
-    args: &DbClone,
-    from: &From,
-    rules: &Rules,
+/// Drops `{target}_pre_clone_{stamp}` databases other than `keep`: copies of
+/// real data should not pile up on a laptop. Only names of exactly that form.
+fn drop_older_copies(
     client: &Client,
-    scratch: &Connection,
-) -> anyhow::Result<Loaded> {
-    let PsqlLoad {
-        child: mut psql,
-        mut stdin,
-        errors,
-        tags,
-    } = PsqlLoad::spawn(client, scratch)?;
-    let mut rewriter = Rewriter::new(rules, &args.exclude_table_data);
-    let mut out = Vec::with_capacity(1 << 20);
-    let mut progress = ui::Progress::new("cloning");
-    let mut total = 0u64;
-    let mut pipe = |chunk: &[u8], rewriter: &mut Rewriter<'_>| -> io::Result<()> {
-        out.clear();
-        rewriter.feed(chunk, &mut out);
-        total += chunk.len() as u64;
-        progress.update(total);
-        stdin.write_all(&out)
+    admin: &Connection,
+    target: &str,
+    keep: Option<&str>,
+) -> Vec<String> {
+    let Some(keep) = keep else {
+        return Vec::new();
     };
-    let streamed: anyhow::Result<()> = match from {
-        From::Live(conn, _) => {
-            let src_client = Client::find(&ctx.sh, None)?;
-            let server = pg::server_version(&ctx.sh, &src_client, conn)?;
-            let src_client = if src_client.version.major < server.major {
-                Client::find(&ctx.sh, Some(server.major))?
-            } else {
-                src_client
-            };
-            pg::check_dump_compat(&src_client, &server)?;
-            let opts = DumpOptions {
-                schema_only: args.schema_only,
-            };
-            let reader = pg::dump_expression(&src_client, conn, &opts)
-                .reader()
-                .context("cannot start pg_dump")?;
-            let mut buf = vec![0; 1 << 20];
-            let mut result = Ok(());
-            loop {
-                match (&reader).read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if let Err(e) = pipe(&buf[..n], &mut rewriter) {
-                            result = Err(anyhow::Error::new(e));
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        result = Err(anyhow::Error::new(e).context("reading pg_dump"));
-                        break;
-                    }
+    let prefix = derived_name(target, "_pre_clone_20000101_000000");
+    let prefix = &prefix[..prefix.len() - "20000101_000000".len()];
+    let Ok(names) = client.script(
+        admin,
+        "SELECT datname FROM pg_database WHERE starts_with(datname, :'prefix') ORDER BY 1;",
+        &[("prefix", prefix)],
+    ) else {
+        return Vec::new();
+    };
+    let mut dropped = Vec::new();
+    for name in names.lines().filter(|n| *n != keep) {
+        let stamp = &name[prefix.len()..];
+        let ours = stamp.len() == 15
+            && stamp.bytes().enumerate().all(|(i, b)| {
+                if i == 8 {
+                    b == b'_'
+                } else {
+                    b.is_ascii_digit()
                 }
-            }
-            if result.is_err() {
-                let _ = reader.kill();
-            } else if let Some(output) = reader.try_wait()?
-                && !output.status.success()
-            {
-                result =
-                    Err(
-                        pg::classify("pg_dump", &String::from_utf8_lossy(&output.stderr), conn)
-                            .into(),
-                    );
-            }
-            result
+            });
+        if !ours {
+            continue;
         }
-        From::Backup(source) => {
-            let sidecars = verify::sidecars(source)?;
-            if args.schema_only {
-                bail!(
-                    "--schema-only applies to a live source; from a backup, leave data out with --exclude-table-data '*'"
-                );
-            }
-            verify::check_streaming(source, &sidecars, |chunk| pipe(chunk, &mut rewriter))
-                .map(drop)
-                .map_err(|e| format_err!("{}: {e}", source.file_name))
+        match client.script(
+            admin,
+            "DROP DATABASE :\"db\" WITH (FORCE);",
+            &[("db", name)],
+        ) {
+            Ok(_) => dropped.push(name.to_string()),
+            Err(e) => ui::warn(format!("could not drop the older copy {name}: {e}")),
         }
-    };
-    out.clear();
-    rewriter.finish(&mut out);
-    let tail = stdin.write_all(&out);
-    progress.finish();
-    drop(stdin);
-    let status = psql.wait()?;
-    let errors = errors.join().unwrap_or_default();
-    let tags = tags.join().unwrap_or_default();
-    streamed?;
-    tail?;
-    if !status.success() {
-        let first = errors
-            .lines()
-            .map(str::trim)
-            .find(|l| l.contains("ERROR"))
-            .or_else(|| errors.lines().map(str::trim).find(|l| !l.is_empty()))
-            .unwrap_or("psql failed")
-            .to_string();
-        bail!("loading into {} failed: {first}", scratch.dbname);
     }
-    let sent: Vec<u64> = rewriter
-        .rows
-        .iter()
-        .filter(|(t, _)| !rewriter.excluded_tables.contains(t))
-        .map(|(_, n)| *n)
-        .collect();
-    let (mut a, mut b) = (sent.clone(), tags.clone());
-    a.sort_unstable();
-    b.sort_unstable();
-    if a != b {
-        bail!(
-            "the server took {} rows, {} were sent: the clone is incomplete",
-            tags.iter().sum::<u64>(),
-            sent.iter().sum::<u64>()
-        );
-    }
-    Ok(Loaded {
-        rows: rewriter.rows.clone(),
-        excluded: rewriter.excluded_tables.clone(),
-    })
+    dropped
 }
 
 #[cfg(test)]

@@ -7,18 +7,20 @@
 //! when they are installed (same version as its `pg_dump`, so the host route
 //! works by construction), else a container of `POSTGRES_IMAGE`.
 
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, format_err};
+use tempfile::TempDir;
 
-use crate::config::Connection;
+use crate::core::config::Connection;
 use crate::flags::Demo;
-use crate::pg::{self, Client};
+use crate::services::interrupt;
+use crate::services::pg::{Client, Runner};
+use crate::services::process::ToolCommand;
 use crate::tasks::Context;
 use crate::ui;
 
@@ -45,31 +47,6 @@ INSERT INTO order_items SELECT o, 1 + (o * k) % 60, 1 + k FROM generate_series(1
   ON CONFLICT DO NOTHING;
 UPDATE orders SET total = order_total(id);
 ";
-
-/// A directory removed with everything in it when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> std::io::Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!("{prefix}{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&path)?;
-        Ok(TempDir(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A server the demo started, stopped and removed on drop.
 enum Server {
@@ -110,13 +87,14 @@ impl Drop for Server {
             Server::Cluster { bindir, dir, .. } => {
                 let data = dir.path().join("data");
                 let _ = as_postgres(&bindir.join("pg_ctl"))
-                    .args(["-D"])
-                    .arg(&data)
+                    .args([OsString::from("-D"), data.into()])
                     .args(["-m", "immediate", "stop"])
-                    .output();
+                    .output(b"");
             }
             Server::Container { id, .. } => {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+                let _ = ToolCommand::new("docker")
+                    .args(["rm", "-f", id.as_str()])
+                    .output(b"");
             }
         }
         ui::info("demo: the server and its files are removed");
@@ -130,13 +108,16 @@ pub fn is_root() -> bool {
 }
 
 /// PostgreSQL's server tools refuse to run as root: run them as `postgres` then.
-fn as_postgres(tool: &Path) -> Command {
+fn as_postgres(tool: &Path) -> ToolCommand {
     if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(tool);
-        c
+        ToolCommand::new("runuser").args([
+            OsString::from("-u"),
+            "postgres".into(),
+            "--".into(),
+            tool.into(),
+        ])
     } else {
-        Command::new(tool)
+        ToolCommand::new(tool)
     }
 }
 
@@ -144,16 +125,15 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn run_ok(c: &mut Command, what: &str) -> anyhow::Result<()> {
+fn run_ok(c: ToolCommand, what: &str) -> anyhow::Result<()> {
     let out = c
-        .stdout(Stdio::null())
-        .output()
+        .output(b"")
         .with_context(|| format!("cannot run {what}"))?;
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
         bail!(
             "{what} failed: {}",
-            err.lines()
+            out.stderr
+                .lines()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("no message")
         );
@@ -163,20 +143,22 @@ fn run_ok(c: &mut Command, what: &str) -> anyhow::Result<()> {
 
 fn start_cluster(client: &Client) -> anyhow::Result<Option<Server>> {
     let bindir = match &client.runner {
-        pg::Runner::Host { bindir: Some(b) } => b.clone(),
+        Runner::Host { bindir: Some(b) } => b.clone(),
         _ => PathBuf::from(format!("/usr/lib/postgresql/{}/bin", client.version.major)),
     };
     if !bindir.join("initdb").is_file() {
         return Ok(None);
     }
-    let dir = TempDir::new("xtask-demo-")?;
+    let dir = tempfile::Builder::new().prefix("xtask-demo-").tempdir()?;
     let data = dir.path().join("data");
     std::fs::create_dir(&data)?;
     if is_root() {
         run_ok(
-            Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(dir.path()),
+            ToolCommand::new("chown").args([
+                OsString::from("-R"),
+                "postgres".into(),
+                dir.path().into(),
+            ]),
             "chown",
         )?;
         use std::os::unix::fs::PermissionsExt;
@@ -184,8 +166,7 @@ fn start_cluster(client: &Client) -> anyhow::Result<Option<Server>> {
     }
     run_ok(
         as_postgres(&bindir.join("initdb"))
-            .arg("-D")
-            .arg(&data)
+            .args([OsString::from("-D"), data.clone().into()])
             .args(["-U", "demo", "--auth=trust", "-E", "UTF8", "--locale=C"]),
         "initdb",
     )?;
@@ -202,18 +183,15 @@ fn start_cluster(client: &Client) -> anyhow::Result<Option<Server>> {
     let log = data.join("server.log");
     run_ok(
         as_postgres(&bindir.join("pg_ctl"))
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-o", &opts, "start"]),
+            .args([OsString::from("-D"), data.into(), "-l".into(), log.into()])
+            .args(["-w", "-o", opts.as_str(), "start"]),
         "pg_ctl start",
     )?;
     Ok(Some(server))
 }
 
 fn start_container(image: &str) -> anyhow::Result<Server> {
-    let out = Command::new("docker")
+    let out = ToolCommand::new("docker")
         .args([
             "run",
             "-d",
@@ -228,22 +206,18 @@ fn start_container(image: &str) -> anyhow::Result<Server> {
             "127.0.0.1::5432",
             image,
         ])
-        .output()
+        .output(b"")
         .context("cannot run docker")?;
     if !out.status.success() {
         bail!(
             "no host initdb, and docker cannot start {image}: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
+            out.stderr.lines().next().unwrap_or("").trim()
         );
     }
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let port_out = Command::new("docker")
-        .args(["port", &id, "5432/tcp"])
-        .output()?;
+    let port_out = ToolCommand::new("docker")
+        .args(["port", id.as_str(), "5432/tcp"])
+        .output(b"")?;
     let text = String::from_utf8_lossy(&port_out.stdout);
     let port = text
         .lines()
@@ -258,24 +232,16 @@ fn start_container(image: &str) -> anyhow::Result<Server> {
     Ok(server)
 }
 
-pub fn run(args: Demo, ctx: &Context) -> anyhow::Result<ExitCode> {
-    ui::set_verbosity(args.quiet, false);
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&interrupted))?;
-    }
-    let check = || -> anyhow::Result<()> {
-        if interrupted.load(Ordering::SeqCst) {
-            bail!("interrupted");
-        }
-        Ok(())
-    };
+pub(crate) fn run(_: Demo, ctx: &Context) -> anyhow::Result<ExitCode> {
+    interrupt::watch()?;
+    let check = || interrupt::check("the demo's server and files are removed");
 
-    let client = Client::find(&ctx.sh, None)?;
+    let client = Client::find(None)?;
     let server = match start_cluster(&client)? {
         Some(s) => s,
         None => {
             let image = ctx
+                .settings
                 .sources
                 .get("POSTGRES_IMAGE")
                 .map_or("postgres:17".to_string(), |(v, _)| v);
@@ -293,25 +259,27 @@ pub fn run(args: Demo, ctx: &Context) -> anyhow::Result<ExitCode> {
         service: None,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while pg::server_version(&ctx.sh, &client, &conn).is_err() {
+    while client.server_version(&conn).is_err() {
         check()?;
         if Instant::now() > deadline {
             bail!("the demo server did not accept connections within 60 s");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    pg::script(&ctx.sh, &client, &conn, "CREATE DATABASE shop;", &[])?;
+    client.script(&conn, "CREATE DATABASE shop;", &[])?;
     let shop = Connection {
         dbname: "shop".into(),
         ..conn.clone()
     };
-    pg::script(&ctx.sh, &client, &shop, SAMPLE, &[])?;
+    client.script(&shop, SAMPLE, &[])?;
     ui::info(
         "demo: 2/6 loaded a sample shop database (customers, products, orders, items, a view, a function)",
     );
     check()?;
 
-    let backups = TempDir::new("xtask-demo-backups-")?;
+    let backups = tempfile::Builder::new()
+        .prefix("xtask-demo-backups-")
+        .tempdir()?;
     let me = std::env::current_exe()?;
     let step = |n: u32, what: &str, args: &[&str]| -> anyhow::Result<()> {
         check()?;
@@ -319,20 +287,23 @@ pub fn run(args: Demo, ctx: &Context) -> anyhow::Result<ExitCode> {
             "demo: {n}/6 {what}: cargo xtask {}",
             args.join(" ")
         ));
-        let status = Command::new(&me)
-            .args(args)
-            .env("XTASK_ROOT", backups.path())
-            .env("BACKUP_DIR", backups.path())
-            .env("POSTGRES_HOST", "127.0.0.1")
-            .env("POSTGRES_PORT", server.port().to_string())
-            .env("POSTGRES_USER", "demo")
-            .env("POSTGRES_DB", "shop")
+        let mut c = ToolCommand::new(&me).args(args.iter().copied());
+        let dir = backups.path().display().to_string();
+        c.env = vec![
+            ("XTASK_ROOT", dir.clone()),
+            ("BACKUP_DIR", dir),
+            ("POSTGRES_HOST", "127.0.0.1".into()),
+            ("POSTGRES_PORT", server.port().to_string()),
+            ("POSTGRES_USER", "demo".into()),
+            ("POSTGRES_DB", "shop".into()),
             // The demo server is on the host, whatever compose project the workspace has.
-            .env("BACKUP_VIA", "host")
-            .env_remove("DATABASE_URL")
-            .env_remove("PGPASSWORD")
-            .env_remove("POSTGRES_PASSWORD")
-            .status()?;
+            ("BACKUP_VIA", "host".into()),
+            // Empty is unset: none of the caller's own database settings.
+            ("DATABASE_URL", String::new()),
+            ("PGPASSWORD", String::new()),
+            ("POSTGRES_PASSWORD", String::new()),
+        ];
+        let status = c.run_here()?;
         check()?;
         if !status.success() {
             bail!("the demo step '{what}' failed");
@@ -357,9 +328,7 @@ pub fn run(args: Demo, ctx: &Context) -> anyhow::Result<ExitCode> {
             dbname: db.into(),
             ..conn.clone()
         };
-        Ok(pg::script(
-            &ctx.sh,
-            &client,
+        Ok(client.script(
             &c,
             "SELECT string_agg(t || ':' || n, ' ' ORDER BY t) FROM (
                SELECT 'customers' t, count(*) || '/' || md5(string_agg(x::text, ',' ORDER BY x::text)) n FROM customers x UNION ALL

@@ -8,22 +8,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::compose::Compose;
-use crate::config::Settings;
-use crate::flags::{CommonArgs, DbDown, DbPsql, DbUp};
-use crate::pg;
+use crate::flags::{DbDown, DbPsql, DbUp};
+use crate::services::compose::Compose;
+use crate::services::pg;
 use crate::tasks::Context;
 use crate::ui;
 
-fn compose_and_service(ctx: &Context) -> anyhow::Result<(Compose, String, Settings)> {
-    let settings = Settings::resolve(&CommonArgs::default(), &ctx.sources, &ctx.root)?;
-    let compose = Compose::detect(&ctx.root)?;
-    Ok((compose, settings.compose_service.clone(), settings))
+fn compose_and_service(ctx: &Context) -> anyhow::Result<(Compose, String)> {
+    let compose = Compose::detect(&ctx.settings.root)?;
+    Ok((compose, ctx.settings.compose_service.clone()))
 }
 
-pub fn up(args: DbUp, ctx: &Context) -> anyhow::Result<ExitCode> {
-    ui::set_verbosity(args.quiet, false);
-    let (compose, service, settings) = compose_and_service(ctx)?;
+pub(crate) fn up(args: DbUp, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let settings = &ctx.settings;
+    let (compose, service) = compose_and_service(ctx)?;
     compose.up(&service, args.quiet)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     loop {
@@ -54,9 +52,8 @@ pub fn up(args: DbUp, ctx: &Context) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn down(args: DbDown, ctx: &Context) -> anyhow::Result<ExitCode> {
-    ui::set_verbosity(args.quiet, false);
-    let (compose, service, _) = compose_and_service(ctx)?;
+pub(crate) fn down(_: DbDown, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let (compose, service) = compose_and_service(ctx)?;
     compose.stop(&service)?;
     ui::info(format!(
         "stopped the compose service '{service}'; its data volume is kept (`docker compose down --volumes` deletes it)"
@@ -64,14 +61,8 @@ pub fn down(args: DbDown, ctx: &Context) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn psql(args: DbPsql, ctx: &Context) -> anyhow::Result<ExitCode> {
-    ui::set_verbosity(false, args.verbose);
-    let common = CommonArgs {
-        connection: args.connection.clone(),
-        ..CommonArgs::default()
-    };
-    let settings = Settings::resolve(&common, &ctx.sources, &ctx.root)?;
-    let route = pg::route(&ctx.sh, &settings)?;
+pub(crate) fn psql(args: DbPsql, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let route = pg::route(&ctx.settings)?;
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let psql_args: Vec<OsString> = args.args.iter().map(OsString::from).collect();
     let tool = route
@@ -82,9 +73,9 @@ pub fn psql(args: DbPsql, ctx: &Context) -> anyhow::Result<ExitCode> {
         route.client.describe("psql"),
         route.conn.display_target()
     ));
-    let status = tool.std().status().map_err(|_| pg::PgError::ToolMissing {
-        tool: "psql".into(),
-    })?;
+    let status = tool
+        .run_here()
+        .map_err(|e| route.client.spawn_error("psql", e))?;
     // psql's own exit code: 1 fatal, 2 connection lost, 3 script error.
     Ok(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8

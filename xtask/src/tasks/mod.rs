@@ -1,89 +1,76 @@
-//! One module per command. Each takes its flags and the [`Context`].
+//! One module per command. Each takes its flags and the [`Context`]; none
+//! imports another (the [`crate::tidy`] test checks it): what two tasks
+//! share lives in a service.
 
-pub mod backup;
-pub mod clone;
-pub mod demo;
-pub mod dev;
-pub mod list;
-pub mod prune;
-pub mod restore;
-pub mod status;
-pub mod verify;
+pub(crate) mod backup;
+pub(crate) mod clone;
+pub(crate) mod demo;
+pub(crate) mod dev;
+pub(crate) mod list;
+pub(crate) mod prune;
+pub(crate) mod restore;
+pub(crate) mod status;
+pub(crate) mod verify;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use crate::config::{self, Sources};
+use anyhow::Context as _;
 
-/// What every task starts from: the workspace root and the configuration sources.
-pub struct Context {
-    pub root: PathBuf,
-    pub sources: Sources,
-    pub sh: xshell::Shell,
+use crate::core::config::{Overrides, Settings, Sources, parse_dotenv};
+use crate::ui;
+
+/// What every task starts from: the settings, resolved once.
+pub(crate) struct Context {
+    pub(crate) settings: Settings,
 }
 
 impl Context {
-    pub fn load() -> anyhow::Result<Context> {
-        let root = config::project_root();
-        let sources = Sources::load(&root)?;
-        let sh = xshell::Shell::new()?;
-        sh.change_dir(&root);
-        Ok(Context { root, sources, sh })
-    }
-}
-
-/// The off-site copy, for `--remote`: configured, reachable, and the bucket there.
-pub fn remote_store(ctx: &Context) -> anyhow::Result<Arc<crate::s3::S3Store>> {
-    let Some(settings) = crate::s3::S3Settings::from_sources(&ctx.sources)? else {
-        anyhow::bail!(
-            "--remote needs BACKUP_S3_BUCKET: set it (and BACKUP_S3_ENDPOINT for a store other than AWS) in the environment or .env"
-        );
-    };
-    let store = crate::s3::S3Store::new(settings)?;
-    store.check()?;
-    Ok(Arc::new(store))
-}
-
-/// The backups a task reads: the backup directory, or with `--remote` the off-site copy.
-pub struct Backups {
-    pub local: crate::store::LocalStore,
-    pub remote: Option<Arc<crate::s3::S3Store>>,
-}
-
-impl Backups {
-    pub fn new(
-        local: crate::store::LocalStore,
-        remote: bool,
-        ctx: &Context,
-    ) -> anyhow::Result<Backups> {
-        let remote = if remote {
-            Some(remote_store(ctx)?)
-        } else {
-            None
+    /// The process environment and `root/.env`, resolved with the flags.
+    pub(crate) fn load(overrides: &Overrides) -> anyhow::Result<Context> {
+        let root = project_root();
+        let path = root.join(".env");
+        let dotenv = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                parse_dotenv(&text).with_context(|| format!("reading {}", path.display()))?
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
         };
-        Ok(Backups { local, remote })
-    }
-
-    /// Where listing, `latest` and the catalog come from.
-    pub fn listing(&self) -> &dyn crate::store::Store {
-        match &self.remote {
-            Some(r) => r.as_ref(),
-            None => &self.local,
+        let sources = Sources {
+            env: std::env::vars().collect(),
+            dotenv,
+        };
+        let settings = Settings::resolve(overrides, &sources, &root)?;
+        for (name, origin) in &settings.origins {
+            ui::detail(format!("{name}: from {origin}"));
         }
+        Ok(Context { settings })
     }
+}
 
-    pub fn source_of(&self, name: &crate::naming::BackupName) -> verify::Source {
-        match &self.remote {
-            Some(r) => verify::remote_source_of(r, name),
-            None => verify::source_of(&self.local, name),
-        }
+/// The workspace root: backups and `.env` are relative to it.
+///
+/// `XTASK_ROOT` sets it explicitly (a deployed binary, the tests).
+/// `cargo run` sets `CARGO_MANIFEST_DIR` to `xtask/` at run time; a binary
+/// run by hand falls back to the directory it was built in, then to the
+/// current directory (a copied binary in a container, say).
+fn project_root() -> PathBuf {
+    if let Some(root) = std::env::var_os("XTASK_ROOT").filter(|r| !r.is_empty()) {
+        return PathBuf::from(root);
     }
-
-    /// A path or a file name (local), or a file name in the off-site copy.
-    pub fn resolve(&self, arg: &str) -> anyhow::Result<verify::Source> {
-        match &self.remote {
-            Some(r) => verify::resolve_remote(r, arg),
-            None => verify::resolve_file(&self.local, arg),
-        }
+    let from_manifest = |dir: &str| Path::new(dir).parent().map(Path::to_path_buf);
+    if let Some(root) = std::env::var("CARGO_MANIFEST_DIR")
+        .ok()
+        .and_then(|d| from_manifest(&d))
+        && root.join("xtask").is_dir()
+    {
+        return root;
     }
+    if let Some(root) =
+        from_manifest(env!("CARGO_MANIFEST_DIR")).filter(|r| r.join("xtask").is_dir())
+    {
+        return root;
+    }
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
 }

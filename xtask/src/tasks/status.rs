@@ -1,6 +1,7 @@
 //! `cargo xtask db-status`: is the backup of a database healthy? For
 //! monitors and CI: exit 0 when it is, `exit::UNHEALTHY` (5) when a backup
-//! is missing, older than `--max-age`, or the last run failed.
+//! is missing, older than `--max-age`, or the last run failed. Backups are
+//! looked for where they are kept: the bucket when BACKUP_LOCAL=false.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -9,34 +10,28 @@ use anyhow::bail;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::config::{DEFAULT_DB, resolve_backup_dir};
+use crate::core::health::{self, Facts, Health, Newest};
+use crate::core::metrics::Metrics;
 use crate::flags::DbStatus;
-use crate::health::{self, Facts, Health, Newest};
-use crate::metrics::Metrics;
-use crate::store::{LocalStore, Store};
-use crate::tasks::{Context, prune};
+use crate::services::catalog::Backups;
+use crate::tasks::Context;
 use crate::{exit, ui};
 
-pub const DEFAULT_MAX_AGE: &str = "26h";
-
-pub fn run(args: DbStatus, ctx: &Context) -> anyhow::Result<ExitCode> {
-    ui::set_verbosity(args.dir.quiet, args.dir.verbose);
-    let (max_age_text, from) = match (&args.max_age, ctx.sources.get("BACKUP_MAX_AGE")) {
-        (Some(flag), _) => (flag.clone(), "--max-age"),
-        (None, Some((v, _))) => (v, "BACKUP_MAX_AGE"),
-        (None, None) => (DEFAULT_MAX_AGE.to_string(), "the default"),
-    };
-    let Some(max_age) = health::parse_duration(&max_age_text) else {
-        bail!(
-            "{from} '{max_age_text}' is not a duration: use a number with a unit, such as 26h, 90m, 2d or 1w"
-        );
-    };
-    let now = prune::now(&ctx.sources)?;
-    let (dir, _) = resolve_backup_dir(&args.dir, &ctx.sources, &ctx.root);
-    let store = LocalStore::new(dir);
+pub(crate) fn run(args: DbStatus, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let settings = &ctx.settings;
+    let now = settings.now_or(OffsetDateTime::now_utc());
+    let max_age = settings.max_age;
+    let remote_only = settings.s3.is_some() && !settings.local;
+    let backups = Backups::open(settings, remote_only)?;
+    let store = backups.store();
     let catalog = store.catalog()?;
-    let metrics_text = std::fs::read_to_string(store.metrics_dir().join(crate::metrics::FILE_NAME))
-        .unwrap_or_default();
+    let metrics_text = std::fs::read_to_string(
+        backups
+            .local
+            .metrics_dir()
+            .join(crate::core::metrics::FILE_NAME),
+    )
+    .unwrap_or_default();
     let metrics = Metrics::parse(&metrics_text);
 
     let databases: Vec<String> = if args.all {
@@ -48,17 +43,12 @@ pub fn run(args: DbStatus, ctx: &Context) -> anyhow::Result<ExitCode> {
         if seen.is_empty() {
             bail!(
                 "there are no backups and no metrics in {}: nothing to check (is BACKUP_DIR right?)",
-                store.dir.display()
+                store.location()
             );
         }
         seen.into_iter().collect()
     } else {
-        vec![
-            args.dbname
-                .clone()
-                .or_else(|| ctx.sources.get("POSTGRES_DB").map(|(v, _)| v))
-                .unwrap_or_else(|| DEFAULT_DB.to_string()),
-        ]
+        vec![settings.connection.dbname.clone()]
     };
 
     let ts = |name: &str, db: &str| {
@@ -91,7 +81,7 @@ pub fn run(args: DbStatus, ctx: &Context) -> anyhow::Result<ExitCode> {
             json!({
                 "status": if healthy { "ok" } else { "unhealthy" },
                 "max_age_seconds": max_age.whole_seconds(),
-                "backup_dir": store.dir.display().to_string(),
+                "backup_dir": store.location(),
                 "databases": rows,
             })
         );

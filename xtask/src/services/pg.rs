@@ -12,25 +12,23 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use xshell::{Shell, cmd};
-
-use crate::compose::{Compose, ComposeError, Service};
-use crate::config::{Connection, Origin, Settings};
-use crate::flags::Via;
+use crate::core::config::{Connection, Origin, Secret, Settings, Via};
+use crate::services::compose::{Compose, ComposeError, Service};
+use crate::services::process::{ChildReader, SpawnError, ToolCommand};
 use crate::ui;
 
 /// A PostgreSQL version as a tool or a server reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PgVersion {
-    pub major: u32,
-    pub minor: u32,
+pub(crate) struct PgVersion {
+    pub(crate) major: u32,
+    pub(crate) minor: u32,
     /// As reported, e.g. `17.12 (Debian 17.12-0+deb13u1)`.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 impl PgVersion {
     /// Parses `pg_dump (PostgreSQL) 15.18 (Debian ...)`, `17.12 (Debian ...)`, `16beta2`.
-    pub fn parse(s: &str) -> Option<PgVersion> {
+    pub(crate) fn parse(s: &str) -> Option<PgVersion> {
         let s = s.trim();
         let text = match s.find(") ") {
             Some(i) if s.starts_with(|c: char| !c.is_ascii_digit()) => &s[i + 2..],
@@ -50,7 +48,7 @@ impl PgVersion {
         })
     }
 
-    pub fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         format!("{}.{}", self.major, self.minor)
     }
 }
@@ -63,10 +61,12 @@ impl fmt::Display for PgVersion {
 
 /// Failures callers branch on; each prints as one actionable line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PgError {
+pub(crate) enum PgError {
     ToolMissing {
         tool: String,
     },
+    /// The program that runs the tool could not start (`docker` on the compose route).
+    Spawn(String),
     Unreachable {
         target: String,
         detail: String,
@@ -105,6 +105,7 @@ impl fmt::Display for PgError {
                 f,
                 "{tool} was not found on PATH: install the PostgreSQL client tools (Debian: apt-get install postgresql-client)"
             ),
+            PgError::Spawn(detail) => write!(f, "{detail}"),
             PgError::Unreachable { target, detail } => write!(
                 f,
                 "cannot reach PostgreSQL at {target} ({detail}): is the server running? Check POSTGRES_HOST/POSTGRES_PORT, or start the compose service with `cargo xtask db-up`"
@@ -144,7 +145,7 @@ impl fmt::Display for PgError {
 impl std::error::Error for PgError {}
 
 /// Turns a client tool's stderr into a [`PgError`]. `target` is `host:port`.
-pub fn classify(tool: &str, stderr: &str, conn: &Connection) -> PgError {
+pub(crate) fn classify(tool: &str, stderr: &str, conn: &Connection) -> PgError {
     let target = conn.server_label();
     let first_line = stderr
         .lines()
@@ -209,7 +210,7 @@ pub fn classify(tool: &str, stderr: &str, conn: &Connection) -> PgError {
 
 /// How the client tools are run.
 #[derive(Debug, Clone)]
-pub enum Runner {
+pub(crate) enum Runner {
     /// Installed on this machine; `None`: found on PATH.
     Host { bindir: Option<PathBuf> },
     /// Inside a running compose service.
@@ -218,44 +219,9 @@ pub enum Runner {
 
 /// The client tools of one installation, with their version.
 #[derive(Debug, Clone)]
-pub struct Client {
-    pub runner: Runner,
-    pub version: PgVersion,
-}
-
-/// A client tool's command line, environment and working directory, ready
-/// for `std::process`, duct or xshell. The password is in `env`, never `args`.
-#[derive(Debug, Clone)]
-pub struct ToolCommand {
-    pub program: OsString,
-    pub args: Vec<OsString>,
-    pub env: Vec<(&'static str, String)>,
-    pub dir: Option<PathBuf>,
-}
-
-impl ToolCommand {
-    pub fn std(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(&self.program);
-        c.args(&self.args);
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
-        if let Some(dir) = &self.dir {
-            c.current_dir(dir);
-        }
-        c
-    }
-
-    pub fn duct(&self) -> duct::Expression {
-        let mut e = duct::cmd(&self.program, &self.args);
-        for (k, v) in &self.env {
-            e = e.env(k, v);
-        }
-        if let Some(dir) = &self.dir {
-            e = e.dir(dir);
-        }
-        e
-    }
+pub(crate) struct Client {
+    pub(crate) runner: Runner,
+    pub(crate) version: PgVersion,
 }
 
 /// libpq variables that name the server's address: inside the service the
@@ -264,7 +230,7 @@ const HOST_ONLY_VARS: [&str; 3] = ["PGHOST", "PGPORT", "PGSSLMODE"];
 
 impl Client {
     /// `host` or `compose`: recorded in `.meta`.
-    pub fn via(&self) -> &'static str {
+    pub(crate) fn via(&self) -> &'static str {
         match self.runner {
             Runner::Host { .. } => "host",
             Runner::Compose(_) => "compose",
@@ -272,7 +238,7 @@ impl Client {
     }
 
     /// Where `tool` runs, for `-v`.
-    pub fn describe(&self, tool: &str) -> String {
+    pub(crate) fn describe(&self, tool: &str) -> String {
         match &self.runner {
             Runner::Host { bindir: Some(dir) } => dir.join(tool).display().to_string(),
             Runner::Host { bindir: None } => format!("{tool} on PATH"),
@@ -286,13 +252,13 @@ impl Client {
     }
 
     /// The command that runs `tool args` against `conn` on this route.
-    pub fn command(&self, tool: &str, args: &[OsString], conn: &Connection) -> ToolCommand {
+    pub(crate) fn command(&self, tool: &str, args: &[OsString], conn: &Connection) -> ToolCommand {
         self.command_with(tool, args, conn, false)
     }
 
     /// As [`Client::command`]; `tty` gives an interactive tool a terminal
     /// inside the service (never for streams).
-    pub fn command_with(
+    pub(crate) fn command_with(
         &self,
         tool: &str,
         args: &[OsString],
@@ -308,6 +274,7 @@ impl Client {
                 args: args.to_vec(),
                 env: conn.libpq_env(),
                 dir: None,
+                new_group: false,
             },
             Runner::Compose(svc) => {
                 let env: Vec<_> = conn
@@ -321,13 +288,28 @@ impl Client {
                     args: svc.exec_args(tool, args, &forward, tty),
                     env,
                     dir: Some(svc.compose.dir.clone()),
+                    new_group: false,
                 }
             }
         }
     }
 
+    /// The error for a tool that did not start: on the host the tool itself
+    /// is missing; on the compose route the program that runs it failed.
+    pub(crate) fn spawn_error(&self, tool: &str, e: SpawnError) -> PgError {
+        match &self.runner {
+            Runner::Host { .. } if e.error.kind() == std::io::ErrorKind::NotFound => {
+                PgError::ToolMissing { tool: tool.into() }
+            }
+            Runner::Host { .. } => PgError::Spawn(e.to_string()),
+            Runner::Compose(_) => PgError::Spawn(format!(
+                "{e}: it runs {tool} in the compose service; install Docker, or use --via host"
+            )),
+        }
+    }
+
     /// The tools inside a running compose service.
-    pub fn in_service(service: Service) -> Result<Client, PgError> {
+    pub(crate) fn in_service(service: Service) -> Result<Client, PgError> {
         let probe = Client {
             runner: Runner::Compose(Box::new(service)),
             version: PgVersion::parse("0").expect("a version"),
@@ -338,19 +320,15 @@ impl Client {
             &Connection::local_default(),
         );
         let out = cmd
-            .std()
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| PgError::Failed {
-                tool: "docker".into(),
-                detail: e.to_string(),
-            })?;
+            .output(b"")
+            .map_err(|e| probe.spawn_error("pg_dump", e))?;
         let text = String::from_utf8_lossy(&out.stdout);
         match (out.status.success(), PgVersion::parse(&text)) {
             (true, Some(version)) => Ok(Client { version, ..probe }),
             _ => Err(PgError::Failed {
                 tool: "pg_dump --version in the compose service".into(),
-                detail: String::from_utf8_lossy(&out.stderr)
+                detail: out
+                    .stderr
                     .lines()
                     .next()
                     .unwrap_or(
@@ -363,12 +341,12 @@ impl Client {
 
     /// `pg_dump` on PATH, or with `min_major`, the newest installed version
     /// that is at least that major (Debian and RHEL keep several side by side).
-    pub fn find(sh: &Shell, min_major: Option<u32>) -> Result<Client, PgError> {
+    pub(crate) fn find(min_major: Option<u32>) -> Result<Client, PgError> {
         let host = |bindir: Option<PathBuf>, version: PgVersion| Client {
             runner: Runner::Host { bindir },
             version,
         };
-        let on_path = tool_version(sh, Path::new("pg_dump"));
+        let on_path = tool_version(Path::new("pg_dump"));
         let good = |v: &PgVersion| min_major.is_none_or(|m| v.major >= m);
         if let Some(v) = &on_path
             && good(v)
@@ -377,7 +355,7 @@ impl Client {
         }
         let mut others: Vec<Client> = installed_bindirs()
             .into_iter()
-            .filter_map(|dir| tool_version(sh, &dir.join("pg_dump")).map(|v| host(Some(dir), v)))
+            .filter_map(|dir| tool_version(&dir.join("pg_dump")).map(|v| host(Some(dir), v)))
             .filter(|c| good(&c.version))
             .collect();
         others.sort_by_key(|c| std::cmp::Reverse((c.version.major, c.version.minor)));
@@ -389,32 +367,134 @@ impl Client {
             }),
         }
     }
+
+    /// Whether this psql knows `\restrict` (the releases of August 2025 and
+    /// later): then it can refuse every command hidden in a dump by itself.
+    pub(crate) fn has_restrict(&self) -> bool {
+        let v = &self.version;
+        match v.major {
+            0..=12 => false,
+            13 => v.minor >= 22,
+            14 => v.minor >= 19,
+            15 => v.minor >= 14,
+            16 => v.minor >= 10,
+            17 => v.minor >= 6,
+            _ => true,
+        }
+    }
+
+    /// Runs a psql script read from stdin, with psql variables (`:'v'` is a
+    /// quoted literal, `:"v"` a quoted identifier), so values are never spliced
+    /// into SQL text. Returns unaligned, tuples-only output.
+    pub(crate) fn script(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        vars: &[(&str, &str)],
+    ) -> Result<String, PgError> {
+        let mut args: Vec<OsString> = ["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1"]
+            .map(OsString::from)
+            .to_vec();
+        for (k, v) in vars {
+            args.push("-v".into());
+            args.push(format!("{k}={v}").into());
+        }
+        let out = self
+            .command("psql", &args, conn)
+            .output(sql.as_bytes())
+            .map_err(|e| self.spawn_error("psql", e))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(classify("psql", &out.stderr, conn))
+        }
+    }
+
+    /// Runs one SQL statement with `psql` and returns its unaligned output.
+    pub(crate) fn query(&self, conn: &Connection, sql: &str) -> Result<String, PgError> {
+        self.script(conn, sql, &[])
+    }
+
+    /// Connects once and returns the server's version: the preflight of every task.
+    pub(crate) fn server_version(&self, conn: &Connection) -> Result<PgVersion, PgError> {
+        let out = self.query(conn, "SHOW server_version")?;
+        PgVersion::parse(&out).ok_or_else(|| PgError::Failed {
+            tool: "psql".into(),
+            detail: format!("unexpected server version '{out}'"),
+        })
+    }
+
+    /// `pg_dump` writing plain SQL to a stream we read; its stderr is kept
+    /// for the error, its exit status checked by the reader's owner.
+    pub(crate) fn dump(
+        &self,
+        conn: &Connection,
+        opts: &DumpOptions,
+    ) -> Result<ChildReader, PgError> {
+        let mut args: Vec<OsString> = vec!["--format=plain".into(), "--no-password".into()];
+        if opts.schema_only {
+            args.push("--schema-only".into());
+        }
+        self.command("pg_dump", &args, conn)
+            .reader()
+            .map_err(|e| self.spawn_error("pg_dump", e))
+    }
+
+    /// Checks that this client can dump a server of version `server`.
+    pub(crate) fn check_dump_compat(&self, server: &PgVersion) -> Result<(), PgError> {
+        if self.version.major < server.major {
+            return Err(PgError::ClientTooOld {
+                tool: "pg_dump".into(),
+                client: self.version.clone(),
+                server: server.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether a dump made by pg_dump `dump` loads into `server`: a newer
+/// pg_dump writes settings an older server rejects (`transaction_timeout`).
+pub(crate) fn check_load_compat(
+    dump: Option<&PgVersion>,
+    server: &PgVersion,
+) -> anyhow::Result<()> {
+    match dump {
+        Some(d) if d.major > server.major => anyhow::bail!(
+            "this dump was made by pg_dump {d} and cannot load into PostgreSQL {server} (a newer pg_dump writes settings an older server rejects): restore into a PostgreSQL {} server or newer",
+            d.major
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// A connected route: the tools, the connection as they see it, and the server.
 #[derive(Debug, Clone)]
-pub struct Session {
-    pub client: Client,
-    pub conn: Connection,
-    pub server: PgVersion,
+pub(crate) struct Session {
+    pub(crate) client: Client,
+    pub(crate) conn: Connection,
+    pub(crate) server: PgVersion,
 }
 
 /// What the session is for: a dump needs a `pg_dump` at least as new as the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
+pub(crate) enum Purpose {
     Dump,
     Load,
 }
 
 /// The tools and the connection as they see it, before connecting.
 #[derive(Debug, Clone)]
-pub struct Route {
-    pub client: Client,
-    pub conn: Connection,
+pub(crate) struct Route {
+    pub(crate) client: Client,
+    pub(crate) conn: Connection,
 }
 
 /// Picks the route (`--via`) and finds the tools; connects nowhere yet.
-pub fn route(sh: &Shell, settings: &Settings) -> anyhow::Result<Route> {
+/// `auto` takes the compose service only for a server on this machine at
+/// the port the service publishes (or no port given): a tunnel to another
+/// server on a local port is not the service.
+pub(crate) fn route(settings: &Settings) -> anyhow::Result<Route> {
     let located = match settings.via {
         Via::Host => None,
         Via::Compose => Some(locate(settings)?),
@@ -427,7 +507,20 @@ pub fn route(sh: &Shell, settings: &Settings) -> anyhow::Result<Route> {
             None
         }
         Via::Auto => match locate(settings) {
-            Ok(svc) => Some(svc),
+            Ok(svc) => {
+                let port = settings.connection.port;
+                let published = svc.published_port(5432);
+                if settings.origin("port") == Origin::Default || published == Some(port) {
+                    Some(svc)
+                } else {
+                    ui::detail(format!(
+                        "port {port} is not the one the compose service '{}' publishes ({}): using the host's client tools",
+                        svc.name,
+                        published.map_or("none".into(), |p| p.to_string())
+                    ));
+                    None
+                }
+            }
             Err(ComposeError::NotRunning { service }) => {
                 ui::info(format!(
                     "the compose service '{service}' is not running: using the host's client tools (`cargo xtask db-up` starts it)"
@@ -456,30 +549,49 @@ pub fn route(sh: &Shell, settings: &Settings) -> anyhow::Result<Route> {
     };
     Ok(match located {
         Some(svc) => Route {
-            conn: settings
-                .connection
-                .in_service(&svc, |name| settings.origin(name)),
+            conn: in_service(&settings.connection, &svc, |name| settings.origin(name)),
             client: Client::in_service(svc)?,
         },
         None => Route {
             conn: settings.connection.clone(),
-            client: Client::find(sh, None)?,
+            client: Client::find(None)?,
         },
     })
+}
+
+/// The connection as the tools inside `svc` see it: user, database and
+/// password nobody gave (`origin` is [`Origin::Default`]) come from the
+/// service's own environment, as the official image reads it.
+fn in_service(conn: &Connection, svc: &Service, origin: impl Fn(&str) -> Origin) -> Connection {
+    let mut conn = conn.clone();
+    if origin("user") == Origin::Default {
+        conn.user = svc.env("POSTGRES_USER").unwrap_or("postgres").to_string();
+    }
+    if origin("dbname") == Origin::Default {
+        conn.dbname = svc
+            .env("POSTGRES_DB")
+            .map(String::from)
+            .unwrap_or_else(|| conn.user.clone());
+    }
+    if conn.password.is_none() {
+        conn.password = svc.env("POSTGRES_PASSWORD").map(Secret::new);
+    }
+    conn.service = Some(svc.name.clone());
+    conn
 }
 
 impl Route {
     /// Connects once (the preflight of every database task). On the host a
     /// dump needs a `pg_dump` at least as new as the server: a newer installed
     /// one is taken when there is one.
-    pub fn connect(self, sh: &Shell, purpose: Purpose) -> anyhow::Result<Session> {
+    pub(crate) fn connect(self, purpose: Purpose) -> anyhow::Result<Session> {
         let Route { client, conn } = self;
-        let server = server_version(sh, &client, &conn)?;
+        let server = client.server_version(&conn)?;
         let client = match client.runner {
             Runner::Host { .. }
                 if purpose == Purpose::Dump && client.version.major < server.major =>
             {
-                Client::find(sh, Some(server.major))?
+                Client::find(Some(server.major))?
             }
             _ => client,
         };
@@ -499,11 +611,14 @@ impl Route {
             server,
         })
     }
-}
 
-/// [`route`] and [`Route::connect`].
-pub fn open(sh: &Shell, settings: &Settings, purpose: Purpose) -> anyhow::Result<Session> {
-    route(sh, settings)?.connect(sh, purpose)
+    /// The same route to the server's maintenance database.
+    pub(crate) fn maintenance(self) -> Route {
+        Route {
+            conn: self.conn.maintenance(),
+            ..self
+        }
+    }
 }
 
 fn locate(settings: &Settings) -> Result<Service, ComposeError> {
@@ -525,11 +640,10 @@ fn installed_bindirs() -> Vec<PathBuf> {
     dirs
 }
 
-fn tool_version(sh: &Shell, tool: &Path) -> Option<PgVersion> {
-    let out = cmd!(sh, "{tool} --version")
-        .quiet()
-        .ignore_status()
-        .output()
+fn tool_version(tool: &Path) -> Option<PgVersion> {
+    let out = ToolCommand::new(tool)
+        .args(["--version"])
+        .output(b"")
         .ok()?;
     if !out.status.success() {
         return None;
@@ -537,106 +651,25 @@ fn tool_version(sh: &Shell, tool: &Path) -> Option<PgVersion> {
     PgVersion::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// Runs one SQL statement with `psql` and returns its unaligned output.
-pub fn query(sh: &Shell, client: &Client, conn: &Connection, sql: &str) -> Result<String, PgError> {
-    script(sh, client, conn, sql, &[])
-}
-
-/// Runs a psql script read from stdin, with psql variables (`:'v'` is a
-/// quoted literal, `:"v"` a quoted identifier), so values are never spliced
-/// into SQL text. Returns unaligned, tuples-only output.
-pub fn script(
-    sh: &Shell,
-    client: &Client,
-    conn: &Connection,
-    sql: &str,
-    vars: &[(&str, &str)],
-) -> Result<String, PgError> {
-    let mut args: Vec<OsString> = ["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1"]
-        .map(OsString::from)
-        .to_vec();
-    for (k, v) in vars {
-        args.push("-v".into());
-        args.push(format!("{k}={v}").into());
-    }
-    let tool = client.command("psql", &args, conn);
-    let (program, args) = (&tool.program, &tool.args);
-    let mut c = cmd!(sh, "{program} {args...}")
-        .quiet()
-        .ignore_status()
-        .stdin(sql);
-    for (k, v) in &tool.env {
-        c = c.env(k, v);
-    }
-    let out = c.output().map_err(|_| PgError::ToolMissing {
-        tool: "psql".into(),
-    })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(classify(
-            "psql",
-            &String::from_utf8_lossy(&out.stderr),
-            conn,
-        ))
-    }
-}
-
-/// Connects once and returns the server's version: the preflight of every task.
-pub fn server_version(
-    sh: &Shell,
-    client: &Client,
-    conn: &Connection,
-) -> Result<PgVersion, PgError> {
-    let out = query(sh, client, conn, "SHOW server_version")?;
-    PgVersion::parse(&out).ok_or_else(|| PgError::Failed {
-        tool: "psql".into(),
-        detail: format!("unexpected server version '{out}'"),
-    })
-}
-
 /// Options of a plain-format dump.
 #[derive(Debug, Clone, Default)]
-pub struct DumpOptions {
-    pub schema_only: bool,
-}
-
-/// `pg_dump` writing plain SQL to stdout, stderr captured (drained by duct's
-/// threads, so a chatty pg_dump cannot deadlock), exit status checked by us.
-pub fn dump_expression(client: &Client, conn: &Connection, opts: &DumpOptions) -> duct::Expression {
-    let mut args: Vec<OsString> = vec!["--format=plain".into(), "--no-password".into()];
-    if opts.schema_only {
-        args.push("--schema-only".into());
-    }
-    client
-        .command("pg_dump", &args, conn)
-        .duct()
-        .stderr_capture()
-        .unchecked()
+pub(crate) struct DumpOptions {
+    pub(crate) schema_only: bool,
 }
 
 /// The git commit of the workspace, if it is a git checkout.
-pub fn git_commit(sh: &Shell, root: &Path) -> Option<String> {
-    let out = cmd!(sh, "git -C {root} rev-parse HEAD")
-        .quiet()
-        .ignore_status()
-        .ignore_stderr()
-        .output()
+pub(crate) fn git_commit(root: &Path) -> Option<String> {
+    let out = ToolCommand::new("git")
+        .args([
+            OsString::from("-C"),
+            root.into(),
+            "rev-parse".into(),
+            "HEAD".into(),
+        ])
+        .output(b"")
         .ok()?;
     let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
     (out.status.success() && s.len() >= 40).then_some(s)
-}
-
-/// Checks that `client` can dump a server of version `server`.
-pub fn check_dump_compat(client: &Client, server: &PgVersion) -> Result<(), PgError> {
-    if client.version.major < server.major {
-        return Err(PgError::ClientTooOld {
-            tool: "pg_dump".into(),
-            client: client.version.clone(),
-            server: server.clone(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -649,7 +682,7 @@ mod tests {
             port: 5433,
             dbname: "shop".into(),
             user: "app".into(),
-            password: Some(crate::config::Secret::new("hunter2")),
+            password: Some(Secret::new("hunter2")),
             sslmode: None,
             service: None,
         }
@@ -715,11 +748,25 @@ mod tests {
             version: PgVersion::parse("15.18").unwrap(),
         };
         let server = PgVersion::parse("17.12 (Debian)").unwrap();
-        let msg = check_dump_compat(&client, &server).unwrap_err().to_string();
+        let msg = client.check_dump_compat(&server).unwrap_err().to_string();
         assert_eq!(
             msg,
             "pg_dump 15.18 is older than the server (17.12) and cannot dump it: run it inside the compose service with --via compose, or install the PostgreSQL 17 client tools"
         );
-        assert!(check_dump_compat(&client, &PgVersion::parse("15.2").unwrap()).is_ok());
+        assert!(
+            client
+                .check_dump_compat(&PgVersion::parse("15.2").unwrap())
+                .is_ok()
+        );
+        let v = |s| PgVersion::parse(s).unwrap();
+        assert!(check_load_compat(Some(&v("15.8")), &v("17.2")).is_ok());
+        assert!(check_load_compat(None, &v("15.2")).is_ok());
+        let err = check_load_compat(Some(&v("17.6")), &v("15.18"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "this dump was made by pg_dump 17.6 and cannot load into PostgreSQL 15.18 (a newer pg_dump writes settings an older server rejects): restore into a PostgreSQL 17 server or newer"
+        );
     }
 }

@@ -17,21 +17,21 @@ use std::collections::BTreeMap;
 
 /// One environment's database.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Environment {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub dbname: String,
-    pub user: String,
+pub(crate) struct Environment {
+    pub(crate) name: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) dbname: String,
+    pub(crate) user: String,
     /// The variable holding the password (never the password itself).
-    pub password_env: Option<String>,
-    pub sslmode: Option<String>,
+    pub(crate) password_env: Option<String>,
+    pub(crate) sslmode: Option<String>,
 }
 
-pub const FILE: &str = "xtask/environments.toml";
+pub(crate) const FILE: &str = "xtask/environments.toml";
 
 /// Parses the file; errors name the environment and the key.
-pub fn parse(text: &str) -> Result<BTreeMap<String, Environment>, String> {
+pub(crate) fn parse(text: &str) -> Result<BTreeMap<String, Environment>, String> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| e.message().to_string())?;

@@ -9,15 +9,17 @@
 use std::fmt;
 use std::str::FromStr;
 
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
 use time::{
     Date, OffsetDateTime, PrimitiveDateTime, UtcOffset, format_description::BorrowedFormatItem,
     macros::format_description,
 };
 
 /// The extension of a plain SQL dump compressed with gzip.
-pub const SQL_GZ: &str = ".sql.gz";
-pub const SHA256_SUFFIX: &str = ".sha256";
-pub const META_SUFFIX: &str = ".meta";
+pub(crate) const SQL_GZ: &str = ".sql.gz";
+pub(crate) const SHA256_SUFFIX: &str = ".sha256";
+pub(crate) const META_SUFFIX: &str = ".meta";
 
 const STAMP: &[BorrowedFormatItem<'static>] =
     format_description!("[year][month][day]T[hour][minute][second]Z");
@@ -34,7 +36,8 @@ pub enum BackupType {
 }
 
 impl BackupType {
-    pub const ALL: [BackupType; 3] = [BackupType::Daily, BackupType::Weekly, BackupType::Monthly];
+    pub(crate) const ALL: [BackupType; 3] =
+        [BackupType::Daily, BackupType::Weekly, BackupType::Monthly];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -61,6 +64,23 @@ impl FromStr for BackupType {
     }
 }
 
+/// What `--type` asks for: a tier, or `auto` ([`auto_type`] picks it by date).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TypeChoice {
+    Auto,
+    Tier(BackupType),
+}
+
+impl FromStr for TypeChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(TypeChoice::Auto),
+            s => s.parse().map(TypeChoice::Tier),
+        }
+    }
+}
+
 /// The identity of one backup, as its file name spells it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackupName {
@@ -69,7 +89,7 @@ pub struct BackupName {
     /// UTC, whole seconds.
     pub timestamp: OffsetDateTime,
     /// 1 for the first backup of that database, type and second; 2, 3, ... after.
-    pub seq: u32,
+    pub(crate) seq: u32,
 }
 
 impl BackupName {
@@ -91,7 +111,7 @@ impl BackupName {
         self
     }
 
-    pub fn stamp(&self) -> String {
+    pub(crate) fn stamp(&self) -> String {
         let mut s = self
             .timestamp
             .format(STAMP)
@@ -121,7 +141,7 @@ impl BackupName {
     }
 
     /// Parses a dump's file name back; `None` for anything the tool did not name.
-    pub fn parse(file_name: &str) -> Option<BackupName> {
+    pub(crate) fn parse(file_name: &str) -> Option<BackupName> {
         let stem = file_name.strip_suffix(SQL_GZ)?;
         let (rest, stamp) = stem.rsplit_once('_')?;
         let (database, kind) = rest.rsplit_once('_')?;
@@ -168,44 +188,30 @@ impl Ord for BackupName {
     }
 }
 
-fn needs_encoding(i: usize, b: u8) -> bool {
-    b == b'/' || b == b'\\' || b == b'%' || b < 0x20 || b == 0x7f || (i == 0 && b == b'.')
-}
+/// What cannot stand in a file name: `/`, `\\`, `%` itself, control characters.
+const FILE_NAME_UNSAFE: &AsciiSet = &CONTROLS.add(b'/').add(b'\\').add(b'%');
 
-/// Percent-encodes the bytes of a database name that cannot stand in a file name.
-pub fn encode_component(name: &str) -> String {
-    let mut bytes = Vec::with_capacity(name.len());
-    for (i, b) in name.bytes().enumerate() {
-        if needs_encoding(i, b) {
-            bytes.extend_from_slice(format!("%{b:02X}").as_bytes());
-        } else {
-            bytes.push(b);
-        }
+/// Percent-encodes the bytes of a database name that cannot stand in a file
+/// name (and a leading dot, which would hide the file).
+pub(crate) fn encode_component(name: &str) -> String {
+    let encoded = utf8_percent_encode(name, FILE_NAME_UNSAFE).to_string();
+    match encoded.strip_prefix('.') {
+        Some(rest) => format!("%2E{rest}"),
+        None => encoded,
     }
-    String::from_utf8(bytes).expect("only ASCII bytes were replaced")
 }
 
+/// The name back; `None` unless encoding it again gives the same text (the
+/// tool's own spelling, so a foreign name never passes for one).
 fn decode_component(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    let name = percent_decode_str(s).decode_utf8().ok()?.into_owned();
+    (encode_component(&name) == s).then_some(name)
 }
 
 /// `--type=auto`: monthly for the first backup of a calendar month (UTC),
 /// weekly for the first of an ISO week, daily otherwise. `existing` holds the
 /// timestamps of this database's complete backups, of any type.
-pub fn auto_type(now: OffsetDateTime, existing: &[OffsetDateTime]) -> BackupType {
+pub(crate) fn auto_type(now: OffsetDateTime, existing: &[OffsetDateTime]) -> BackupType {
     let now = now.to_offset(UtcOffset::UTC);
     let same_month = |t: &OffsetDateTime| {
         let t = t.to_offset(UtcOffset::UTC);

@@ -13,12 +13,14 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
+
+use crate::services::process::{Finished, ToolCommand};
 
 /// Failures callers branch on (`auto` falls back to the host on some); each
 /// prints as one line that says what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ComposeError {
+pub(crate) enum ComposeError {
     /// Neither `docker compose` nor `docker-compose` runs.
     NotInstalled,
     NoComposeFile {
@@ -78,18 +80,18 @@ impl std::error::Error for ComposeError {}
 
 /// One installed compose: the program and the arguments before a compose command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Compose {
+pub(crate) struct Compose {
     program: &'static str,
     prefix: &'static [&'static str],
     /// `2.26.1`, `1.29.2`.
-    pub version: String,
+    pub(crate) version: String,
     /// The workspace root: compose runs there.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 impl Compose {
     /// Compose v2 (the Docker CLI plugin) first, then v1's `docker-compose`.
-    pub fn detect(root: &Path) -> Result<Compose, ComposeError> {
+    pub(crate) fn detect(root: &Path) -> Result<Compose, ComposeError> {
         let candidates: [(&'static str, &'static [&'static str]); 2] =
             [("docker", &["compose"]), ("docker-compose", &[])];
         for (program, prefix) in candidates {
@@ -113,7 +115,7 @@ impl Compose {
     }
 
     /// `docker compose` or `docker-compose`, for messages.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         std::iter::once(self.program)
             .chain(self.prefix.iter().copied())
             .collect::<Vec<_>>()
@@ -121,18 +123,20 @@ impl Compose {
     }
 
     /// A compose command, run in the workspace root.
-    pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(self.program);
-        c.args(self.prefix).args(args).current_dir(&self.dir);
+    pub(crate) fn command(&self, args: &[&str]) -> ToolCommand {
+        let mut c = ToolCommand::new(self.program)
+            .args(self.prefix.iter().copied())
+            .args(args.iter().copied());
+        c.dir = Some(self.dir.clone());
         c
     }
 
-    fn output(&self, args: &[&str]) -> std::io::Result<Output> {
-        self.command(args).stdin(Stdio::null()).output()
+    fn output(&self, args: &[&str]) -> std::io::Result<Finished> {
+        self.command(args).output(b"").map_err(|e| e.error)
     }
 
     /// The project's services (`config --services`).
-    pub fn services(&self) -> Result<Vec<String>, ComposeError> {
+    pub(crate) fn services(&self) -> Result<Vec<String>, ComposeError> {
         let out = self.run("reading the compose project", &["config", "--services"])?;
         Ok(out
             .lines()
@@ -143,7 +147,7 @@ impl Compose {
     }
 
     /// The running container of `service` with its environment.
-    pub fn service(&self, service: &str) -> Result<Service, ComposeError> {
+    pub(crate) fn service(&self, service: &str) -> Result<Service, ComposeError> {
         self.known(service)?;
         // v2 lists running containers only; v1 stopped ones too, hence the check of State.Running.
         let ids = self.run("listing the compose service", &["ps", "-q", service])?;
@@ -166,33 +170,32 @@ impl Compose {
     }
 
     /// Starts `service` (and what it depends on) in the background.
-    pub fn up(&self, service: &str, quiet: bool) -> Result<(), ComposeError> {
+    pub(crate) fn up(&self, service: &str, quiet: bool) -> Result<(), ComposeError> {
         self.known(service)?;
-        let mut c = self.command(&["up", "--detach", service]);
-        c.stdin(Stdio::null());
-        if quiet {
-            c.stdout(Stdio::null());
-        }
-        let out = c
-            .stderr(Stdio::piped())
-            .output()
+        let stdout = if quiet {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        };
+        let mut child = self
+            .command(&["up", "--detach", service])
+            .spawn(Stdio::null(), stdout)
             .map_err(|_| ComposeError::NotInstalled)?;
+        let stderr = crate::services::process::drain(child.stderr.take().expect("piped"));
+        let status = child.wait().map_err(|_| ComposeError::NotInstalled)?;
+        let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
         if !quiet {
-            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            eprint!("{stderr}");
         }
-        if out.status.success() {
+        if status.success() {
             Ok(())
         } else {
-            Err(classify(
-                "starting the service",
-                &String::from_utf8_lossy(&out.stderr),
-                &self.dir,
-            ))
+            Err(classify("starting the service", &stderr, &self.dir))
         }
     }
 
     /// Stops `service`; its container and volumes stay.
-    pub fn stop(&self, service: &str) -> Result<(), ComposeError> {
+    pub(crate) fn stop(&self, service: &str) -> Result<(), ComposeError> {
         self.known(service)?;
         self.run("stopping the service", &["stop", service])
             .map(drop)
@@ -200,7 +203,7 @@ impl Compose {
 
     /// The state of the service's container: `running healthy`, `running`
     /// (no healthcheck), `running starting`, `exited`, or `None` without a container.
-    pub fn state(&self, service: &str) -> Result<Option<String>, ComposeError> {
+    pub(crate) fn state(&self, service: &str) -> Result<Option<String>, ComposeError> {
         let ids = self.run("listing the compose service", &["ps", "-a", "-q", service])?;
         let Some(id) = ids.lines().map(str::trim).find(|l| !l.is_empty()) else {
             return Ok(None);
@@ -212,7 +215,7 @@ impl Compose {
     }
 
     /// `127.0.0.1:5432`: where the service's port is published on this machine.
-    pub fn published(&self, service: &str, port: u16) -> Option<String> {
+    pub(crate) fn published(&self, service: &str, port: u16) -> Option<String> {
         self.run("", &["port", service, &port.to_string()])
             .ok()
             .map(|s| s.trim().to_string())
@@ -237,20 +240,15 @@ impl Compose {
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
-        Err(classify(
-            what,
-            &String::from_utf8_lossy(&out.stderr),
-            &self.dir,
-        ))
+        Err(classify(what, &out.stderr, &self.dir))
     }
 }
 
 /// `docker inspect --format FORMAT id`: `None` when there is no such container.
 fn inspect(id: &str, format: &str) -> Result<Option<String>, ComposeError> {
-    let out = Command::new("docker")
+    let out = ToolCommand::new("docker")
         .args(["inspect", "--format", format, id])
-        .stdin(Stdio::null())
-        .output()
+        .output(b"")
         .map_err(|e| ComposeError::DockerUnreachable {
             detail: e.to_string(),
         })?;
@@ -261,18 +259,40 @@ fn inspect(id: &str, format: &str) -> Result<Option<String>, ComposeError> {
 }
 
 /// A running compose service.
-#[derive(Debug, Clone)]
-pub struct Service {
-    pub compose: Compose,
-    pub name: String,
-    pub container: String,
+#[derive(Clone)]
+pub(crate) struct Service {
+    pub(crate) compose: Compose,
+    pub(crate) name: String,
+    pub(crate) container: String,
     /// The container's environment (`POSTGRES_USER`, ...). May hold secrets:
     /// never printed.
     env: BTreeMap<String, String>,
 }
 
+/// The container's environment holds secrets: only its names are shown.
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .field("container", &self.container)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 impl Service {
-    pub fn env(&self, key: &str) -> Option<&str> {
+    /// The host port the service publishes for `port` (`compose port`), if any.
+    pub(crate) fn published_port(&self, port: u16) -> Option<u16> {
+        self.compose
+            .published(&self.name, port)?
+            .rsplit(':')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub(crate) fn env(&self, key: &str) -> Option<&str> {
         self.env
             .get(key)
             .map(String::as_str)
@@ -282,7 +302,7 @@ impl Service {
     /// The argv (after the program) that runs `tool args` inside the service.
     /// `forward` names variables passed from this process's environment
     /// (`-e NAME` without a value: secrets never reach argv).
-    pub fn exec_args(
+    pub(crate) fn exec_args(
         &self,
         tool: &str,
         args: &[OsString],
@@ -292,13 +312,13 @@ impl Service {
         exec_args(self.compose.prefix, &self.name, tool, args, forward, tty)
     }
 
-    pub fn program(&self) -> &'static str {
+    pub(crate) fn program(&self) -> &'static str {
         self.compose.program
     }
 }
 
 /// Pure: `compose exec [-T] -e A -e B service tool args...`.
-pub fn exec_args(
+pub(crate) fn exec_args(
     prefix: &[&str],
     service: &str,
     tool: &str,
@@ -323,7 +343,7 @@ pub fn exec_args(
 }
 
 /// Pure: `["A=1","B=x=y"]` (docker inspect's `.Config.Env` as JSON) into a map.
-pub fn parse_env_json(json: &str) -> BTreeMap<String, String> {
+pub(crate) fn parse_env_json(json: &str) -> BTreeMap<String, String> {
     serde_json::from_str::<Vec<String>>(json)
         .unwrap_or_default()
         .into_iter()
@@ -335,7 +355,7 @@ pub fn parse_env_json(json: &str) -> BTreeMap<String, String> {
 }
 
 /// Pure: a compose failure's stderr into one line.
-pub fn classify(what: &str, stderr: &str, root: &Path) -> ComposeError {
+pub(crate) fn classify(what: &str, stderr: &str, root: &Path) -> ComposeError {
     let has = |needle: &str| stderr.contains(needle);
     if has("no configuration file provided")
         || has("Can't find a suitable configuration file")

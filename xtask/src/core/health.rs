@@ -7,63 +7,32 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
-use crate::retention::human_age;
-use crate::ui;
-
-/// Parses `26h`, `90m`, `2d`, `1w`, `3600s`, `1d12h` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    if let Ok(secs) = text.parse::<i64>() {
-        return (secs > 0).then(|| Duration::seconds(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let n: i64 = number.parse().ok()?;
-        number.clear();
-        total += match c {
-            's' => Duration::seconds(n),
-            'm' => Duration::minutes(n),
-            'h' => Duration::hours(n),
-            'd' => Duration::days(n),
-            'w' => Duration::weeks(n),
-            _ => return None,
-        };
-    }
-    (number.is_empty() && total > Duration::ZERO).then_some(total)
-}
+use crate::core::human;
 
 /// The newest usable backup of a database, as far as health goes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Newest {
-    pub file: String,
+pub(crate) struct Newest {
+    pub(crate) file: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub(crate) kind: String,
     #[serde(with = "time::serde::rfc3339")]
-    pub finished_at: OffsetDateTime,
-    pub size_bytes: u64,
+    pub(crate) finished_at: OffsetDateTime,
+    pub(crate) size_bytes: u64,
 }
 
 /// What is known about one database.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Facts {
-    pub database: String,
-    pub newest: Option<Newest>,
+pub(crate) struct Facts {
+    pub(crate) database: String,
+    pub(crate) newest: Option<Newest>,
     /// From the metrics, across types.
-    pub last_success: Option<OffsetDateTime>,
-    pub last_failure: Option<OffsetDateTime>,
+    pub(crate) last_success: Option<OffsetDateTime>,
+    pub(crate) last_failure: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Ok,
     /// No usable backup at all.
     Missing,
@@ -74,24 +43,24 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Health {
-    pub database: String,
-    pub verdict: Verdict,
-    pub newest: Option<Newest>,
-    pub age_seconds: Option<i64>,
+pub(crate) struct Health {
+    pub(crate) database: String,
+    pub(crate) verdict: Verdict,
+    pub(crate) newest: Option<Newest>,
+    pub(crate) age_seconds: Option<i64>,
     #[serde(with = "time::serde::rfc3339::option")]
-    pub last_failure_at: Option<OffsetDateTime>,
+    pub(crate) last_failure_at: Option<OffsetDateTime>,
     /// Every reason it is not ok, one line each.
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
 }
 
 impl Health {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.verdict == Verdict::Ok
     }
 }
 
-pub fn assess(facts: &Facts, now: OffsetDateTime, max_age: Duration) -> Health {
+pub(crate) fn assess(facts: &Facts, now: OffsetDateTime, max_age: Duration) -> Health {
     let mut problems = Vec::new();
     let mut verdict = Verdict::Ok;
     let age = facts.newest.as_ref().map(|n| now - n.finished_at);
@@ -102,8 +71,8 @@ pub fn assess(facts: &Facts, now: OffsetDateTime, max_age: Duration) -> Health {
                 "the newest backup of '{}' ({}) is {} old, more than the allowed {}",
                 facts.database,
                 newest.file,
-                human_age(age),
-                human_age(max_age)
+                human::age(age),
+                human::age(max_age)
             ));
         }
         (None, _) => {
@@ -125,7 +94,7 @@ pub fn assess(facts: &Facts, now: OffsetDateTime, max_age: Duration) -> Health {
         problems.push(format!(
             "the last backup run of '{}' failed, {} ago (see its log; the metrics say when)",
             facts.database,
-            human_age(now - at)
+            human::age(now - at)
         ));
     }
     Health {
@@ -139,7 +108,7 @@ pub fn assess(facts: &Facts, now: OffsetDateTime, max_age: Duration) -> Health {
 }
 
 /// The table `db-status` prints.
-pub fn render(rows: &[Health]) -> String {
+pub(crate) fn render(rows: &[Health]) -> String {
     let width = rows
         .iter()
         .map(|h| h.database.len())
@@ -168,8 +137,8 @@ pub fn render(rows: &[Health]) -> String {
         let (file, age, size) = match &h.newest {
             Some(n) => (
                 n.file.as_str(),
-                human_age(Duration::seconds(h.age_seconds.unwrap_or(0))),
-                ui::bytes(n.size_bytes),
+                human::age(Duration::seconds(h.age_seconds.unwrap_or(0))),
+                human::bytes(n.size_bytes),
             ),
             None => ("-", "-".into(), "-".into()),
         };
@@ -186,18 +155,6 @@ pub fn render(rows: &[Health]) -> String {
 mod tests {
     use super::*;
     use time::macros::datetime;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("26h"), Some(Duration::hours(26)));
-        assert_eq!(parse_duration("1d12h"), Some(Duration::hours(36)));
-        assert_eq!(parse_duration("90m"), Some(Duration::minutes(90)));
-        assert_eq!(parse_duration("1w"), Some(Duration::days(7)));
-        assert_eq!(parse_duration("3600"), Some(Duration::hours(1)));
-        for bad in ["", "h", "0", "-5", "26x", "12h30"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
 
     fn facts(finished: Option<OffsetDateTime>) -> Facts {
         Facts {

@@ -7,82 +7,82 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::naming::BackupType;
+use crate::core::naming::BackupType;
 
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BackupMeta {
-    pub format_version: u32,
-    pub database: String,
+pub(crate) struct BackupMeta {
+    pub(crate) format_version: u32,
+    pub(crate) database: String,
     #[serde(rename = "type")]
-    pub kind: BackupType,
-    pub file: String,
+    pub(crate) kind: BackupType,
+    pub(crate) file: String,
     #[serde(with = "time::serde::rfc3339")]
-    pub started_at: OffsetDateTime,
+    pub(crate) started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
-    pub finished_at: OffsetDateTime,
-    pub duration_seconds: f64,
+    pub(crate) finished_at: OffsetDateTime,
+    pub(crate) duration_seconds: f64,
     /// Size of the `.sql.gz` file.
-    pub size_bytes: u64,
+    pub(crate) size_bytes: u64,
     /// Size of the SQL inside it.
-    pub uncompressed_bytes: u64,
+    pub(crate) uncompressed_bytes: u64,
     /// SHA-256 of the `.sql.gz` file, as in the `.sha256` file.
-    pub sha256: String,
-    pub format: String,
-    pub compression: Compression,
-    pub schema_only: bool,
-    pub pg_dump_version: String,
-    pub server_version: String,
+    pub(crate) sha256: String,
+    pub(crate) format: String,
+    pub(crate) compression: Compression,
+    pub(crate) schema_only: bool,
+    pub(crate) pg_dump_version: String,
+    pub(crate) server_version: String,
     /// How the client tools were run: `host` (or `compose` once that route exists).
-    pub via: String,
+    pub(crate) via: String,
     /// Rows per table, counted from the dump's COPY blocks.
-    pub tables: BTreeMap<String, u64>,
-    pub git_commit: Option<String>,
-    pub tool_version: String,
+    pub(crate) tables: BTreeMap<String, u64>,
+    pub(crate) git_commit: Option<String>,
+    pub(crate) tool_version: String,
     /// Set by `--verify` (and later `db-verify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verification: Option<Verification>,
+    pub(crate) verification: Option<Verification>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Compression {
-    pub algorithm: String,
-    pub level: u32,
+pub(crate) struct Compression {
+    pub(crate) algorithm: String,
+    pub(crate) level: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Verification {
+pub(crate) struct Verification {
     #[serde(with = "time::serde::rfc3339")]
-    pub verified_at: OffsetDateTime,
-    pub ok: bool,
+    pub(crate) verified_at: OffsetDateTime,
+    pub(crate) ok: bool,
     /// The check included a restore into a throwaway database.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub restore_tested: bool,
+    pub(crate) restore_tested: bool,
     /// What failed, when `ok` is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl BackupMeta {
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).expect("metadata always serializes");
         s.push('\n');
         s
     }
 
-    pub fn from_json(text: &str) -> anyhow::Result<BackupMeta> {
+    pub(crate) fn from_json(text: &str) -> anyhow::Result<BackupMeta> {
         Ok(serde_json::from_str(text)?)
     }
 }
 
 /// `sha256sum`'s line for a file: `sha256sum -c` accepts it in the file's directory.
-pub fn sha256_line(hex: &str, file_name: &str) -> String {
+pub(crate) fn sha256_line(hex: &str, file_name: &str) -> String {
     format!("{hex}  {file_name}\n")
 }
 
 /// Parses a `sha256sum` line back: (hex digest, file name).
-pub fn parse_sha256_line(text: &str) -> Option<(String, String)> {
+pub(crate) fn parse_sha256_line(text: &str) -> Option<(String, String)> {
     let line = text.lines().next()?;
     let (hex, name) = line.split_once(' ')?;
     let name = name.strip_prefix([' ', '*'])?;

@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 
 use time::OffsetDateTime;
 
-use crate::naming::BackupType;
+use crate::core::naming::BackupType;
 
-pub const FILE_NAME: &str = "backup.prom";
+pub(crate) const FILE_NAME: &str = "backup.prom";
 
 /// The metrics this tool owns, in the order they are written, with their help.
 const KNOWN: &[(&str, &str)] = &[
@@ -65,7 +65,8 @@ const KNOWN: &[(&str, &str)] = &[
 ];
 
 /// The names of the metrics this tool writes (alert rules and dashboards may use only these).
-pub fn known_names() -> impl Iterator<Item = &'static str> {
+#[cfg(test)]
+pub(crate) fn known_names() -> impl Iterator<Item = &'static str> {
     KNOWN.iter().map(|(n, _)| *n)
 }
 
@@ -73,13 +74,13 @@ pub fn known_names() -> impl Iterator<Item = &'static str> {
 type Key = (String, String);
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     series: BTreeMap<Key, String>,
 }
 
 impl Metrics {
     /// Reads a textfile; comment lines are dropped (they are rewritten for known metrics).
-    pub fn parse(text: &str) -> Metrics {
+    pub(crate) fn parse(text: &str) -> Metrics {
         let mut series = BTreeMap::new();
         for line in text
             .lines()
@@ -99,19 +100,13 @@ impl Metrics {
         Metrics { series }
     }
 
-    pub fn set(&mut self, name: &str, labels: &[(&str, &str)], value: impl ToString) {
+    pub(crate) fn set(&mut self, name: &str, labels: &[(&str, &str)], value: impl ToString) {
         self.series
             .insert((name.to_string(), render_labels(labels)), value.to_string());
     }
 
-    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<&str> {
-        self.series
-            .get(&(name.to_string(), render_labels(labels)))
-            .map(String::as_str)
-    }
-
     /// The largest value of `name` across the series of `database` (any type).
-    pub fn max_for_database(&self, name: &str, database: &str) -> Option<f64> {
+    pub(crate) fn max_for_database(&self, name: &str, database: &str) -> Option<f64> {
         // The tool writes `database` as the first label.
         let first = format!("{{database=\"{}\"", escape(database));
         self.series
@@ -127,7 +122,7 @@ impl Metrics {
     }
 
     /// The databases any series names (the tool writes `database` first).
-    pub fn databases(&self) -> Vec<String> {
+    pub(crate) fn databases(&self) -> Vec<String> {
         let mut dbs: Vec<String> = self
             .series
             .keys()
@@ -142,7 +137,7 @@ impl Metrics {
         dbs
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let mut names: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
         for (name, _) in self.series.keys() {
@@ -185,7 +180,7 @@ fn escape(v: &str) -> String {
 
 /// The outcome of one backup run, as the metrics record it.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Success {
         size_bytes: u64,
         uncompressed_bytes: u64,
@@ -194,7 +189,7 @@ pub enum Outcome {
     Failure,
 }
 
-pub fn record_backup(
+pub(crate) fn record_backup(
     m: &mut Metrics,
     database: &str,
     kind: BackupType,
@@ -230,7 +225,7 @@ pub fn record_backup(
     }
 }
 
-pub fn record_verify(
+pub(crate) fn record_verify(
     m: &mut Metrics,
     database: &str,
     kind: BackupType,
@@ -249,7 +244,7 @@ pub fn record_verify(
     }
 }
 
-pub fn record_upload(
+pub(crate) fn record_upload(
     m: &mut Metrics,
     database: &str,
     kind: BackupType,

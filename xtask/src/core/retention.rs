@@ -18,15 +18,15 @@ use std::fmt;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
-use crate::naming::{BackupName, BackupType};
+use crate::core::naming::{BackupName, BackupType};
 
 /// Retention per tier, and the floor per database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
-    pub daily_days: u32,
-    pub weekly_weeks: u32,
-    pub monthly_months: u32,
-    pub min_keep: u32,
+pub(crate) struct Policy {
+    pub(crate) daily_days: u32,
+    pub(crate) weekly_weeks: u32,
+    pub(crate) monthly_months: u32,
+    pub(crate) min_keep: u32,
 }
 
 impl Default for Policy {
@@ -42,7 +42,7 @@ impl Default for Policy {
 
 impl Policy {
     /// The oldest `finished_at` a backup of `kind` may have and still be kept.
-    pub fn cutoff(&self, kind: BackupType, now: OffsetDateTime) -> OffsetDateTime {
+    pub(crate) fn cutoff(&self, kind: BackupType, now: OffsetDateTime) -> OffsetDateTime {
         match kind {
             BackupType::Daily => now - Duration::days(i64::from(self.daily_days)),
             BackupType::Weekly => now - Duration::weeks(i64::from(self.weekly_weeks)),
@@ -50,7 +50,7 @@ impl Policy {
         }
     }
 
-    pub fn describe(&self, kind: BackupType) -> String {
+    pub(crate) fn describe(&self, kind: BackupType) -> String {
         match kind {
             BackupType::Daily => plural(self.daily_days, "day"),
             BackupType::Weekly => plural(self.weekly_weeks, "week"),
@@ -80,22 +80,22 @@ pub fn months_before(t: OffsetDateTime, months: u32) -> OffsetDateTime {
 
 /// One backup as the decision sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub name: BackupName,
+pub(crate) struct Candidate {
+    pub(crate) name: BackupName,
     /// From `.meta`, else the name's timestamp.
-    pub finished_at: OffsetDateTime,
+    pub(crate) finished_at: OffsetDateTime,
     /// Dump, `.sha256` and `.meta` are all there (and `.meta` reads).
-    pub complete: bool,
+    pub(crate) complete: bool,
     /// The dump itself is there. Sidecars without a dump are what a run that
     /// died between reserving a name and publishing leaves behind.
-    pub has_dump: bool,
+    pub(crate) has_dump: bool,
     /// Its verification failed (recorded in `.meta`).
-    pub failed: bool,
+    pub(crate) failed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "rule", rename_all = "snake_case")]
-pub enum Reason {
+pub(crate) enum Reason {
     /// Younger than its tier's retention.
     WithinRetention { kind: BackupType, limit: String },
     /// The newest complete, non-failed backup of its database and type.
@@ -140,15 +140,19 @@ impl fmt::Display for Reason {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub name: BackupName,
-    pub delete: bool,
-    pub reason: Reason,
-    pub age: Duration,
+pub(crate) struct Decision {
+    pub(crate) name: BackupName,
+    pub(crate) delete: bool,
+    pub(crate) reason: Reason,
+    pub(crate) age: Duration,
 }
 
 /// Decides every candidate. The result is in the candidates' order.
-pub fn decide(candidates: &[Candidate], policy: &Policy, now: OffsetDateTime) -> Vec<Decision> {
+pub(crate) fn decide(
+    candidates: &[Candidate],
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Vec<Decision> {
     let good = |c: &Candidate| c.complete && !c.failed && c.finished_at <= now;
 
     // Rail 1: the newest good backup of each (database, type).
@@ -212,28 +216,6 @@ pub fn decide(candidates: &[Candidate], policy: &Policy, now: OffsetDateTime) ->
             }
         })
         .collect()
-}
-
-/// An age for people: `3d 4h`, `45m`, `-2h` for the future.
-pub fn human_age(age: Duration) -> String {
-    let (sign, age) = if age.is_negative() {
-        ("-", -age)
-    } else {
-        ("", age)
-    };
-    let (days, hours, minutes) = (
-        age.whole_days(),
-        age.whole_hours() % 24,
-        age.whole_minutes() % 60,
-    );
-    let body = if days > 0 {
-        format!("{days}d {hours}h")
-    } else if hours > 0 {
-        format!("{hours}h {minutes}m")
-    } else {
-        format!("{minutes}m")
-    };
-    format!("{sign}{body}")
 }
 
 #[cfg(test)]

@@ -1,0 +1,14 @@
+//! The pure core: no I/O, no command line. Settings resolved from their
+//! sources, names, metadata, retention, health, metrics, plans, and the
+//! dump reader with its consumers.
+
+pub(crate) mod config;
+pub(crate) mod dump;
+pub(crate) mod environments;
+pub(crate) mod health;
+pub(crate) mod human;
+pub(crate) mod meta;
+pub(crate) mod metrics;
+pub(crate) mod naming;
+pub(crate) mod plan;
+pub(crate) mod retention;

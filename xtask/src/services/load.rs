@@ -1,0 +1,898 @@
+//! Loading a dump into a database, all or nothing: the one path behind
+//! `db-restore`, `db-verify --restore-test` and `db-clone`.
+//!
+//! - A [`Source`] is a backup in a store; its [`Sidecars`] are read and
+//!   cross-checked before anything else.
+//! - [`load`] streams a backup (checked in the same single read: checksum,
+//!   gzip, structure, `.meta`) or a live `pg_dump` through the dump reader,
+//!   an optional [`Transform`] (`--table`, masking), into `psql` on a
+//!   [`Scratch`] database. psql runs restricted when it can (`\restrict` with
+//!   a key of ours), so no command hidden in a dump runs; the reader refuses
+//!   them besides. The rows the server took (psql's `COPY n` tags) must
+//!   equal the rows sent, block by block, in order.
+//! - [`Scratch::swap_in`] renames it over the target in one transaction.
+//!
+//! Errors say whether they are evidence about the backup ([`LoadError::is_about_the_file`]):
+//! only that may mark a backup failed; a server that went away may not.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{self, BufRead, Read, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::format_err;
+
+use crate::core::config::Connection;
+use crate::core::dump::filter::TableFilter;
+use crate::core::dump::mask::Rewriter;
+use crate::core::dump::scan::ScanReport;
+use crate::core::dump::{Line, LineKind, Reader, Visitor};
+use crate::core::meta::{BackupMeta, parse_sha256_line};
+use crate::core::naming::{BackupName, META_SUFFIX, SHA256_SUFFIX};
+use crate::services::catalog::{LocalStore, Store};
+use crate::services::codec::{self, ReadError, ReadReport};
+use crate::services::interrupt;
+use crate::services::pg::{Client, DumpOptions, PgError, PgVersion};
+use crate::{Failure, ui};
+
+/// A backup file to act on: in which store, and its name if the tool made it.
+#[derive(Clone)]
+pub(crate) struct Source {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) file_name: String,
+    pub(crate) name: Option<BackupName>,
+}
+
+impl Source {
+    pub(crate) fn of(store: Arc<dyn Store>, name: &BackupName) -> Source {
+        Source {
+            store,
+            file_name: name.file_name(),
+            name: Some(name.clone()),
+        }
+    }
+
+    /// A path, or a file name in `store` (the local directory or the off-site copy).
+    pub(crate) fn resolve(
+        store: Arc<dyn Store>,
+        local: &LocalStore,
+        arg: &str,
+    ) -> anyhow::Result<Source> {
+        let as_path = std::path::Path::new(arg);
+        let file_name = as_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let remote = store.location() != local.location();
+        if !remote && as_path.is_file() {
+            let dir = as_path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            return Ok(Source {
+                store: Arc::new(LocalStore::new(dir)),
+                name: BackupName::parse(&file_name),
+                file_name,
+            });
+        }
+        if store
+            .entries()?
+            .iter()
+            .any(|e| e.name == file_name && e.is_file)
+        {
+            return Ok(Source {
+                name: BackupName::parse(&file_name),
+                store,
+                file_name,
+            });
+        }
+        if remote {
+            anyhow::bail!(
+                "no backup '{file_name}' in {} (see `cargo xtask db-list --remote`)",
+                store.location()
+            );
+        }
+        anyhow::bail!(
+            "no backup '{arg}': it is neither a file nor a file name in {} (see `cargo xtask db-list`)",
+            store.location()
+        )
+    }
+
+    /// Where it is, for messages.
+    pub(crate) fn display(&self) -> String {
+        self.store.display(&self.file_name)
+    }
+
+    /// The dump as a stream: a file, or a download that is never stored.
+    pub(crate) fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+        self.store.open(&self.file_name)
+    }
+
+    fn read_sidecar(&self, suffix: &str) -> io::Result<String> {
+        let bytes = self.store.read(&format!("{}{suffix}", self.file_name))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Rewrites `.meta` (when there is one), e.g. to record a verification.
+    pub(crate) fn update_meta(&self, change: impl FnOnce(&mut BackupMeta)) -> anyhow::Result<()> {
+        let Ok(text) = self.read_sidecar(META_SUFFIX) else {
+            return Ok(());
+        };
+        let mut meta = BackupMeta::from_json(&text)?;
+        change(&mut meta);
+        self.store.put(
+            &format!("{}{META_SUFFIX}", self.file_name),
+            meta.to_json().as_bytes(),
+        )?;
+        Ok(())
+    }
+}
+
+/// What the sidecars say, read and cross-checked without reading the dump.
+#[derive(Debug, Clone)]
+pub(crate) struct Sidecars {
+    pub(crate) expected: Option<String>,
+    pub(crate) meta: Option<BackupMeta>,
+}
+
+/// Reads `.sha256` and `.meta` and checks they agree with each other.
+pub(crate) fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
+    let sha_name = format!("{}{SHA256_SUFFIX}", source.file_name);
+    let expected = match source.read_sidecar(SHA256_SUFFIX) {
+        Ok(text) => {
+            let (hex, named) = parse_sha256_line(&text).ok_or_else(|| {
+                format_err!("{sha_name} is not a sha256sum line: the checksum file is damaged")
+            })?;
+            if named != source.file_name {
+                anyhow::bail!(
+                    "{sha_name} names '{named}', not {}: the checksum file belongs to another backup",
+                    source.file_name
+                );
+            }
+            Some(hex)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ui::warn(format!(
+                "{} has no .sha256 (made elsewhere?): only its gzip stream and SQL structure can be checked",
+                source.file_name
+            ));
+            None
+        }
+        Err(e) => return Err(format_err!("cannot read {sha_name}: {e}")),
+    };
+    let meta = match source.read_sidecar(META_SUFFIX) {
+        Ok(text) => Some(
+            BackupMeta::from_json(&text)
+                .map_err(|e| format_err!("{}{META_SUFFIX} is unreadable: {e}", source.file_name))?,
+        ),
+        Err(_) => None,
+    };
+    if let (Some(meta), Some(hex)) = (&meta, &expected)
+        && !meta.sha256.eq_ignore_ascii_case(hex)
+    {
+        anyhow::bail!(
+            "{}: .meta and .sha256 record different checksums: one of them was changed",
+            source.file_name
+        );
+    }
+    Ok(Sidecars { expected, meta })
+}
+
+/// What a check of a backup established.
+#[derive(Debug, Clone)]
+pub(crate) struct Checked {
+    pub(crate) report: ReadReport,
+    pub(crate) meta: Option<BackupMeta>,
+    /// The file had a `.sha256` and it matched; false for files made elsewhere.
+    pub(crate) checksum_recorded: bool,
+}
+
+impl Checked {
+    pub(crate) fn scan(&self) -> &ScanReport {
+        &self.report.scan
+    }
+
+    /// The pg_dump that made it, from the dump or its `.meta`.
+    pub(crate) fn pg_dump_version(&self) -> Option<PgVersion> {
+        self.report
+            .scan
+            .pg_dump_version
+            .as_deref()
+            .or(self.meta.as_ref().map(|m| m.pg_dump_version.as_str()))
+            .and_then(PgVersion::parse)
+    }
+}
+
+/// Every check short of loading: `.sha256` (when present), agreement with
+/// `.meta` (when present), the whole gzip stream and the dump's structure.
+pub(crate) fn check(source: &Source, sidecars: &Sidecars) -> Result<Checked, LoadError> {
+    read_backup(source, sidecars, &mut (), |_| Ok(()))
+}
+
+/// The pg_dump version of a backup without reading all of it: `.meta`, else its header.
+pub(crate) fn dump_version(source: &Source, sidecars: &Sidecars) -> Option<PgVersion> {
+    sidecars
+        .meta
+        .as_ref()
+        .map(|m| m.pg_dump_version.clone())
+        .or_else(|| source.open().ok().and_then(codec::peek_pg_dump_version))
+        .and_then(|v| PgVersion::parse(&v))
+}
+
+fn read_backup<V: Visitor>(
+    source: &Source,
+    sidecars: &Sidecars,
+    visitor: &mut V,
+    flush: impl FnMut(&mut V) -> io::Result<()>,
+) -> Result<Checked, LoadError> {
+    let file = source.open().map_err(|e| {
+        LoadError::Environment(format_err!("{}: cannot read it: {e}", source.file_name))
+    })?;
+    let report = match codec::read_checked(file, sidecars.expected.as_deref(), visitor, flush) {
+        Ok(r) => r,
+        Err(ReadError::Sink(e)) => return Err(LoadError::Sink(e)),
+        Err(e) if e.is_about_the_file() => {
+            return Err(LoadError::File(format_err!("{}: {e}", source.file_name)));
+        }
+        Err(e) => {
+            return Err(LoadError::Environment(format_err!(
+                "{}: {e}",
+                source.file_name
+            )));
+        }
+    };
+    if let Some(meta) = &sidecars.meta {
+        if meta.size_bytes != report.compressed_bytes {
+            return Err(LoadError::File(format_err!(
+                "{}: .meta records {} bytes, the file has {}",
+                source.file_name,
+                meta.size_bytes,
+                report.compressed_bytes
+            )));
+        }
+        if meta.tables != report.scan.tables {
+            return Err(LoadError::File(format_err!(
+                "{}: the row counts in .meta disagree with the dump's data",
+                source.file_name
+            )));
+        }
+    }
+    Ok(Checked {
+        report,
+        meta: sidecars.meta.clone(),
+        checksum_recorded: sidecars.expected.is_some(),
+    })
+}
+
+/// Where the SQL to load comes from.
+pub(crate) enum Input<'a> {
+    /// A backup, checked as it is read.
+    Backup(&'a Source, &'a Sidecars),
+    /// A live database through pg_dump.
+    Live {
+        client: &'a Client,
+        conn: &'a Connection,
+        opts: DumpOptions,
+    },
+}
+
+/// What happens to the SQL on its way: nothing, a table selection, masking.
+pub(crate) enum Transform<'a> {
+    Whole,
+    Tables(TableFilter),
+    Mask(Rewriter<'a>),
+}
+
+/// The visitor of a load: psql's commands and the database-level entries of
+/// a `--create` dump never pass; the rest goes through the transform into `out`.
+struct LoadSink<'a> {
+    transform: Transform<'a>,
+    out: Vec<u8>,
+    /// Rows per data block passed on, for the untransformed stream.
+    copies: Vec<u64>,
+    rows: u64,
+}
+
+impl Visitor for LoadSink<'_> {
+    fn piece(&mut self, line: &Line<'_>, bytes: &[u8]) {
+        if *line.kind == LineKind::Meta || line.entry.is_some_and(|e| e.is_database_level()) {
+            return;
+        }
+        match &mut self.transform {
+            Transform::Whole => {
+                match line.kind {
+                    LineKind::CopyRow if line.first => self.rows += 1,
+                    LineKind::CopyEnd => {
+                        self.copies.push(self.rows);
+                        self.rows = 0;
+                    }
+                    _ => {}
+                }
+                self.out.extend_from_slice(bytes);
+            }
+            Transform::Tables(f) => {
+                f.piece(line, bytes);
+                self.out.append(&mut f.out);
+            }
+            Transform::Mask(m) => {
+                m.piece(line, bytes);
+                self.out.append(&mut m.out);
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        if let Transform::Tables(f) = &mut self.transform {
+            f.end();
+            self.out.append(&mut f.out);
+        }
+    }
+}
+
+/// A load that passed every check.
+pub(crate) struct Loaded<'a> {
+    /// Rows per table that went into the database.
+    pub(crate) tables: BTreeMap<String, u64>,
+    pub(crate) transform: Transform<'a>,
+}
+
+/// Why a load failed.
+#[derive(Debug)]
+pub(crate) enum LoadError {
+    /// The backup failed a check: evidence about the file.
+    File(anyhow::Error),
+    /// The dump's SQL stopped at an error; `environment` when the error is
+    /// the server's (a missing role, no permission, disk full), not the dump's.
+    Sql {
+        message: String,
+        environment: bool,
+    },
+    /// The means of loading failed (a server gone, a tool missing, the network).
+    Environment(anyhow::Error),
+    /// psql stopped taking the stream.
+    Sink(io::Error),
+    Interrupted(Failure),
+}
+
+impl LoadError {
+    /// Evidence about the backup: only this may mark it failed.
+    pub(crate) fn is_about_the_file(&self) -> bool {
+        matches!(
+            self,
+            LoadError::File(_)
+                | LoadError::Sql {
+                    environment: false,
+                    ..
+                }
+        )
+    }
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::File(e) | LoadError::Environment(e) => {
+                write!(f, "{e:#}")
+            }
+            LoadError::Sql { message, .. } => {
+                write!(f, "loading the dump stopped at an error: {message}")
+            }
+            LoadError::Sink(e) => write!(f, "streaming the dump into psql failed: {e}"),
+            LoadError::Interrupted(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Interrupted(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl From<PgError> for LoadError {
+    fn from(e: PgError) -> LoadError {
+        LoadError::Environment(e.into())
+    }
+}
+
+/// Streams `input` through `transform` into `psql` on `target` (a scratch
+/// database), checking everything on the way; see the module's docs.
+pub(crate) fn load<'a>(
+    client: &Client,
+    target: &Connection,
+    input: Input<'_>,
+    transform: Transform<'a>,
+) -> Result<Loaded<'a>, LoadError> {
+    let mut psql = PsqlLoad::spawn(client, target)?;
+    let mut sink = LoadSink {
+        transform,
+        out: Vec::with_capacity(1 << 20),
+        copies: Vec::new(),
+        rows: 0,
+    };
+    let mut progress = ui::Progress::new("loading");
+    let mut total = 0u64;
+    let streamed = {
+        let mut flush = |s: &mut LoadSink<'_>| -> io::Result<()> {
+            if interrupt::received().is_some() {
+                return Err(io::Error::other("interrupted"));
+            }
+            total += s.out.len() as u64;
+            progress.update(total);
+            psql.write(&s.out)?;
+            s.out.clear();
+            Ok(())
+        };
+        match input {
+            Input::Backup(source, sidecars) => {
+                read_backup(source, sidecars, &mut sink, &mut flush).map(|c| c.report.scan)
+            }
+            Input::Live { client, conn, opts } => {
+                dump_live(client, conn, &opts, &mut sink, &mut flush)
+            }
+        }
+    };
+    progress.finish();
+    let scan = match streamed {
+        Ok(found) => found,
+        Err(e) => {
+            // Whatever psql has not run yet must not run: stop it before its input ends.
+            psql.kill();
+            return Err(match interrupt::received() {
+                Some(_) => LoadError::Interrupted(interrupt::failure(
+                    "the scratch database is dropped and the target was not touched",
+                )),
+                None => match e {
+                    LoadError::Sink(_) => psql.failure().unwrap_or(e),
+                    e => e,
+                },
+            });
+        }
+    };
+    let tags = psql.finish()?;
+    let (copies, tables) = match sink.transform {
+        Transform::Whole => (sink.copies, scan.tables),
+        Transform::Tables(ref f) => (f.copies.clone(), f.rows.clone()),
+        Transform::Mask(ref m) => (
+            m.copies.clone(),
+            m.rows
+                .iter()
+                .filter(|(t, _)| !m.excluded_tables.contains(*t))
+                .map(|(t, n)| (t.clone(), *n))
+                .collect(),
+        ),
+    };
+    if tags != copies {
+        return Err(LoadError::File(format_err!(
+            "the server took {} COPY blocks with {} rows, the dump has {} with {}",
+            tags.len(),
+            tags.iter().sum::<u64>(),
+            copies.len(),
+            copies.iter().sum::<u64>()
+        )));
+    }
+    Ok(Loaded {
+        tables,
+        transform: sink.transform,
+    })
+}
+
+/// A live database's dump through the reader; pg_dump's own failure is the error.
+fn dump_live<V: Visitor>(
+    client: &Client,
+    conn: &Connection,
+    opts: &DumpOptions,
+    visitor: &mut V,
+    flush: &mut impl FnMut(&mut V) -> io::Result<()>,
+) -> Result<ScanReport, LoadError> {
+    let mut pg_dump = client.dump(conn, opts)?;
+    let mut reader = Reader::new();
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = match pg_dump.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LoadError::Environment(format_err!("reading pg_dump: {e}"))),
+        };
+        if let Err(e) = reader.feed(&buf[..n], visitor) {
+            return Err(LoadError::Environment(format_err!(
+                "the dump pg_dump produced is not one this tool can load: {e}"
+            )));
+        }
+        flush(visitor).map_err(LoadError::Sink)?;
+    }
+    let scan = reader.finish(visitor);
+    flush(visitor).map_err(LoadError::Sink)?;
+    let (status, stderr) = pg_dump
+        .finish()
+        .map_err(|e| LoadError::Environment(e.into()))?;
+    if !status.success() {
+        return Err(crate::services::pg::classify("pg_dump", &stderr, conn).into());
+    }
+    scan.check().map_err(|e| {
+        LoadError::Environment(format_err!("the dump pg_dump produced is incomplete: {e}"))
+    })?;
+    Ok(scan)
+}
+
+/// `psql` running the script fed to its stdin against a database, stopping
+/// at the first error. Its stderr and the `COPY n` tags of its stdout (the
+/// server's own row counts) are drained on their own threads: psql's
+/// output can never block the load.
+struct PsqlLoad {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    errors: Option<JoinHandle<Vec<u8>>>,
+    tags: Option<JoinHandle<Vec<u64>>>,
+}
+
+impl PsqlLoad {
+    fn spawn(client: &Client, conn: &Connection) -> Result<PsqlLoad, LoadError> {
+        // Not quiet: the command tags on stdout are what the server took.
+        let args = [
+            "-X",
+            "-w",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "VERBOSITY=verbose",
+        ]
+        .map(OsString::from);
+        let mut child = client
+            .command("psql", &args, conn)
+            .spawn(Stdio::piped(), Stdio::piped())
+            .map_err(|e| LoadError::from(client.spawn_error("psql", e)))?;
+        let errors = crate::services::process::drain(child.stderr.take().expect("piped"));
+        let stdout = child.stdout.take().expect("piped");
+        let tags = std::thread::spawn(move || copy_tags(io::BufReader::new(stdout)));
+        let mut load = PsqlLoad {
+            stdin: child.stdin.take(),
+            child,
+            errors: Some(errors),
+            tags: Some(tags),
+        };
+        if client.has_restrict() {
+            // From here on psql itself refuses every command a dump may hide.
+            load.write(format!("\\restrict {}\n", restrict_key()).as_bytes())
+                .map_err(LoadError::Sink)?;
+        }
+        Ok(load)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.stdin {
+            Some(stdin) => stdin.write_all(bytes),
+            None => Err(io::Error::other("psql's input is closed")),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stdin = None;
+    }
+
+    fn stderr(&mut self) -> String {
+        let bytes = self
+            .errors
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// psql's own error, when it stopped by itself.
+    fn failure(&mut self) -> Option<LoadError> {
+        let status = self.child.wait().ok()?;
+        (!status.success()).then(|| sql_error(&self.stderr()))
+    }
+
+    /// Ends the input and waits for psql (a signal stops it): the tags.
+    fn finish(mut self) -> Result<Vec<u64>, LoadError> {
+        self.stdin = None;
+        let status = loop {
+            if interrupt::received().is_some() {
+                self.kill();
+                return Err(LoadError::Interrupted(interrupt::failure(
+                    "the scratch database is dropped and the target was not touched",
+                )));
+            }
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(LoadError::Environment(e.into())),
+            }
+        };
+        if !status.success() {
+            return Err(sql_error(&self.stderr()));
+        }
+        Ok(self
+            .tags
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default())
+    }
+}
+
+impl Drop for PsqlLoad {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// A key for `\restrict`: letters and digits, not guessable by the dump.
+fn restrict_key() -> String {
+    let mut bytes = [0u8; 24];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // Still unpredictable to the file's author: the clock and the process.
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        bytes.copy_from_slice(
+            &sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(seed))[..24],
+        );
+    }
+    bytes
+        .iter()
+        .map(|b| {
+            char::from(
+                b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                    [usize::from(*b) % 62],
+            )
+        })
+        .collect()
+}
+
+/// psql's first error, as one line, and whose it is: the server's state
+/// (SQLSTATE classes 08, 42501, 42704 for roles, 53, 57, 58, XX) or the dump's.
+fn sql_error(stderr: &str) -> LoadError {
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("ERROR:") || l.contains("FATAL:"))
+        .or_else(|| stderr.lines().map(str::trim).find(|l| !l.is_empty()))
+        .unwrap_or("psql failed");
+    // `psql:<stdin>:12: ERROR:  42704: role "ghost" does not exist`
+    let detail = line
+        .find("ERROR:")
+        .or_else(|| line.find("FATAL:"))
+        .map_or(line, |i| &line[i..]);
+    let (level, rest) = detail.split_once(':').unwrap_or(("", detail));
+    let rest = rest.trim();
+    let (code, message) = match rest.split_once(": ") {
+        Some((code, msg)) if code.len() == 5 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            (Some(code), msg)
+        }
+        _ => (None, rest),
+    };
+    let environment = level == "FATAL"
+        || code.is_none_or(|c| {
+            matches!(&c[..2], "08" | "53" | "57" | "58" | "XX")
+                || c == "42501"
+                || (c == "42704" && message.starts_with("role "))
+        });
+    let message = if level.is_empty() {
+        message.to_string()
+    } else {
+        format!("{level}:  {message}")
+    };
+    LoadError::Sql {
+        message: message.trim_start_matches("psql:").to_string(),
+        environment,
+    }
+}
+
+/// The row counts of psql's `COPY n` command tags, in order.
+fn copy_tags(out: impl BufRead) -> Vec<u64> {
+    out.split(b'\n')
+        .map_while(Result::ok)
+        .filter_map(|line| {
+            std::str::from_utf8(&line)
+                .ok()?
+                .strip_prefix("COPY ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// PostgreSQL truncates identifiers to 63 bytes: names we make must fit.
+const MAX_IDENT: usize = 63;
+
+/// `{base}{suffix}`, with `base` cut (at a character boundary) so the whole fits.
+pub(crate) fn derived_name(base: &str, suffix: &str) -> String {
+    let mut cut = MAX_IDENT.saturating_sub(suffix.len()).min(base.len());
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &base[..cut])
+}
+
+/// A database a dump is loaded into before anything else changes. Dropped
+/// (with any connections) when it goes out of scope, unless swapped in.
+pub(crate) struct Scratch<'a> {
+    client: &'a Client,
+    admin: &'a Connection,
+    pub(crate) name: String,
+    armed: bool,
+}
+
+impl<'a> Scratch<'a> {
+    /// Creates the database; `like` is `encoding|collate|ctype` of the
+    /// database it will replace (empty: the server's defaults).
+    pub(crate) fn create(
+        client: &'a Client,
+        admin: &'a Connection,
+        name: &str,
+        like: &str,
+    ) -> anyhow::Result<Scratch<'a>> {
+        let mut create = String::from("CREATE DATABASE :\"db\" TEMPLATE template0");
+        let mut vars: Vec<(&str, &str)> = vec![("db", name)];
+        let parts: Vec<&str> = like.split('|').collect();
+        if let [enc, collate, ctype] = parts.as_slice() {
+            create.push_str(" ENCODING :'enc' LC_COLLATE :'collate' LC_CTYPE :'ctype'");
+            vars.extend([("enc", *enc), ("collate", *collate), ("ctype", *ctype)]);
+        }
+        create.push(';');
+        client
+            .script(admin, &create, &vars)
+            .map_err(|e| format_err!("cannot create the scratch database: {e}"))?;
+        Ok(Scratch {
+            client,
+            admin,
+            name: name.to_string(),
+            armed: true,
+        })
+    }
+
+    /// The scratch database, to load into.
+    pub(crate) fn conn(&self, like: &Connection) -> Connection {
+        like.with_db(&self.name)
+    }
+
+    /// Swaps the loaded scratch database in as `target` (see [`swap_in`]); it is no longer dropped.
+    pub(crate) fn swap_in(mut self, target: &str, previous: Option<&str>) -> anyhow::Result<()> {
+        swap_in(self.client, self.admin, &self.name, target, previous)?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let dropped = self.client.script(
+                self.admin,
+                "DROP DATABASE IF EXISTS :\"db\" WITH (FORCE);",
+                &[("db", &self.name)],
+            );
+            match dropped {
+                Ok(_) => ui::detail(format!("dropped the scratch database {}", self.name)),
+                Err(e) => ui::warn(format!(
+                    "could not drop the scratch database {}: {e}",
+                    self.name
+                )),
+            }
+        }
+    }
+}
+
+/// `encoding|collate|ctype` of database `name`, empty when there is none:
+/// what a scratch database replacing it is created with.
+pub(crate) fn database_locale(
+    client: &Client,
+    admin: &Connection,
+    name: &str,
+) -> anyhow::Result<String> {
+    Ok(client.script(
+        admin,
+        "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = :'db';",
+        &[("db", name)],
+    )?)
+}
+
+/// Renames `scratch` to `target`; an existing target becomes `previous`,
+/// in one transaction after its other connections are closed. On failure
+/// nothing changed.
+fn swap_in(
+    client: &Client,
+    admin: &Connection,
+    scratch_name: &str,
+    target: &str,
+    previous: Option<&str>,
+) -> anyhow::Result<()> {
+    let swap = match previous {
+        Some(prev) => client.script(
+            admin,
+            "ALTER DATABASE :\"target\" ALLOW_CONNECTIONS false;
+             SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = :'target' AND pid <> pg_backend_pid();
+             BEGIN;
+             ALTER DATABASE :\"target\" RENAME TO :\"prev\";
+             ALTER DATABASE :\"scratch\" RENAME TO :\"target\";
+             COMMIT;
+             ALTER DATABASE :\"prev\" ALLOW_CONNECTIONS true;",
+            &[("target", target), ("prev", prev), ("scratch", scratch_name)],
+        ),
+        None => client.script(
+            admin,
+            "ALTER DATABASE :\"scratch\" RENAME TO :\"target\";",
+            &[("scratch", scratch_name), ("target", target)],
+        ),
+    };
+    if let Err(e) = swap {
+        if previous.is_some() {
+            // The rename is one transaction: the target kept its name; let it accept connections again.
+            let _ = client.script(
+                admin,
+                "ALTER DATABASE :\"target\" ALLOW_CONNECTIONS true;",
+                &[("target", target)],
+            );
+        }
+        return Err(
+            anyhow::Error::new(e).context("the swap failed; the target database was not changed")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names_fit_in_63_bytes() {
+        assert_eq!(
+            derived_name("app", "_restore_20261124T020000Z"),
+            "app_restore_20261124T020000Z"
+        );
+        let long = "ä".repeat(40); // 80 bytes
+        let n = derived_name(&long, "_pre_restore_20261124_020000");
+        assert!(
+            n.len() <= 63 && n.ends_with("_pre_restore_20261124_020000"),
+            "{n}"
+        );
+    }
+
+    #[test]
+    fn copy_tags_are_read_in_order() {
+        let out = b"SET\nCREATE TABLE\nCOPY 3\n set_config \n------------\n \n(1 row)\n\nCOPY 0\nALTER TABLE\nCOPY 12\n";
+        assert_eq!(copy_tags(&out[..]), vec![3, 0, 12]);
+    }
+
+    #[test]
+    fn sql_errors_say_whose_they_are() {
+        let e = |stderr: &str| match sql_error(stderr) {
+            LoadError::Sql {
+                message,
+                environment,
+            } => (message, environment),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            e("psql:<stdin>:40: ERROR:  42704: role \"ghost\" does not exist\nLOCATION:  x"),
+            ("ERROR:  role \"ghost\" does not exist".to_string(), true)
+        );
+        assert!(!e("psql:<stdin>:9: ERROR:  42601: syntax error at or near \"x\"").1);
+        assert!(
+            e("psql:<stdin>:9: ERROR:  53100: could not extend file: No space left on device").1
+        );
+        assert!(e("psql: error: connection to server on socket failed: FATAL:  the database system is shutting down").1);
+        assert!(e("server closed the connection unexpectedly").1);
+    }
+
+    #[test]
+    fn restrict_keys_are_fresh_and_plain() {
+        let (a, b) = (restrict_key(), restrict_key());
+        assert_ne!(a, b);
+        assert!(a.len() == 24 && a.bytes().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

@@ -1,0 +1,68 @@
+//! A new backup: `pg_dump` streamed through the codec into a store's new
+//! file, its exit status and the dump's structure checked, then published
+//! as a complete set (see [`catalog::commit_set`]). Nothing is visible
+//! under the backup's name until everything passed.
+
+use std::io::Write;
+
+use anyhow::format_err;
+
+use crate::core::config::Connection;
+use crate::services::codec::{self, Archived};
+use crate::services::pg::{self, Client, DumpOptions};
+use crate::ui;
+
+/// How the dump is compressed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Compression {
+    pub(crate) level: u32,
+    pub(crate) threads: usize,
+}
+
+/// pg_dump streamed through the pipeline into `dest`; checks its exit
+/// status and the dump's structure. `where_` names `dest` in errors.
+pub(crate) fn dump_into(
+    client: &Client,
+    conn: &Connection,
+    opts: &DumpOptions,
+    compression: Compression,
+    dest: &mut (dyn Write + Send),
+    where_: &str,
+) -> anyhow::Result<Archived> {
+    let mut reader = client.dump(conn, opts)?;
+    let mut progress = ui::Progress::new("dumping");
+    let archived = codec::compress_into(
+        &mut reader,
+        dest,
+        compression.level,
+        compression.threads,
+        |n| progress.update(n),
+    );
+    progress.finish();
+    let archived = match archived {
+        Ok(a) => a,
+        Err(e) => {
+            reader.kill();
+            return Err(anyhow::Error::new(e).context(format!(
+                "writing the backup into {where_} failed; nothing was published"
+            )));
+        }
+    };
+    // At EOF pg_dump has closed its output: its status and stderr are here.
+    let (status, stderr) = reader.finish()?;
+    if !status.success() {
+        if stderr.trim().is_empty() {
+            return Err(format_err!(
+                "pg_dump stopped before the dump was complete ({status}); nothing was published"
+            ));
+        }
+        return Err(pg::classify("pg_dump", &stderr, conn).into());
+    }
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        ui::warn(format!("pg_dump: {line}"));
+    }
+    archived.scan.check().map_err(|e| {
+        format_err!("the dump pg_dump produced is incomplete: {e}; nothing was published")
+    })?;
+    Ok(archived)
+}
