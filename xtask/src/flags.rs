@@ -106,6 +106,10 @@ pub(crate) struct DbClone {
     /// Copy every column as it is, from any source (no masking rules)
     #[arg(long)]
     pub(crate) no_mask: bool,
+    /// With `latest` and backups of several servers in one store: the server's system
+    /// identifier or host:port
+    #[arg(long, value_name = "SERVER")]
+    pub(crate) source: Option<String>,
     /// Allow a target that is not on this machine
     #[arg(long)]
     pub(crate) allow_remote_target: bool,
@@ -303,6 +307,10 @@ pub(crate) struct DbVerify {
     /// Also restore into a throwaway database on the server, compare row counts, and drop it
     #[arg(long)]
     pub(crate) restore_test: bool,
+    /// With --latest and backups of several servers in one store: the server's system
+    /// identifier or host:port (as db-list --json shows them)
+    #[arg(long, value_name = "SERVER", requires = "latest")]
+    pub(crate) source: Option<String>,
     /// Check the off-site copies (BACKUP_S3_BUCKET), streamed, never stored
     #[arg(long)]
     pub(crate) remote: bool,
@@ -327,6 +335,10 @@ pub(crate) struct DbRestore {
     /// Run every check and print the plan; touch nothing
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// With --latest and backups of several servers in one store: the server's system
+    /// identifier or host:port (as db-list --json shows them)
+    #[arg(long, value_name = "SERVER", requires = "latest")]
+    pub(crate) source: Option<String>,
     /// Restore from the off-site copy (BACKUP_S3_BUCKET), streamed into the same checked load
     #[arg(long)]
     pub(crate) remote: bool,

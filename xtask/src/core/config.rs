@@ -321,6 +321,8 @@ pub(crate) struct Connection {
     pub(crate) sslmode: Option<String>,
     /// Set when the tools run inside this compose service (host and port are then unused).
     pub(crate) service: Option<String>,
+    /// Seconds libpq waits for the server to answer.
+    pub(crate) connect_timeout: u16,
 }
 
 impl Connection {
@@ -358,6 +360,7 @@ impl Connection {
             password: None,
             sslmode: None,
             service: None,
+            connect_timeout: 10,
         }
     }
 
@@ -388,6 +391,7 @@ impl Connection {
             password: u.password,
             sslmode: u.sslmode,
             service: None,
+            connect_timeout: 10,
         })
     }
 
@@ -399,7 +403,7 @@ impl Connection {
             ("PGDATABASE", self.dbname.clone()),
             ("PGUSER", self.user.clone()),
             ("PGAPPNAME", "cargo-xtask".to_string()),
-            ("PGCONNECT_TIMEOUT", "10".to_string()),
+            ("PGCONNECT_TIMEOUT", self.connect_timeout.to_string()),
         ];
         if let Some(pw) = &self.password {
             env.push(("PGPASSWORD", pw.expose().to_string()));
@@ -480,6 +484,8 @@ pub(crate) struct Settings {
     pub(crate) root: PathBuf,
     pub(crate) connection: Connection,
     pub(crate) backup_dir: PathBuf,
+    /// Where `backup.prom` goes (BACKUP_METRICS_DIR, default BACKUP_DIR/metrics).
+    pub(crate) metrics_dir: PathBuf,
     /// How the client tools run (`--via`, BACKUP_VIA).
     pub(crate) via: Via,
     /// The compose service of the database (BACKUP_COMPOSE_SERVICE).
@@ -644,7 +650,11 @@ impl Settings {
                 password,
                 sslmode,
                 service: None,
+                connect_timeout: 10,
             },
+            metrics_dir: sources
+                .value("BACKUP_METRICS_DIR")
+                .map_or_else(|| root.join(&backup_dir).join("metrics"), |d| root.join(d)),
             backup_dir: root.join(backup_dir),
             via,
             compose_service,

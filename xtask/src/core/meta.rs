@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::core::dbprops::DatabaseProps;
 use crate::core::naming::BackupType;
 
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -40,9 +41,22 @@ pub(crate) struct BackupMeta {
     pub(crate) tables: BTreeMap<String, u64>,
     pub(crate) git_commit: Option<String>,
     pub(crate) tool_version: String,
-    /// Set by `--verify` (and later `db-verify`).
+    /// Set by `--verify` and `db-verify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) verification: Option<Verification>,
+    /// The database's own properties (owner, privileges, settings, locale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) database_props: Option<DatabaseProps>,
+    /// The server the backup came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) source: Option<SourceId>,
+}
+
+/// A server: its system identifier and where it was reached.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct SourceId {
+    pub(crate) system_identifier: String,
+    pub(crate) host: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +135,8 @@ pub(crate) fn example() -> BackupMeta {
         git_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
         tool_version: "0.1.0".into(),
         verification: None,
+        database_props: None,
+        source: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! dump reader with its consumers.
 
 pub(crate) mod config;
+pub(crate) mod dbprops;
 pub(crate) mod dump;
 pub(crate) mod environments;
 pub(crate) mod health;

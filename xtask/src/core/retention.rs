@@ -91,6 +91,12 @@ pub(crate) struct Candidate {
     pub(crate) has_dump: bool,
     /// Its verification failed (recorded in `.meta`).
     pub(crate) failed: bool,
+    /// What restore would take: complete, sidecars that agree with each
+    /// other and the file, not failed. Only these count for the rails.
+    pub(crate) usable: bool,
+    /// The server it came from (`.meta`): backups of different servers in
+    /// one store are never each other's rails.
+    pub(crate) source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,13 +159,14 @@ pub(crate) fn decide(
     policy: &Policy,
     now: OffsetDateTime,
 ) -> Vec<Decision> {
-    let good = |c: &Candidate| c.complete && !c.failed && c.finished_at <= now;
+    let good = |c: &Candidate| c.usable && !c.failed && c.finished_at <= now;
 
     // Rail 1: the newest good backup of each (database, type).
-    let mut newest_of_type: BTreeMap<(&str, BackupType), &Candidate> = BTreeMap::new();
+    let mut newest_of_type: BTreeMap<(Option<&str>, &str, BackupType), &Candidate> =
+        BTreeMap::new();
     for c in candidates.iter().filter(|c| good(c)) {
         let slot = newest_of_type
-            .entry((c.name.database.as_str(), c.name.kind))
+            .entry((c.source.as_deref(), c.name.database.as_str(), c.name.kind))
             .or_insert(c);
         if (c.finished_at, &c.name) > (slot.finished_at, &slot.name) {
             *slot = c;
@@ -168,9 +175,12 @@ pub(crate) fn decide(
     let newest: BTreeSet<&BackupName> = newest_of_type.values().map(|c| &c.name).collect();
 
     // Rail 2: the newest `min_keep` good backups of each database.
-    let mut by_db: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
+    let mut by_db: BTreeMap<(Option<&str>, &str), Vec<&Candidate>> = BTreeMap::new();
     for c in candidates.iter().filter(|c| good(c)) {
-        by_db.entry(c.name.database.as_str()).or_default().push(c);
+        by_db
+            .entry((c.source.as_deref(), c.name.database.as_str()))
+            .or_default()
+            .push(c);
     }
     let mut floor: BTreeSet<&BackupName> = BTreeSet::new();
     for list in by_db.values_mut() {
@@ -234,6 +244,8 @@ mod tests {
             complete: true,
             has_dump: true,
             failed: false,
+            usable: true,
+            source: None,
         }
     }
 
@@ -348,6 +360,35 @@ mod tests {
     }
 
     #[test]
+    fn only_usable_backups_are_rails_and_sources_are_apart() {
+        let p = Policy {
+            daily_days: 1,
+            ..Policy::default()
+        };
+        // The newest set was altered (its sidecars disagree): the older good one stays the rail.
+        let mut altered = cand("app", BackupType::Daily, 2);
+        altered.usable = false;
+        let good = cand("app", BackupType::Daily, 5);
+        let v = verdicts(&[altered, good], &p);
+        assert!(v[0].0, "an expired unusable set is no rail: {:?}", v[0]);
+        assert_eq!(
+            v[1],
+            (
+                false,
+                Reason::NewestOfType {
+                    kind: BackupType::Daily
+                }
+            )
+        );
+        // Two servers sharing a store: each keeps its own newest.
+        let mut a = cand("app", BackupType::Daily, 3);
+        a.source = Some("1".into());
+        let mut b = cand("app", BackupType::Daily, 4);
+        b.source = Some("2".into());
+        assert!(verdicts(&[a, b], &p).iter().all(|(delete, _)| !delete));
+    }
+
+    #[test]
     fn failed_future_and_incomplete_sets() {
         let p = Policy {
             min_keep: 2,
@@ -358,11 +399,11 @@ mod tests {
         let mut future = cand("app", BackupType::Daily, -3);
         future.name = BackupName::new("app", BackupType::Daily, NOW + Duration::days(3));
         let mut stale = cand("app", BackupType::Daily, 2);
-        (stale.complete, stale.has_dump) = (false, false);
+        (stale.complete, stale.has_dump, stale.usable) = (false, false, false);
         let mut fresh = cand("app", BackupType::Daily, 0);
-        (fresh.complete, fresh.has_dump) = (false, false);
+        (fresh.complete, fresh.has_dump, fresh.usable) = (false, false, false);
         let mut foreign = cand("app", BackupType::Daily, 90);
-        foreign.complete = false;
+        (foreign.complete, foreign.usable) = (false, false);
         let cs = [
             failed,
             future,
@@ -424,6 +465,9 @@ mod tests {
                     complete: shape >= 2,
                     has_dump: shape != 0,
                     failed: failed && hours_ago % 5 == 0,
+                    // A complete set whose sidecars disagree (shape 9) is not usable.
+                    usable: shape >= 2 && shape != 9,
+                    source: None,
                 }
             })
     }
@@ -449,7 +493,7 @@ mod tests {
             let cs = dedup(cs);
             let ds = decide(&cs, &p, NOW);
             let mut groups: BTreeMap<(String, BackupType), &Candidate> = BTreeMap::new();
-            for c in cs.iter().filter(|c| c.complete && !c.failed && c.finished_at <= NOW) {
+            for c in cs.iter().filter(|c| c.usable && !c.failed && c.finished_at <= NOW) {
                 let e = groups.entry((c.name.database.clone(), c.name.kind)).or_insert(c);
                 if (c.finished_at, &c.name) > (e.finished_at, &e.name) { *e = c; }
             }
@@ -482,11 +526,11 @@ mod tests {
             let kept: Vec<Candidate> = cs.iter().zip(&ds).filter(|(_, d)| !d.delete).map(|(c, _)| c.clone()).collect();
             // Each database keeps min(min_keep, its good backups) good backups.
             let mut good_before: BTreeMap<&str, usize> = BTreeMap::new();
-            for c in cs.iter().filter(|c| c.complete && !c.failed && c.finished_at <= NOW) {
+            for c in cs.iter().filter(|c| c.usable && !c.failed && c.finished_at <= NOW) {
                 *good_before.entry(&c.name.database).or_default() += 1;
             }
             for (db, n) in good_before {
-                let after = kept.iter().filter(|c| c.name.database == db && c.complete && !c.failed && c.finished_at <= NOW).count();
+                let after = kept.iter().filter(|c| c.name.database == db && c.usable && !c.failed && c.finished_at <= NOW).count();
                 prop_assert!(after >= n.min(p.min_keep as usize), "{db}: {after} < min({n}, {})", p.min_keep);
             }
             // A second run over what is left deletes nothing.

@@ -18,7 +18,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::core::config::Settings;
-use crate::core::meta::{self, BackupMeta, parse_sha256_line};
+use crate::core::meta::{self, BackupMeta, SourceId, parse_sha256_line};
 use crate::core::metrics::{self, Metrics};
 use crate::core::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
 use crate::core::retention::{self, Candidate, Decision, Policy, Reason};
@@ -113,10 +113,84 @@ impl Listed {
     /// What restore takes and retention protects: complete, sidecars that
     /// agree with each other and with the file's size, not failed.
     pub(crate) fn usable(&self) -> bool {
-        self.set.is_complete()
-            && self.checksum_state() == ChecksumState::Recorded
-            && self.verified() != Some(false)
+        self.unusable_because().is_none()
     }
+
+    /// Why restore would not take it.
+    pub(crate) fn unusable_because(&self) -> Option<&'static str> {
+        if !self.set.is_complete() {
+            Some("its set is incomplete (a .sha256 or .meta is missing)")
+        } else if self.checksum_state() != ChecksumState::Recorded {
+            Some("its .sha256, .meta and size do not agree (the file or a sidecar was changed)")
+        } else if self.verified() == Some(false) {
+            Some("its last verification failed")
+        } else {
+            None
+        }
+    }
+
+    fn source(&self) -> Option<&SourceId> {
+        self.meta.as_ref().and_then(|m| m.source.as_ref())
+    }
+}
+
+/// The newest usable backup, and the newer ones passed over with the reason.
+pub(crate) struct Latest {
+    pub(crate) chosen: Listed,
+    pub(crate) skipped: Vec<(String, &'static str)>,
+}
+
+/// What `--latest` takes from `store`: the newest usable backup of
+/// `database` (of `kind`; of the server `source` names, by its identifier
+/// or host). Backups of several servers in one store are never mixed up:
+/// without `source` that is a refusal that lists them.
+pub(crate) fn pick_latest(
+    store: &dyn Store,
+    database: &str,
+    kind: Option<BackupType>,
+    source: Option<&str>,
+) -> anyhow::Result<Option<Latest>> {
+    let mut candidates: Vec<Listed> = store
+        .catalog()?
+        .into_iter()
+        .filter(|l| l.set.name.database == database && kind.is_none_or(|k| l.set.name.kind == k))
+        .filter(|l| {
+            source.is_none_or(|s| {
+                l.source()
+                    .is_some_and(|id| id.system_identifier == s || id.host == s)
+            })
+        })
+        .collect();
+    candidates.sort_by(|a, b| (b.created_at(), &b.set.name).cmp(&(a.created_at(), &a.set.name)));
+    if source.is_none() {
+        let mut servers: Vec<&SourceId> = candidates
+            .iter()
+            .filter(|l| l.usable())
+            .filter_map(Listed::source)
+            .collect();
+        servers.sort();
+        servers.dedup_by(|a, b| a.system_identifier == b.system_identifier);
+        if servers.len() > 1 {
+            anyhow::bail!(
+                "the backups of database '{database}' in {} come from {} servers ({}): say which with --source",
+                store.location(),
+                servers.len(),
+                servers
+                    .iter()
+                    .map(|s| format!("{} at {}", s.system_identifier, s.host))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let mut skipped = Vec::new();
+    for l in candidates {
+        match l.unusable_because() {
+            None => return Ok(Some(Latest { chosen: l, skipped })),
+            Some(why) => skipped.push((l.set.name.file_name(), why)),
+        }
+    }
+    Ok(None)
 }
 
 /// One name in a store, with its size.
@@ -317,15 +391,28 @@ pub(crate) fn copy_set(from: &dyn Store, to: &dyn Store, name: &BackupName) -> a
     commit_set(to, file, name, &meta)
 }
 
-/// The local backup directory.
+/// The local backup directory, and where its metrics go.
 #[derive(Debug, Clone)]
 pub(crate) struct LocalStore {
     pub(crate) dir: PathBuf,
+    metrics: PathBuf,
 }
 
 impl LocalStore {
     pub(crate) fn new(dir: impl Into<PathBuf>) -> LocalStore {
-        LocalStore { dir: dir.into() }
+        let dir = dir.into();
+        LocalStore {
+            metrics: dir.join("metrics"),
+            dir,
+        }
+    }
+
+    /// The backup directory of the settings, with their metrics directory.
+    pub(crate) fn of(settings: &Settings) -> LocalStore {
+        LocalStore {
+            dir: settings.backup_dir.clone(),
+            metrics: settings.metrics_dir.clone(),
+        }
     }
 
     pub(crate) fn path(&self, file_name: &str) -> PathBuf {
@@ -333,7 +420,7 @@ impl LocalStore {
     }
 
     pub(crate) fn metrics_dir(&self) -> PathBuf {
-        self.dir.join("metrics")
+        self.metrics.clone()
     }
 
     /// [`LocalStore::update_metrics`] where metrics are best effort: a failure is a warning.
@@ -346,8 +433,11 @@ impl LocalStore {
     /// Read-modify-write of the metrics file under an exclusive lock, so
     /// concurrent runs for other databases do not lose each other's series.
     pub(crate) fn update_metrics(&self, change: impl FnOnce(&mut Metrics)) -> io::Result<PathBuf> {
+        // node_exporter reads the file as another user: the directory is open
+        // to read (the backups' directory need only be passable, 0711).
         let dir = self.metrics_dir();
-        fsutil::create_private_dir(&dir)?;
+        fs::DirBuilder::new().recursive(true).create(&dir)?;
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o755));
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -464,7 +554,7 @@ pub(crate) struct Backups {
 impl Backups {
     pub(crate) fn open(settings: &Settings, remote: bool) -> anyhow::Result<Backups> {
         Ok(Backups {
-            local: LocalStore::new(&settings.backup_dir),
+            local: LocalStore::of(settings),
             remote: if remote {
                 Some(std::sync::Arc::new(S3Store::connect(settings, "--remote")?))
             } else {
@@ -557,6 +647,10 @@ pub(crate) fn prune(
             failed: meta
                 .and_then(|m| m.verification.as_ref())
                 .is_some_and(|v| !v.ok),
+            usable: l.is_some_and(Listed::usable),
+            source: meta
+                .and_then(|m| m.source.as_ref())
+                .map(|s| s.system_identifier.clone()),
         });
     }
     let decisions = retention::decide(&candidates, policy, now);

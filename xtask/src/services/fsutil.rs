@@ -208,10 +208,11 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The mode of `dir` when others may read or enter it (`None`: 0700 or tighter).
+/// The mode of `dir` when other users may list or write it (`None`: 0700,
+/// or 0711, passable for node_exporter to reach the metrics).
 pub(crate) fn open_to_others(dir: &Path) -> Option<u32> {
     let mode = fs::metadata(dir).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then_some(mode)
+    (mode & 0o066 != 0).then_some(mode)
 }
 
 fn sync_dir(file_in_it: &Path) -> io::Result<()> {
@@ -288,6 +289,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
         assert_eq!(open_to_others(dir.path()), None);
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
+        assert_eq!(open_to_others(dir.path()), None, "passable is fine");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(open_to_others(dir.path()), Some(0o755));
     }

@@ -25,14 +25,18 @@ use std::time::Duration;
 
 use anyhow::format_err;
 
+use time::OffsetDateTime;
+
 use crate::core::config::Connection;
+use crate::core::dbprops::{DatabaseProps, Locale, Skip};
 use crate::core::dump::filter::TableFilter;
 use crate::core::dump::mask::Rewriter;
+use crate::core::dump::quote_ident;
 use crate::core::dump::scan::ScanReport;
 use crate::core::dump::{Line, LineKind, Reader, Visitor};
 use crate::core::meta::{BackupMeta, parse_sha256_line};
-use crate::core::naming::{BackupName, META_SUFFIX, SHA256_SUFFIX};
-use crate::services::catalog::{LocalStore, Store};
+use crate::core::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
+use crate::services::catalog::{self, LocalStore, Store};
 use crate::services::codec::{self, ReadError, ReadReport};
 use crate::services::interrupt;
 use crate::services::pg::{Client, DumpOptions, PgError, PgVersion};
@@ -129,6 +133,23 @@ impl Source {
         )?;
         Ok(())
     }
+}
+
+/// `--latest`: the newest usable backup of `database` (of `kind`, of the
+/// server `server` names); the newer ones passed over are named, with why.
+pub(crate) fn latest(
+    store: &Arc<dyn Store>,
+    database: &str,
+    kind: Option<BackupType>,
+    server: Option<&str>,
+) -> anyhow::Result<Option<Source>> {
+    let Some(pick) = catalog::pick_latest(store.as_ref(), database, kind, server)? else {
+        return Ok(None);
+    };
+    for (file, why) in &pick.skipped {
+        ui::warn(format!("skipping {file}: {why}"));
+    }
+    Ok(Some(Source::of(store.clone(), &pick.chosen.set.name)))
 }
 
 /// What the sidecars say, read and cross-checked without reading the dump.
@@ -717,8 +738,13 @@ pub(crate) fn derived_name(base: &str, suffix: &str) -> String {
     format!("{}{suffix}", &base[..cut])
 }
 
+/// What marks a database as one of this tool's scratch databases (its comment).
+const SCRATCH_MARK: &str = "xtask scratch: ";
+
 /// A database a dump is loaded into before anything else changes. Dropped
-/// (with any connections) when it goes out of scope, unless swapped in.
+/// (with any connections) when it goes out of scope, unless swapped in. Its
+/// comment marks it as ours (`xtask scratch: pid N on HOST since T`), so a
+/// later run drops it if this process dies before it can.
 pub(crate) struct Scratch<'a> {
     client: &'a Client,
     admin: &'a Connection,
@@ -727,24 +753,42 @@ pub(crate) struct Scratch<'a> {
 }
 
 impl<'a> Scratch<'a> {
-    /// Creates the database; `like` is `encoding|collate|ctype` of the
-    /// database it will replace (empty: the server's defaults).
+    /// Creates the database with `locale` (of the database it replaces, or of
+    /// the backup's; `None`: the server's defaults).
     pub(crate) fn create(
         client: &'a Client,
         admin: &'a Connection,
+        server: &PgVersion,
         name: &str,
-        like: &str,
+        locale: Option<&Locale>,
     ) -> anyhow::Result<Scratch<'a>> {
-        let mut create = String::from("CREATE DATABASE :\"db\" TEMPLATE template0");
-        let mut vars: Vec<(&str, &str)> = vec![("db", name)];
-        let parts: Vec<&str> = like.split('|').collect();
-        if let [enc, collate, ctype] = parts.as_slice() {
-            create.push_str(" ENCODING :'enc' LC_COLLATE :'collate' LC_CTYPE :'ctype'");
-            vars.extend([("enc", *enc), ("collate", *collate), ("ctype", *ctype)]);
+        let mut create = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name));
+        if let Some(locale) = locale {
+            let (options, missing) = locale.create_options(server.major);
+            create.push_str(&options);
+            if let Some(what) = missing {
+                ui::warn(format!(
+                    "PostgreSQL {server} cannot give the restored database {what}: it gets the server's default"
+                ));
+            }
         }
-        create.push(';');
+        let mark = format!(
+            "{SCRATCH_MARK}pid {} on {} since {}",
+            std::process::id(),
+            hostname(),
+            OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        );
         client
-            .script(admin, &create, &vars)
+            .script(
+                admin,
+                &format!(
+                    "{create};\nCOMMENT ON DATABASE {} IS :'mark';",
+                    quote_ident(name)
+                ),
+                &[("mark", &mark)],
+            )
             .map_err(|e| format_err!("cannot create the scratch database: {e}"))?;
         Ok(Scratch {
             client,
@@ -759,10 +803,91 @@ impl<'a> Scratch<'a> {
         like.with_db(&self.name)
     }
 
-    /// Swaps the loaded scratch database in as `target` (see [`swap_in`]); it is no longer dropped.
-    pub(crate) fn swap_in(mut self, target: &str, previous: Option<&str>) -> anyhow::Result<()> {
-        swap_in(self.client, self.admin, &self.name, target, previous)?;
+    /// Renames the loaded scratch database to `target` (an existing target
+    /// becomes `previous`) and gives it `props` (statements naming `target`),
+    /// in one transaction after the target's other connections are closed.
+    /// On failure nothing changed, and the target takes connections again.
+    pub(crate) fn swap_in(
+        mut self,
+        target: &str,
+        previous: Option<&str>,
+        props: &[String],
+    ) -> anyhow::Result<()> {
+        let (client, admin) = (self.client, self.admin);
+        let reopen = |db: &str| {
+            client.script(
+                admin,
+                "ALTER DATABASE :\"db\" ALLOW_CONNECTIONS true;",
+                &[("db", db)],
+            )
+        };
+        if previous.is_some() {
+            let blocked = client.script(
+                admin,
+                "ALTER DATABASE :\"target\" ALLOW_CONNECTIONS false;
+                 SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = :'target' AND pid <> pg_backend_pid();",
+                &[("target", target)],
+            );
+            if let Err(e) = blocked {
+                let _ = reopen(target);
+                return Err(anyhow::Error::new(e)
+                    .context("the swap failed; the target database was not changed"));
+            }
+        }
+        let mut swap = String::from("BEGIN;\n");
+        if let Some(prev) = previous {
+            swap.push_str(&format!(
+                "ALTER DATABASE {} RENAME TO {};\n",
+                quote_ident(target),
+                quote_ident(prev)
+            ));
+        }
+        swap.push_str(&format!(
+            "ALTER DATABASE {} RENAME TO {};\n",
+            quote_ident(&self.name),
+            quote_ident(target)
+        ));
+        if props.is_empty() {
+            // No properties recorded: at least not our mark.
+            swap.push_str(&format!(
+                "COMMENT ON DATABASE {} IS NULL;\n",
+                quote_ident(target)
+            ));
+        }
+        for statement in props {
+            swap.push_str(statement);
+            swap.push('\n');
+        }
+        swap.push_str("COMMIT;\n");
+        let swapped = client.script(admin, &swap, &[]);
+        if let Err(e) = swapped {
+            // Did it commit before the error reached us (a lost connection)?
+            let names = client
+                .script(
+                    admin,
+                    "SELECT datname FROM pg_database WHERE datname = :'scratch';",
+                    &[("scratch", &self.name)],
+                )
+                .unwrap_or_else(|_| self.name.clone());
+            if names.is_empty() {
+                self.armed = false;
+                ui::warn(format!("the swap committed, but its reply was lost ({e})"));
+            } else {
+                if previous.is_some() {
+                    let _ = reopen(target);
+                }
+                return Err(anyhow::Error::new(e)
+                    .context("the swap failed; the target database was not changed"));
+            }
+        }
         self.armed = false;
+        if let Some(prev) = previous
+            && let Err(e) = reopen(prev)
+        {
+            ui::warn(format!(
+                "restored; the previous database {prev} still refuses connections ({e}): ALTER DATABASE ... ALLOW_CONNECTIONS true"
+            ));
+        }
         Ok(())
     }
 }
@@ -770,13 +895,8 @@ impl<'a> Scratch<'a> {
 impl Drop for Scratch<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let dropped = self.client.script(
-                self.admin,
-                "DROP DATABASE IF EXISTS :\"db\" WITH (FORCE);",
-                &[("db", &self.name)],
-            );
-            match dropped {
-                Ok(_) => ui::detail(format!("dropped the scratch database {}", self.name)),
+            match drop_database(self.client, self.admin, &self.name) {
+                Ok(()) => ui::detail(format!("dropped the scratch database {}", self.name)),
                 Err(e) => ui::warn(format!(
                     "could not drop the scratch database {}: {e}",
                     self.name
@@ -786,62 +906,79 @@ impl Drop for Scratch<'_> {
     }
 }
 
-/// `encoding|collate|ctype` of database `name`, empty when there is none:
-/// what a scratch database replacing it is created with.
-pub(crate) fn database_locale(
-    client: &Client,
-    admin: &Connection,
-    name: &str,
-) -> anyhow::Result<String> {
-    Ok(client.script(
-        admin,
-        "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = :'db';",
-        &[("db", name)],
-    )?)
+fn drop_database(client: &Client, admin: &Connection, name: &str) -> Result<(), PgError> {
+    client
+        .script(
+            admin,
+            "DROP DATABASE IF EXISTS :\"db\" WITH (FORCE);",
+            &[("db", name)],
+        )
+        .map(drop)
 }
 
-/// Renames `scratch` to `target`; an existing target becomes `previous`,
-/// in one transaction after its other connections are closed. On failure
-/// nothing changed.
-fn swap_in(
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Scratch databases this tool left (their process is gone): (name, mark).
+pub(crate) fn leftovers(
     client: &Client,
     admin: &Connection,
-    scratch_name: &str,
-    target: &str,
-    previous: Option<&str>,
-) -> anyhow::Result<()> {
-    let swap = match previous {
-        Some(prev) => client.script(
-            admin,
-            "ALTER DATABASE :\"target\" ALLOW_CONNECTIONS false;
-             SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = :'target' AND pid <> pg_backend_pid();
-             BEGIN;
-             ALTER DATABASE :\"target\" RENAME TO :\"prev\";
-             ALTER DATABASE :\"scratch\" RENAME TO :\"target\";
-             COMMIT;
-             ALTER DATABASE :\"prev\" ALLOW_CONNECTIONS true;",
-            &[("target", target), ("prev", prev), ("scratch", scratch_name)],
-        ),
-        None => client.script(
-            admin,
-            "ALTER DATABASE :\"scratch\" RENAME TO :\"target\";",
-            &[("scratch", scratch_name), ("target", target)],
-        ),
+) -> Result<Vec<(String, String)>, PgError> {
+    let out = client.script(
+        admin,
+        "SELECT d.datname || E'\\t' || shobj_description(d.oid, 'pg_database') FROM pg_database d
+         WHERE starts_with(shobj_description(d.oid, 'pg_database'), :'mark') ORDER BY 1;",
+        &[("mark", SCRATCH_MARK)],
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, mark)| !alive(mark))
+        .map(|(n, m)| (n.to_string(), m.to_string()))
+        .collect())
+}
+
+/// Whether the run a mark names may still be going: another machine's, or
+/// a live process on this one.
+fn alive(mark: &str) -> bool {
+    let rest = mark.strip_prefix(SCRATCH_MARK).unwrap_or("");
+    let mut words = rest.split(' ');
+    let (Some("pid"), Some(pid), Some("on"), Some(host)) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return true;
     };
-    if let Err(e) = swap {
-        if previous.is_some() {
-            // The rename is one transaction: the target kept its name; let it accept connections again.
-            let _ = client.script(
-                admin,
-                "ALTER DATABASE :\"target\" ALLOW_CONNECTIONS true;",
-                &[("target", target)],
-            );
+    host != hostname() || std::path::Path::new("/proc").join(pid).exists()
+}
+
+/// Drops the scratch databases a killed run of this tool left; says which.
+pub(crate) fn drop_leftovers(client: &Client, admin: &Connection) {
+    for (name, mark) in leftovers(client, admin).unwrap_or_default() {
+        match drop_database(client, admin, &name) {
+            Ok(()) => ui::info(format!("dropped {name}, left by a run that died ({mark})")),
+            Err(e) => ui::warn(format!(
+                "could not drop {name}, left by a run that died: {e}"
+            )),
         }
-        return Err(
-            anyhow::Error::new(e).context("the swap failed; the target database was not changed")
-        );
     }
-    Ok(())
+}
+
+/// The statements that give `target` its properties: the backup's, else
+/// those of the database it replaces (a restore never reopens a locked-down
+/// database to everyone).
+pub(crate) fn props_for(
+    target: &str,
+    backup: Option<&DatabaseProps>,
+    existing: Option<&DatabaseProps>,
+    skip: Skip,
+) -> Vec<String> {
+    backup
+        .or(existing)
+        .map(|p| p.sql(target, skip))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

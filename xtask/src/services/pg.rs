@@ -13,6 +13,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::core::config::{Connection, Origin, Secret, Settings, Via};
+use crate::core::dbprops::DatabaseProps;
+use crate::core::meta::SourceId;
 use crate::services::compose::{Compose, ComposeError, Service};
 use crate::services::process::{ChildReader, SpawnError, ToolCommand};
 use crate::ui;
@@ -451,6 +453,63 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// The properties of database `name` (`None`: there is none), as a backup
+/// records them and a restore gives them back.
+pub(crate) fn database_props(
+    client: &Client,
+    conn: &Connection,
+    server: &PgVersion,
+    name: &str,
+) -> anyhow::Result<Option<DatabaseProps>> {
+    let v = server.major;
+    let provider = if v >= 15 {
+        "CASE d.datlocprovider WHEN 'c' THEN 'libc' WHEN 'i' THEN 'icu' WHEN 'b' THEN 'builtin' END"
+    } else {
+        "NULL"
+    };
+    let provider_locale = match v {
+        ..=14 => "NULL",
+        15 | 16 => "d.daticulocale",
+        _ => "d.datlocale",
+    };
+    let rules = if v >= 16 { "d.daticurules" } else { "NULL" };
+    let sql = format!(
+        "SELECT json_build_object(
+           'owner', pg_get_userbyid(d.datdba),
+           'connection_limit', d.datconnlimit,
+           'acl', CASE WHEN d.datacl IS NULL THEN NULL ELSE coalesce((
+               SELECT json_agg(json_build_object(
+                   'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+                   'privilege', a.privilege_type, 'grantable', a.is_grantable) ORDER BY a.grantee, a.privilege_type)
+               FROM aclexplode(d.datacl) a), '[]'::json) END,
+           'comment', shobj_description(d.oid, 'pg_database'),
+           'settings', coalesce((
+               SELECT json_agg(json_build_object('role', r.rolname, 'config', s.setconfig) ORDER BY r.rolname NULLS FIRST)
+               FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE s.setdatabase = d.oid), '[]'::json),
+           'encoding', pg_encoding_to_char(d.encoding), 'collate', d.datcollate, 'ctype', d.datctype,
+           'locale_provider', {provider}, 'provider_locale', {provider_locale}, 'icu_rules', {rules})
+         FROM pg_database d WHERE d.datname = :'db';"
+    );
+    let out = client.script(conn, &sql, &[("db", name)])?;
+    if out.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(&out)
+        .map(Some)
+        .map_err(|e| anyhow::format_err!("the properties of database {name} did not read: {e}"))
+}
+
+/// Which server a backup came from: its system identifier (unique per
+/// cluster) and where it was reached, so backups of two servers that share
+/// a bucket are never taken for each other's.
+pub(crate) fn source_identity(client: &Client, conn: &Connection) -> anyhow::Result<SourceId> {
+    let id = client.query(conn, "SELECT system_identifier FROM pg_control_system()")?;
+    Ok(SourceId {
+        system_identifier: id,
+        host: conn.server_label(),
+    })
 }
 
 /// Whether a dump made by pg_dump `dump` loads into `server`: a newer

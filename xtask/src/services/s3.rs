@@ -21,7 +21,7 @@ use std::time::Duration;
 use md5::{Digest as _, Md5};
 use rusty_s3::actions::{
     AbortMultipartUpload, CompleteMultipartUpload, CreateMultipartUpload, DeleteObject, GetObject,
-    HeadBucket, ListObjectsV2, PutObject, UploadPart,
+    HeadBucket, HeadObject, ListObjectsV2, PutObject, UploadPart,
 };
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
@@ -101,6 +101,8 @@ pub(crate) struct S3Error {
 pub(crate) enum S3ErrorKind {
     NotFound,
     NoBucket,
+    /// The stored object is not the bytes sent.
+    Corrupt,
     Denied,
     Unreachable,
     Other,
@@ -213,8 +215,18 @@ impl S3Store {
     fn send(
         &self,
         what: &str,
-        mut request: impl FnMut() -> Result<Response, ureq::Error>,
+        request: impl FnMut() -> Result<Response, ureq::Error>,
     ) -> Result<Response, S3Error> {
+        self.send_counting(what, request).0
+    }
+
+    /// [`S3Store::send`], and whether it took more than one attempt (so an
+    /// earlier one may have reached the store, its answer lost).
+    fn send_counting(
+        &self,
+        what: &str,
+        mut request: impl FnMut() -> Result<Response, ureq::Error>,
+    ) -> (Result<Response, S3Error>, bool) {
         let mut delay = Duration::from_millis(250);
         let mut attempt = 1;
         loop {
@@ -224,11 +236,12 @@ impl S3Store {
                 Ok(r) => matches!(r.status().as_u16(), 500..=599 | 429),
             };
             if !retry || attempt == ATTEMPTS {
-                return match result {
+                let result = match result {
                     Ok(r) if r.status().is_success() => Ok(r),
                     Ok(r) => Err(self.status_error(what, r)),
                     Err(e) => Err(self.transport_error(what, &e)),
                 };
+                return (result, attempt > 1);
             }
             std::thread::sleep(delay);
             delay *= 2;
@@ -412,16 +425,65 @@ impl S3Store {
         .map(drop)
     }
 
+    /// Aborts the multipart uploads of `key` other than `keep` (ListMultipartUploads:
+    /// a GET of the bucket with `?uploads`, signed as a GetObject of the empty key).
+    fn abort_others(&self, key: &str, keep: &str) {
+        let what = format!("listing the uploads in {}", self.location());
+        let listed = self.send(&what, || {
+            let mut action = GetObject::new(&self.bucket, Some(&self.credentials), "");
+            action.query_mut().insert("uploads", "");
+            action.query_mut().insert("prefix", key);
+            self.agent.get(action.sign(SIGNED_FOR).as_str()).call()
+        });
+        let Ok(mut r) = listed else { return };
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        for upload in body.split("<Upload>").skip(1) {
+            let field = |name: &str| {
+                let start = upload.find(&format!("<{name}>"))? + name.len() + 2;
+                let end = upload[start..].find(&format!("</{name}>"))? + start;
+                Some(upload[start..end].to_string())
+            };
+            if let (Some(k), Some(id)) = (field("Key"), field("UploadId"))
+                && k == key
+                && id != keep
+            {
+                let _ = self.send(&what, || {
+                    let url =
+                        AbortMultipartUpload::new(&self.bucket, Some(&self.credentials), key, &id)
+                            .sign(SIGNED_FOR);
+                    self.agent.delete(url.as_str()).call()
+                });
+            }
+        }
+    }
+
+    /// The ETag of an object, if it is there.
+    fn etag(&self, name: &str) -> Option<String> {
+        let key = self.key(name);
+        let r = self
+            .send("checking an object", || {
+                let url =
+                    HeadObject::new(&self.bucket, Some(&self.credentials), &key).sign(SIGNED_FOR);
+                self.agent.head(url.as_str()).call()
+            })
+            .ok()?;
+        r.headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|e| e.trim_matches('"').to_string())
+    }
+
     /// Starts a multipart upload of `name`: write into it, then `complete`.
     /// Dropped without `complete`, it is aborted.
     pub(crate) fn upload(&self, name: &str) -> Result<Upload<'_>, S3Error> {
         let key = self.key(name);
         let what = format!("uploading {name} to {}", self.location());
-        let mut r = self.send(&what, || {
+        let (r, retried) = self.send_counting(&what, || {
             let url = CreateMultipartUpload::new(&self.bucket, Some(&self.credentials), &key)
                 .sign(SIGNED_FOR);
             self.agent.post(url.as_str()).send_empty()
-        })?;
+        });
+        let mut r = r?;
         let body = r
             .body_mut()
             .read_to_string()
@@ -433,6 +495,10 @@ impl S3Store {
             })?
             .upload_id()
             .to_string();
+        if retried {
+            // An earlier attempt may have started an upload whose answer was lost.
+            self.abort_others(&key, &upload_id);
+        }
         Ok(Upload {
             store: self,
             name: name.to_string(),
@@ -498,7 +564,16 @@ impl NewFile for Upload<'_> {
     fn commit(self: Box<Self>, sha256: &str) -> io::Result<()> {
         let store = self.store;
         let name = self.name.clone();
-        let checked = self.complete()?;
+        let checked = match (*self).complete() {
+            Ok(checked) => checked,
+            Err(e) => {
+                if e.kind == S3ErrorKind::Corrupt {
+                    // A copy that failed its check must not stay for anyone to restore.
+                    let _ = store.delete(&name);
+                }
+                return Err(e.into());
+            }
+        };
         if !checked {
             let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
             let read = S3Store::open(store, &name)
@@ -599,7 +674,8 @@ impl Upload<'_> {
         )
         .body();
         let (key, id, etags) = (&self.key, &self.upload_id, &self.etags);
-        let mut r = s.send(&self.what, || {
+        let expected = multipart_etag(&self.part_md5s);
+        let (r, retried) = s.send_counting(&self.what, || {
             let url = CompleteMultipartUpload::new(
                 &s.bucket,
                 Some(&s.credentials),
@@ -609,7 +685,20 @@ impl Upload<'_> {
             )
             .sign(SIGNED_FOR);
             s.agent.post(url.as_str()).send(body.as_str())
-        })?;
+        });
+        let mut r = match r {
+            Ok(r) => r,
+            // An earlier attempt completed it and its answer was lost: the object says so.
+            Err(e) if retried && e.kind == S3ErrorKind::NotFound => {
+                self.done = true;
+                return match s.etag(&self.name) {
+                    Some(etag) if etag == expected => Ok(true),
+                    Some(_) => Ok(false),
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let answer = r.body_mut().read_to_string().unwrap_or_default();
         // A 200 can still carry an error (the store failed while completing).
         if let Some(code) = error_code(&answer) {
@@ -622,13 +711,12 @@ impl Upload<'_> {
         let got = rusty_s3::actions::CompleteMultipartUploadResponse::parse(&answer)
             .map(|c| c.etag().trim_matches('"').to_string())
             .unwrap_or_default();
-        let expected = multipart_etag(&self.part_md5s);
         if got == expected {
             return Ok(true);
         }
         if got.len() == expected.len() && got.contains('-') {
             return Err(S3Error {
-                kind: S3ErrorKind::Other,
+                kind: S3ErrorKind::Corrupt,
                 message: format!(
                     "{}: the stored object differs from the bytes sent (ETag {got}, expected {expected})",
                     self.what

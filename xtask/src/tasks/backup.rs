@@ -36,7 +36,7 @@ pub(crate) fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         args.no_upload,
     )
     .map_err(anyhow::Error::msg)?;
-    let local = LocalStore::new(&settings.backup_dir);
+    let local = LocalStore::of(settings);
     let remote = match (placement, &settings.s3) {
         (Placement::Local, _) | (_, None) => None,
         (_, Some(config)) => Some(S3Store::new(config.clone())?),
@@ -215,6 +215,17 @@ fn backup(
     )?;
     let finished_at = OffsetDateTime::now_utc();
     let duration = clock.elapsed().as_secs_f64();
+    // What pg_dump leaves out without --create, and where it came from.
+    let database_props =
+        pg::database_props(&client, &conn, &server, &conn.dbname).unwrap_or_else(|e| {
+            ui::warn(format!(
+                "the database's own properties were not recorded: {e:#}"
+            ));
+            None
+        });
+    let source = pg::source_identity(&client, &conn)
+        .map_err(|e| ui::warn(format!("the server's identity was not recorded: {e:#}")))
+        .ok();
     let meta = BackupMeta {
         format_version: meta::FORMAT_VERSION,
         database: conn.dbname.clone(),
@@ -239,6 +250,8 @@ fn backup(
         git_commit: pg::git_commit(&settings.root),
         tool_version: env!("CARGO_PKG_VERSION").into(),
         verification: None,
+        database_props,
+        source,
     };
     catalog::commit_set(store, file, &name, &meta)?;
     Ok(Done { meta, name })

@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 use crate::core::config::{Connection, Secret, Settings};
+use crate::core::dbprops::Skip;
 use crate::core::dump::mask::{Rewriter, Rules};
 use crate::core::dump::{Reader, TableName};
 use crate::core::environments;
@@ -65,13 +66,13 @@ fn resolve_from(args: &DbClone, settings: &Settings) -> anyhow::Result<From> {
     if from == "latest" || from == "s3:latest" {
         let backups = Backups::open(settings, from == "s3:latest")?;
         let store = backups.store();
-        let latest = store.latest(db, None)?.ok_or_else(|| {
+        let latest = load::latest(&store, db, None, args.source.as_deref())?;
+        return Ok(From::Backup(latest.ok_or_else(|| {
             format_err!(
                 "--from {from}: there is no usable backup of database '{db}' in {} (another database: --dbname)",
                 store.location()
             )
-        })?;
-        return Ok(From::Backup(Source::of(store, &latest.set.name)));
+        })?));
     }
     if from.ends_with(".sql.gz") || std::path::Path::new(from).is_file() {
         let backups = Backups::open(settings, false)?;
@@ -111,6 +112,7 @@ fn resolve_from(args: &DbClone, settings: &Settings) -> anyhow::Result<From> {
             password,
             sslmode: env.sslmode.clone(),
             service: None,
+            connect_timeout: 10,
         },
         format!(
             "environment '{from}' ({}:{}/{})",
@@ -316,8 +318,8 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     pg::check_load_compat(dump_version.as_ref(), &server)?;
-    let existing = load::database_locale(&client, &admin, &target)?;
-    let exists = !existing.is_empty();
+    let existing = pg::database_props(&client, &admin, &server, &target)?;
+    let exists = existing.is_some();
     let where_ = target_conn.server_label();
     let source_label = from.label();
     match plan::consent(Replace {
@@ -353,7 +355,13 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
     // 5. Stream into a scratch database, masking on the way.
     interrupt::watch()?;
     let scratch_name = derived_name(&target, &format!("_clone_{stamp}"));
-    let scratch = Scratch::create(&client, &admin, &scratch_name, &existing)?;
+    load::drop_leftovers(&client, &admin);
+    let backup_props = sidecars
+        .as_ref()
+        .and_then(|s| s.meta.as_ref())
+        .and_then(|m| m.database_props.as_ref());
+    let locale = existing.as_ref().or(backup_props).map(|p| &p.locale);
+    let scratch = Scratch::create(&client, &admin, &server, &scratch_name, locale)?;
     ui::info(format!("cloning {source_label} into {target} at {where_}"));
     let input = match (&from, &live, &sidecars) {
         (From::Backup(source), _, Some(sidecars)) => Input::Backup(source, sidecars),
@@ -386,7 +394,8 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
     interrupt::check("the scratch database is dropped and the target was not touched")?;
 
     // 6. Swap in; of the copies of earlier clones, only this one stays.
-    scratch.swap_in(&target, previous.as_deref())?;
+    let props = load::props_for(&target, backup_props, existing.as_ref(), Skip::default());
+    scratch.swap_in(&target, previous.as_deref(), &props)?;
     let dropped = drop_older_copies(&client, &admin, &target, previous.as_deref());
 
     let secs = clock.elapsed().as_secs_f64();

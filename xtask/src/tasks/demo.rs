@@ -257,6 +257,7 @@ pub(crate) fn run(_: Demo, ctx: &Context) -> anyhow::Result<ExitCode> {
         password: None,
         sslmode: None,
         service: None,
+        connect_timeout: 10,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while client.server_version(&conn).is_err() {

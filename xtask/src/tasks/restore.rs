@@ -13,6 +13,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+use crate::core::dbprops::Skip;
 use crate::core::dump::filter::TableFilter;
 use crate::core::human;
 use crate::core::plan::{self, Consent, Replace};
@@ -45,15 +46,14 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     // 1. Which backup: from the backup directory, or streamed from the off-site copy.
     let source = if args.latest {
         let kind = args.kind;
-        let latest = store.latest(&conn.dbname, kind)?.ok_or_else(|| {
+        load::latest(&store, &conn.dbname, kind, args.source.as_deref())?.ok_or_else(|| {
             let tier = kind.map(|k| format!("{k} ")).unwrap_or_default();
             format_err!(
                 "there is no usable {tier}backup of database '{}' in {}: make one with `cargo xtask db-backup`",
                 conn.dbname,
                 store.location()
             )
-        })?;
-        Source::of(store.clone(), &latest.set.name)
+        })?
     } else {
         let file = args
             .file
@@ -85,8 +85,8 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         .and_then(Checked::pg_dump_version)
         .or_else(|| load::dump_version(&source, &sidecars));
     pg::check_load_compat(dump_version.as_ref(), &server).map_err(|e| refusing(&e))?;
-    let existing = load::database_locale(&client, &admin, &target)?;
-    let exists = !existing.is_empty();
+    let existing = pg::database_props(&client, &admin, &server, &target)?;
+    let exists = existing.is_some();
 
     // 4. Consent to replace.
     let where_ = conn.server_label();
@@ -131,7 +131,13 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     interrupt::watch()?;
     let clock = Instant::now();
     let scratch_name = derived_name(&target, &format!("_restore_{stamp}"));
-    let scratch = Scratch::create(&client, &admin, &scratch_name, &existing)?;
+    load::drop_leftovers(&client, &admin);
+    let backup_props = sidecars
+        .meta
+        .as_ref()
+        .and_then(|m| m.database_props.as_ref());
+    let locale = existing.as_ref().or(backup_props).map(|p| &p.locale);
+    let scratch = Scratch::create(&client, &admin, &server, &scratch_name, locale)?;
     ui::info(format!(
         "loading {} into the scratch database {scratch_name}",
         source.file_name
@@ -175,7 +181,8 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     interrupt::check("the scratch database is dropped and the target was not touched")?;
 
     // 7. Swap: block and close other connections to the target, then rename both in one transaction.
-    scratch.swap_in(&target, previous.as_deref())?;
+    let props = load::props_for(&target, backup_props, existing.as_ref(), Skip::default());
+    scratch.swap_in(&target, previous.as_deref(), &props)?;
 
     let mut kept = previous.clone();
     if let (Some(prev), true) = (&previous, args.drop_previous) {

@@ -14,6 +14,7 @@ use crate::core::health::{self, Facts, Health, Newest};
 use crate::core::metrics::Metrics;
 use crate::flags::DbStatus;
 use crate::services::catalog::Backups;
+use crate::services::{load, pg};
 use crate::tasks::Context;
 use crate::{exit, ui};
 
@@ -75,6 +76,7 @@ pub(crate) fn run(args: DbStatus, ctx: &Context) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let healthy = rows.iter().all(Health::ok);
+    let leftovers = leftovers(settings);
     if args.json {
         println!(
             "{}",
@@ -83,6 +85,7 @@ pub(crate) fn run(args: DbStatus, ctx: &Context) -> anyhow::Result<ExitCode> {
                 "max_age_seconds": max_age.whole_seconds(),
                 "backup_dir": store.location(),
                 "databases": rows,
+                "leftover_scratch_databases": leftovers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             })
         );
     } else if ui::verbosity() >= ui::Verbosity::Normal {
@@ -91,9 +94,28 @@ pub(crate) fn run(args: DbStatus, ctx: &Context) -> anyhow::Result<ExitCode> {
     for problem in rows.iter().flat_map(|h| &h.problems) {
         ui::warn(problem);
     }
+    for (name, mark) in &leftovers {
+        ui::warn(format!(
+            "{name} is a scratch database a run left when it died ({mark}); the next restore, clone or restore test drops it"
+        ));
+    }
     Ok(if healthy {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::UNHEALTHY)
+    })
+}
+
+/// Scratch databases left on the server by runs that died; best effort: a
+/// server that does not answer within seconds is not this check's business.
+fn leftovers(settings: &crate::core::config::Settings) -> Vec<(String, String)> {
+    let found = pg::route(settings).and_then(|mut route| {
+        route.conn.connect_timeout = 3;
+        let session = route.maintenance().connect(pg::Purpose::Load)?;
+        Ok(load::leftovers(&session.client, &session.conn)?)
+    });
+    found.unwrap_or_else(|e| {
+        ui::detail(format!("not checked for leftover scratch databases: {e:#}"));
+        Vec::new()
     })
 }

@@ -33,13 +33,13 @@ pub(crate) fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
         vec![Source::resolve(store.clone(), &backups.local, file)?]
     } else if args.latest {
         let db = &settings.connection.dbname;
-        let latest = store.latest(db, args.kind)?.ok_or_else(|| {
+        let latest = load::latest(&store, db, args.kind, args.source.as_deref())?;
+        vec![latest.ok_or_else(|| {
             format_err!(
                 "no usable backup of database '{db}' in {} to verify",
                 store.location()
             )
-        })?;
-        vec![Source::of(store.clone(), &latest.set.name)]
+        })?]
     } else if args.all {
         store
             .catalog()?
@@ -177,11 +177,13 @@ fn restore_test(
         .as_ref()
         .map_or("backup", |n| n.database.as_str());
     let stamp = OffsetDateTime::now_utc().unix_timestamp();
+    load::drop_leftovers(&client, &admin);
     let scratch = Scratch::create(
         &client,
         &admin,
+        &server,
         &derived_name(base, &format!("_verify_{stamp}")),
-        "",
+        None,
     )
     .map_err(LoadError::Environment)?;
     ui::info(format!(
