@@ -744,6 +744,7 @@ mod tests {
             password: Some(Secret::new("hunter2")),
             sslmode: None,
             service: None,
+            connect_timeout: 10,
         }
     }
 
