@@ -305,10 +305,6 @@ mod tests {
                 .iter()
                 .all(|s| !s.contains("OWNER") && !s.contains("GRANT") && !s.contains("ROLE"))
         );
-        assert_eq!(
-            props().roles(Skip::default()),
-            ["Read Er", "app_owner", "reader"]
-        );
     }
 
     #[test]
