@@ -31,3 +31,4 @@ mod prune;
 mod remote;
 mod restore;
 mod runbook;
+mod safety;

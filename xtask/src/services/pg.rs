@@ -166,12 +166,15 @@ pub(crate) fn classify(tool: &str, stderr: &str, conn: &Connection) -> PgError {
             user: conn.user.clone(),
             target,
         }
-    } else if has("database \"") && has("\" does not exist") && !has("role \"") {
+    } else if has(&format!(
+        "FATAL:  database \"{}\" does not exist",
+        conn.dbname
+    )) {
         PgError::NoDatabase {
             dbname: conn.dbname.clone(),
             target,
         }
-    } else if has("role \"") && has("\" does not exist") {
+    } else if has(&format!("FATAL:  role \"{}\" does not exist", conn.user)) {
         PgError::NoRole {
             user: conn.user.clone(),
             target,
@@ -783,6 +786,10 @@ mod tests {
             (
                 "psql: error: connection to server at \"db.local\" (::1), port 5433 failed: Connection refused\n\tIs the server running",
                 "cannot reach PostgreSQL at db.local:5433 (connection refused)",
+            ),
+            (
+                "psql:<stdin>:5: ERROR:  role \"reader\" does not exist",
+                "psql failed: psql:<stdin>:5: ERROR:  role \"reader\" does not exist",
             ),
             (
                 "pg_dump: error: query failed: ERROR:  permission denied for table secrets",

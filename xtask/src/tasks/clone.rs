@@ -40,14 +40,16 @@ const MASKING_FILE: &str = "xtask/masking.toml";
 
 /// Where the data comes from.
 enum From {
-    Live(Connection, String),
+    /// A database, its label, and whether it is this machine's own (a URL to
+    /// a local server; never a named environment).
+    Live(Connection, String, bool),
     Backup(Source),
 }
 
 impl From {
     fn label(&self) -> String {
         match self {
-            From::Live(_, label) => label.clone(),
+            From::Live(_, label, _) => label.clone(),
             From::Backup(s) => s.file_name.clone(),
         }
     }
@@ -59,7 +61,8 @@ fn resolve_from(args: &DbClone, settings: &Settings) -> anyhow::Result<From> {
     if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
         let conn = Connection::from_url(from).map_err(|e| format_err!("--from: {e}"))?;
         let label = format!("{}:{}/{}", conn.host, conn.port, conn.dbname);
-        return Ok(From::Live(conn, label));
+        let local = conn.is_local();
+        return Ok(From::Live(conn, label, local));
     }
     // `latest` means the backups of POSTGRES_DB (or --dbname), not of --to.
     let db = &settings.connection.dbname;
@@ -118,6 +121,7 @@ fn resolve_from(args: &DbClone, settings: &Settings) -> anyhow::Result<From> {
             "environment '{from}' ({}:{}/{})",
             env.host, env.port, env.dbname
         ),
+        false,
     ))
 }
 
@@ -151,7 +155,7 @@ fn masking(
     let rules = match std::fs::read_to_string(&path) {
         Ok(text) => Rules::parse_toml(&text).map_err(|e| format_err!("{}: {e}", path.display()))?,
         Err(e) if e.kind() == io::ErrorKind::NotFound && args.mask.is_none() => {
-            let local = matches!(from, From::Live(c, _) if c.is_local());
+            let local = matches!(from, From::Live(_, _, true));
             if !local {
                 bail!(
                     "cloning from {} needs masking rules, and there is no {MASKING_FILE}: create it (see xtask/masking.toml.example), or pass --no-mask to copy every column as it is",
@@ -230,7 +234,7 @@ fn source_schema(
                     .map_err(|e| format_err!("{}: {e}", source.file_name))?;
                 seen.out.clear();
             }
-            schema = seen.seen;
+            schema = seen.schema();
         }
         (From::Live(..), None) => unreachable!("a live source has a session"),
     }
@@ -258,7 +262,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
 
     // 2. The source, and that it is not the target.
     let from = resolve_from(&args, settings)?;
-    if let From::Live(src, _) = &from
+    if let From::Live(src, ..) = &from
         && same_server(src, &target_conn)
     {
         bail!(
@@ -275,7 +279,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
     // 3. The masking rules, checked against the source before anything is written.
     let (rules, salt) = masking(&args, settings, &from)?;
     let live = match &from {
-        From::Live(conn, _) => Some(
+        From::Live(conn, ..) => Some(
             Route {
                 client: Client::find(None)?,
                 conn: conn.clone(),

@@ -318,6 +318,23 @@ impl<'a> Rewriter<'a> {
         }
     }
 
+    /// The tables the stream showed with their columns: those with a data
+    /// block, and their ancestors (a partitioned table has no block of its own).
+    pub(crate) fn schema(&self) -> BTreeMap<TableName, Vec<String>> {
+        let mut schema = self.seen.clone();
+        for (table, cols) in &self.seen {
+            for ancestor in self.lineage(table).into_iter().skip(1) {
+                let known = schema.entry(ancestor).or_default();
+                for c in cols {
+                    if !known.contains(c) {
+                        known.push(c.clone());
+                    }
+                }
+            }
+        }
+        schema
+    }
+
     /// `table` and every table it descends from, nearest first.
     fn lineage(&self, table: &TableName) -> Vec<TableName> {
         let mut out = vec![table.clone()];
