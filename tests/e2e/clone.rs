@@ -260,3 +260,65 @@ fn unsafe_clones_are_refused_with_nothing_written() {
     );
     assert_eq!(target.psql(DB, "SELECT x FROM mine"), "42");
 }
+
+/// Issue 13: a clone goes through restore's checks: a dump newer than the
+/// target server, or --schema-only from a backup, is refused before anything
+/// is created.
+#[test]
+fn clone_refuses_what_restore_refuses_before_anything_exists() {
+    let newer = PgServer::start(17);
+    newer.psql(DB, "CREATE TABLE t AS SELECT 1 AS x");
+    let target = PgServer::start(15);
+    let x = crate::xtask();
+    let dump = newer.exec(&["pg_dump", "-U", e2e::USER, "--format=plain", DB]);
+    let path = x.root.path().join("from-17.sql.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    std::io::Write::write_all(&mut gz, &dump).unwrap();
+    gz.finish().unwrap();
+    let env = env(&target);
+    let before = target.psql(
+        DB,
+        "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database",
+    );
+    for (args, says) in [
+        (
+            vec![
+                "db-clone",
+                "--from",
+                path.to_str().unwrap(),
+                "--yes",
+                "--no-mask",
+            ],
+            "cannot load into PostgreSQL 15",
+        ),
+        (
+            vec![
+                "db-clone",
+                "--from",
+                path.to_str().unwrap(),
+                "--yes",
+                "--no-mask",
+                "--schema-only",
+            ],
+            "--schema-only applies to a live source",
+        ),
+    ] {
+        let out = x.run(&args, &env);
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{}",
+            show(&out)
+        );
+        assert_eq!(
+            target.psql(
+                DB,
+                "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database"
+            ),
+            before
+        );
+    }
+}

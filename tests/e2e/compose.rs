@@ -302,3 +302,36 @@ fn without_a_compose_file_compose_is_refused_and_auto_uses_the_host() {
         "error: BACKUP_VIA 'docker' is not valid: use auto, host or compose"
     );
 }
+
+/// Issue 14, item 14: `auto` takes the service only at the port it publishes;
+/// a tunnel to another server on a local port is backed up through the host.
+#[test]
+fn auto_takes_the_service_only_at_the_port_it_publishes() {
+    let p = Project::new();
+    p.up(&[]);
+    let staging = PgServer::start(15);
+    staging.psql(e2e::DB, "CREATE TABLE staging_only AS SELECT 1 AS x");
+    let env = staging.xtask_env(e2e::DB);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = p.run(&["db-backup", "-v", "--json", "--no-prune"], &env);
+    assert!(out.status.success(), "{}", show(&out));
+    let meta = &e2e::json_of(&out)["meta"];
+    assert_eq!(meta["via"], "host", "{}", show(&out));
+    assert!(
+        meta["tables"].get("public.staging_only").is_some(),
+        "{meta}"
+    );
+    assert!(
+        stderr(&out).contains("is not the one the compose service 'db' publishes"),
+        "{}",
+        show(&out)
+    );
+    // At the published port (the .env's), the service it is.
+    let port = p.port.to_string();
+    let out = p.run(
+        &["db-backup", "--json", "--no-prune"],
+        &[("POSTGRES_PORT", port.as_str())],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(e2e::json_of(&out)["meta"]["via"], "compose");
+}

@@ -280,3 +280,26 @@ fn hooks_and_webhook_get_the_payload_and_never_change_the_result() {
         show(&out)
     );
 }
+
+/// Issue 13: db-status checks the database DATABASE_URL names.
+#[test]
+fn db_status_reads_the_database_from_database_url() {
+    let pg = PgServer::start(15);
+    pg.create_db("shop");
+    pg.psql("shop", "CREATE TABLE t AS SELECT 1 AS x");
+    let x = crate::xtask();
+    let out = x.run(&["db-backup", "-q"], &pg.xtask_env("shop"));
+    assert!(out.status.success(), "{}", show(&out));
+    let url: std::collections::BTreeMap<String, String> = [(
+        "DATABASE_URL".to_string(),
+        format!(
+            "postgres://app:{}@127.0.0.1:{}/shop",
+            e2e::PASSWORD,
+            pg.port
+        ),
+    )]
+    .into();
+    let out = x.run(&["db-status", "--json"], &url);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(e2e::json_of(&out)["databases"][0]["database"], "shop");
+}

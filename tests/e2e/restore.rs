@@ -472,3 +472,46 @@ fn table_restores_only_the_selected_tables_with_their_indexes() {
             .contains("recovered2")
     );
 }
+
+/// Issue 13: a quoted table name keeps its indexes, constraints and
+/// triggers in a selective restore.
+#[test]
+fn table_restore_of_a_quoted_name_keeps_its_parts() {
+    let pg = PgServer::start(15);
+    pg.psql(
+        DB,
+        "CREATE TABLE \"Order\" (id int PRIMARY KEY, \"Note\" text CHECK (\"Note\" <> 'x'));
+         CREATE INDEX \"Order note\" ON \"Order\" (\"Note\");
+         CREATE TABLE \"Sales Items\" (id int PRIMARY KEY, order_id int REFERENCES \"Order\");
+         CREATE INDEX items_by_order ON \"Sales Items\" (order_id);
+         INSERT INTO \"Order\" VALUES (1, 'a'), (2, 'b');",
+    );
+    let x = crate::xtask();
+    let file = backup_of(&pg, &x, DB);
+    let out = x.run(
+        &[
+            "db-restore",
+            &file,
+            "--target-db",
+            "orders",
+            "--table",
+            "public.\"Order\"",
+            "--json",
+        ],
+        &pg.xtask_env(DB),
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let indexes = "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'public'";
+    assert_eq!(pg.psql("orders", indexes), "Order note,Order_pkey");
+    assert_eq!(
+        pg.psql(
+            "orders",
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = '\"Order\"'::regclass"
+        ),
+        "2"
+    );
+    assert_eq!(
+        pg.table_rows("orders", "\"Order\""),
+        pg.table_rows(DB, "\"Order\"")
+    );
+}

@@ -476,3 +476,98 @@ impl Drop for S3Server {
         self.kill();
     }
 }
+
+/// An HTTP proxy in front of the S3 test server that can lose or change
+/// the answer to chosen requests: the request reaches the server, and its
+/// response is dropped (the connection closes, as when a network loses it)
+/// or rewritten. One request per connection; stops with the value.
+pub struct LossyProxy {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The request lines it saw, in order.
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LossyProxy {
+    /// `fault(request_line, response)` may change the response, and says
+    /// whether to lose it.
+    pub fn start(
+        upstream: u16,
+        fault: impl Fn(&str, &mut Vec<u8>) -> bool + Send + Sync + 'static,
+    ) -> LossyProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fault = std::sync::Arc::new(fault);
+        let (stop2, lines2) = (stop.clone(), lines.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let Ok((mut client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let (fault, lines) = (fault.clone(), lines2.clone());
+                std::thread::spawn(move || {
+                    client.set_nonblocking(false).unwrap();
+                    // The request: headers, then Content-Length bytes of body.
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 65536];
+                    let head_end = loop {
+                        let n = client.read(&mut buf).unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        req.extend_from_slice(&buf[..n]);
+                        if let Some(i) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&req[..head_end]).into_owned();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while req.len() < head_end + length {
+                        let n = client.read(&mut buf).unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        req.extend_from_slice(&buf[..n]);
+                    }
+                    // One request per connection, both ways.
+                    let head = head.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                    let line = head.lines().next().unwrap_or("").to_string();
+                    lines.lock().unwrap().push(line.clone());
+                    let mut upstream =
+                        std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                    upstream.write_all(head.as_bytes()).unwrap();
+                    upstream.write_all(&req[head_end..]).unwrap();
+                    let mut response = Vec::new();
+                    let _ = upstream.read_to_end(&mut response);
+                    if !fault(&line, &mut response) {
+                        let _ = client.write_all(&response);
+                    }
+                });
+            }
+        });
+        LossyProxy { port, stop, lines }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

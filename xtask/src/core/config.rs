@@ -944,6 +944,36 @@ mod tests {
     }
 
     #[test]
+    fn debug_never_shows_a_secret() {
+        let s = resolve(
+            Overrides::default(),
+            &sources(
+                &[
+                    ("DATABASE_URL", "postgres://u:url-secret@h/db"),
+                    ("BACKUP_S3_BUCKET", "b"),
+                    ("AWS_ACCESS_KEY_ID", "AK"),
+                    ("AWS_SECRET_ACCESS_KEY", "s3-secret"),
+                    ("AWS_SESSION_TOKEN", "token-secret"),
+                    ("BACKUP_WEBHOOK_URL", "https://hooks.example/T0/hook-secret"),
+                    ("BACKUP_MASK_SALT", "salt-secret"),
+                ],
+                &[("PGPASSWORD", "dotenv-secret")],
+            ),
+        );
+        let shown = format!("{s:?}");
+        for secret in [
+            "url-secret",
+            "s3-secret",
+            "token-secret",
+            "hook-secret",
+            "salt-secret",
+            "dotenv-secret",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+
+    #[test]
     fn url_with_ipv6_host_and_no_userinfo() {
         let u = DatabaseUrl::parse("postgresql://[::1]:5433/app").unwrap();
         assert_eq!(u.host.as_deref(), Some("::1"));

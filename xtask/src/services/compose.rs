@@ -391,8 +391,22 @@ pub(crate) fn classify(what: &str, stderr: &str, root: &Path) -> ComposeError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    pub(crate) fn service() -> Service {
+        Service {
+            compose: Compose {
+                program: "docker",
+                prefix: &["compose"],
+                version: "2".into(),
+                dir: "/w".into(),
+            },
+            name: "db".into(),
+            container: "abc".into(),
+            env: parse_env_json(r#"["POSTGRES_PASSWORD=hunter2"]"#),
+        }
+    }
 
     #[test]
     fn exec_never_puts_values_in_argv() {
@@ -425,6 +439,15 @@ mod tests {
         );
         let tty = exec_args(&[], "db", "psql", &[], &[], true);
         assert_eq!(tty, ["exec", "db", "psql"].map(OsString::from));
+    }
+
+    #[test]
+    fn debug_hides_the_containers_environment() {
+        let shown = format!("{:?}", service());
+        assert!(
+            shown.contains("POSTGRES_PASSWORD") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]

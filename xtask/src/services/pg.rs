@@ -809,6 +809,32 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_start_names_the_program_that_failed() {
+        let host = Client {
+            runner: Runner::Host { bindir: None },
+            version: PgVersion::parse("15.18").unwrap(),
+        };
+        let missing = || crate::services::process::SpawnError {
+            program: "docker".into(),
+            error: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(
+            host.spawn_error("psql", missing()).to_string(),
+            "psql was not found on PATH: install the PostgreSQL client tools (Debian: apt-get install postgresql-client)"
+        );
+        let compose = crate::services::compose::tests::service();
+        let routed = Client {
+            runner: Runner::Compose(Box::new(compose)),
+            version: PgVersion::parse("17.6").unwrap(),
+        };
+        let msg = routed.spawn_error("psql", missing()).to_string();
+        assert!(
+            msg.starts_with("docker was not found on PATH: it runs psql in the compose service"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn too_old_client_names_both_versions_and_the_remedy() {
         let client = Client {
             runner: Runner::Host { bindir: None },

@@ -688,12 +688,14 @@ impl Upload<'_> {
         });
         let mut r = match r {
             Ok(r) => r,
-            // An earlier attempt completed it and its answer was lost: the object says so.
-            Err(e) if retried && e.kind == S3ErrorKind::NotFound => {
-                self.done = true;
+            // An earlier attempt may have completed it, its answer lost: the
+            // upload is gone then (stores say 404 or 403), and the object says so.
+            Err(e) if retried && matches!(e.kind, S3ErrorKind::NotFound | S3ErrorKind::Denied) => {
                 return match s.etag(&self.name) {
-                    Some(etag) if etag == expected => Ok(true),
-                    Some(_) => Ok(false),
+                    Some(etag) => {
+                        self.done = true;
+                        Ok(etag == expected)
+                    }
                     None => Err(e),
                 };
             }
