@@ -63,7 +63,7 @@ fn tamper(dir: &Path, file: &str, change: impl Fn(String) -> String) {
     std::fs::write(&meta_path, serde_json::to_string(&meta).unwrap()).unwrap();
 }
 
-/// 1. No masking rules, from anything but a database on this machine: refused.
+/// Item 1: No masking rules, from anything but a database on this machine: refused.
 #[test]
 fn clone_without_masking_rules_is_refused_unless_no_mask() {
     let source = PgServer::start(15);
@@ -139,7 +139,7 @@ CREATE TABLE audit_1 PARTITION OF audit FOR VALUES FROM (0) TO (100);
 INSERT INTO audit SELECT i, 'login ' || i FROM generate_series(1, 50) i;
 ";
 
-/// 2 and 3. A rule on a parent reaches every partition and inheritance
+/// Item 2 and 3: A rule on a parent reaches every partition and inheritance
 /// child, from a live source and from a backup; excluding a parent's data
 /// excludes its partitions'; the key comes from a file outside the repository.
 #[test]
@@ -216,7 +216,7 @@ fn masking_reaches_partitions_and_children_live_and_from_a_backup() {
     }
 }
 
-/// 4. Copies of production data do not pile up on a laptop.
+/// Item 4: Copies of production data do not pile up on a laptop.
 #[test]
 fn each_clone_keeps_only_the_newest_copy_of_the_replaced_database() {
     let source = PgServer::start(15);
@@ -260,7 +260,7 @@ const PROPS: &str = "SELECT pg_get_userbyid(datdba) || '|' || datconnlimit || '|
               FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE s.setdatabase = d.oid), '-')
     FROM pg_database d WHERE datname = 'shop'";
 
-/// 5 and 6. A database's owner, privileges, limit, comment and settings
+/// Item 5 and 6: A database's owner, privileges, limit, comment and settings
 /// come back with a restore and a clone; a swap that cannot give them back
 /// changes nothing, and the target takes connections again.
 #[test]
@@ -340,7 +340,7 @@ fn database_properties_survive_restore_and_clone_or_nothing_changes() {
     );
 }
 
-/// 6. The server's own databases are never swapped out.
+/// Item 6: The server's own databases are never swapped out.
 #[test]
 fn the_servers_own_databases_are_never_targets() {
     let pg = PgServer::start(15);
@@ -412,7 +412,7 @@ fn signal_during_load(
     child.wait_with_output().unwrap()
 }
 
-/// 7. SIGINT and SIGTERM during restore, clone and restore test: the scratch
+/// Item 7: SIGINT and SIGTERM during restore, clone and restore test: the scratch
 /// database goes, the exit says which signal; a SIGKILL's leftover is shown
 /// by db-status and dropped by the next run.
 #[test]
@@ -501,7 +501,7 @@ fn signals_drop_the_scratch_database_and_a_killed_runs_leftover_goes_next_time()
     assert!(!databases(&pg).contains("app_restore_"));
 }
 
-/// 8. A preview needs no consent.
+/// Item 8: A preview needs no consent.
 #[test]
 fn a_dry_run_needs_no_consent() {
     let pg = PgServer::start(15);
@@ -518,7 +518,7 @@ fn a_dry_run_needs_no_consent() {
     );
 }
 
-/// 9. psql commands in a dump whose sidecars were made to agree never run,
+/// Item 9: psql commands in a dump whose sidecars were made to agree never run,
 /// and nothing of the dump is loaded.
 #[test]
 fn psql_commands_in_a_tampered_dump_never_run() {
@@ -563,7 +563,7 @@ fn psql_commands_in_a_tampered_dump_never_run() {
     }
 }
 
-/// 10. A comment holding the trailer's text does not make backups fail.
+/// Item 10: A comment holding the trailer's text does not make backups fail.
 #[test]
 fn a_trailer_inside_a_comment_does_not_break_backups() {
     let pg = PgServer::start(15);
@@ -585,7 +585,7 @@ fn a_trailer_inside_a_comment_does_not_break_backups() {
     );
 }
 
-/// 11. A server that is down proves nothing about a backup: not FAILED,
+/// Item 11: A server that is down proves nothing about a backup: not FAILED,
 /// exit 7; --latest says what it skips.
 #[test]
 fn an_unreachable_server_is_not_a_failed_backup() {
@@ -632,7 +632,7 @@ fn an_unreachable_server_is_not_a_failed_backup() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&older));
 }
 
-/// 13. The metrics textfile is readable by another user's exporter.
+/// Item 13: The metrics textfile is readable by another user's exporter.
 #[test]
 fn metrics_are_readable_by_the_exporter() {
     use std::os::unix::fs::PermissionsExt;
@@ -656,7 +656,7 @@ fn metrics_are_readable_by_the_exporter() {
     );
 }
 
-/// 17. A password with `/`, `@`, `?` in a URL, raw or encoded, works and
+/// Item 17: A password with `/`, `@`, `?` in a URL, raw or encoded, works and
 /// never reaches output.
 #[test]
 fn passwords_with_url_characters_work_and_never_leak() {

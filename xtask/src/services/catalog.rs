@@ -784,6 +784,7 @@ pub(crate) fn listing_json(listed: &[Listed], now: OffsetDateTime) -> serde_json
                 "usable": l.usable(),
                 "sha256": l.meta.as_ref().map(|m| &m.sha256),
                 "tables": l.meta.as_ref().map(|m| m.tables.len()),
+                "source": l.source(),
             })
         })
         .collect();
