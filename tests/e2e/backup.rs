@@ -583,6 +583,9 @@ fn auto_type_schema_only_and_the_password_stays_out_of_argv() {
     );
 
     let argv = std::fs::read_to_string(&log).unwrap();
-    assert!(argv.contains("pg_dump --format=plain"), "{argv}");
+    assert!(
+        argv.contains("pg_dump --no-password --format=plain"),
+        "{argv}"
+    );
     assert!(!argv.contains(PASSWORD), "a password in argv: {argv}");
 }

@@ -28,6 +28,7 @@ mod compose;
 mod harness;
 mod ops;
 mod prune;
+mod recovery;
 mod remote;
 mod restore;
 mod runbook;

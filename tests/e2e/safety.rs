@@ -320,15 +320,14 @@ fn database_properties_survive_restore_and_clone_or_nothing_changes() {
         "a clone from a backup carries them too"
     );
 
-    // The role they name is gone: the swap fails whole, and the target is as it was.
+    // The role they name is gone: refused before anything, naming it.
     pg.psql(DB, "DROP OWNED BY reader; DROP ROLE reader");
     pg.psql("shop", "INSERT INTO t VALUES (2)");
     let before = (databases(&pg), pg.psql(DB, PROPS));
     let out = x.run(&["db-restore", "--latest", "--yes"], &env);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(
-        stderr(&out).contains("the swap failed; the target database was not changed")
-            && stderr(&out).contains("reader"),
+        stderr(&out).contains("does not have: reader; create them from the globals backup first"),
         "{}",
         show(&out)
     );

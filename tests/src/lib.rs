@@ -272,7 +272,24 @@ impl Xtask {
 
     pub fn command(&self, args: &[&str], env: &BTreeMap<String, String>) -> Command {
         let mut c = Command::new(&self.bin);
-        c.args(args).current_dir(self.root.path());
+        c.args(args);
+        self.hermetic(c, env)
+    }
+
+    /// Runs a shell script as a user would type it: `cargo xtask ...` is
+    /// this binary; stops at the first failing command.
+    pub fn shell(&self, script: &str, env: &BTreeMap<String, String>) -> Output {
+        let mut c = Command::new("bash");
+        c.args(["-euo", "pipefail", "-c"])
+            .arg(format!(
+                "cargo() {{ [ \"$1\" = xtask ] && shift; \"$XTASK_BIN\" \"$@\"; }}\n{script}"
+            ))
+            .env("XTASK_BIN", &self.bin);
+        self.hermetic(c, env).output().expect("bash runs")
+    }
+
+    fn hermetic(&self, mut c: Command, env: &BTreeMap<String, String>) -> Command {
+        c.current_dir(self.root.path());
         for var in [
             "DATABASE_URL",
             "PGPASSWORD",
@@ -307,6 +324,10 @@ impl Xtask {
             "AWS_DEFAULT_REGION",
             "BACKUP_MASK_SALT",
             "BACKUP_MASK_SALT_FILE",
+            "BACKUP_DATABASES",
+            "BACKUP_EXCLUDE_DATABASES",
+            "BACKUP_GLOBALS_PASSWORDS",
+            "BACKUP_CLUSTER",
         ] {
             c.env_remove(var);
         }

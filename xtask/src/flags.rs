@@ -106,6 +106,8 @@ pub(crate) struct DbClone {
     /// Copy every column as it is, from any source (no masking rules)
     #[arg(long)]
     pub(crate) no_mask: bool,
+    #[command(flatten)]
+    pub(crate) roles: RoleArgs,
     /// With `latest` and backups of several servers in one store: the server's system
     /// identifier or host:port
     #[arg(long, value_name = "SERVER")]
@@ -193,6 +195,17 @@ pub(crate) struct ConnectionArgs {
     pub(crate) via: Option<Via>,
 }
 
+/// Loading without the source's roles (restore, clone, a restore test).
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub(crate) struct RoleArgs {
+    /// Load everything as the connecting user: no ALTER ... OWNER TO, no database owner
+    #[arg(long)]
+    pub(crate) no_owner: bool,
+    /// Leave privileges out: no GRANT or REVOKE, no database privileges
+    #[arg(long)]
+    pub(crate) no_acl: bool,
+}
+
 /// Options every database task takes.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct CommonArgs {
@@ -264,6 +277,14 @@ pub(crate) struct DbBackup {
     /// Stream straight to BACKUP_S3_BUCKET, with no local copy [env: BACKUP_LOCAL=false]
     #[arg(long)]
     pub(crate) remote_only: bool,
+    /// The server's roles, memberships, role settings and tablespaces (pg_dumpall --globals-only)
+    /// as a backup of their own, named {cluster}_globals_{type}_{timestamp}
+    #[arg(long, conflicts_with_all = ["all", "schema_only"])]
+    pub(crate) globals: bool,
+    /// Every connectable database of the server and the globals, one backup set each
+    /// (BACKUP_DATABASES and BACKUP_EXCLUDE_DATABASES, comma-separated, narrow it)
+    #[arg(long)]
+    pub(crate) all: bool,
     /// gzip level, 1 (fast) to 9 (small) [env: BACKUP_COMPRESSION_LEVEL] [default: 6]
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(1..=9))]
     pub(crate) compression_level: Option<u32>,
@@ -307,6 +328,8 @@ pub(crate) struct DbVerify {
     /// Also restore into a throwaway database on the server, compare row counts, and drop it
     #[arg(long)]
     pub(crate) restore_test: bool,
+    #[command(flatten)]
+    pub(crate) roles: RoleArgs,
     /// With --latest and backups of several servers in one store: the server's system
     /// identifier or host:port (as db-list --json shows them)
     #[arg(long, value_name = "SERVER", requires = "latest")]
@@ -346,8 +369,17 @@ pub(crate) struct DbRestore {
     #[arg(long)]
     pub(crate) list: bool,
     /// Restore into this database instead (created; replaced only with --yes)
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "all")]
     pub(crate) target_db: Option<String>,
+    /// Every database of the newest complete `db-backup --all` run, each all-or-nothing
+    #[arg(long, requires = "latest", conflicts_with_all = ["table", "kind"])]
+    pub(crate) all: bool,
+    /// First create the roles and tablespaces of the newest globals backup that this server
+    /// lacks (existing ones are never changed)
+    #[arg(long)]
+    pub(crate) with_globals: bool,
+    #[command(flatten)]
+    pub(crate) roles: RoleArgs,
     /// Only this table (schema.table; repeatable): its definition, data, indexes, constraints,
     /// triggers and what they depend on, into --target-db
     #[arg(long = "table", value_name = "TABLE", requires = "target_db")]

@@ -499,6 +499,14 @@ pub(crate) struct Settings {
     pub(crate) local: bool,
     pub(crate) s3: Option<S3Config>,
     pub(crate) hooks: HookConfig,
+    /// `db-backup --all`: only these databases (BACKUP_DATABASES), never these
+    /// (BACKUP_EXCLUDE_DATABASES); empty: every connectable one.
+    pub(crate) databases: Vec<String>,
+    pub(crate) exclude_databases: Vec<String>,
+    /// Role passwords in the globals backup (BACKUP_GLOBALS_PASSWORDS).
+    pub(crate) globals_passwords: bool,
+    /// The server's name in the globals backup's file name (BACKUP_CLUSTER).
+    pub(crate) cluster: Option<String>,
     /// The key of masking's fakes: BACKUP_MASK_SALT, or the file BACKUP_MASK_SALT_FILE names.
     pub(crate) mask_salt: Option<Secret>,
     pub(crate) mask_salt_file: Option<PathBuf>,
@@ -679,6 +687,10 @@ impl Settings {
             local: sources.flag("BACKUP_LOCAL", true)?,
             s3: s3(sources)?,
             hooks: hooks(sources)?,
+            databases: list(sources.value("BACKUP_DATABASES")),
+            exclude_databases: list(sources.value("BACKUP_EXCLUDE_DATABASES")),
+            globals_passwords: sources.flag("BACKUP_GLOBALS_PASSWORDS", false)?,
+            cluster: sources.value("BACKUP_CLUSTER"),
             mask_salt: sources.value("BACKUP_MASK_SALT").map(Secret::new),
             mask_salt_file: sources.value("BACKUP_MASK_SALT_FILE").map(|f| root.join(f)),
             max_age,
@@ -687,6 +699,16 @@ impl Settings {
             origins,
         })
     }
+}
+
+/// A comma-separated list (spaces around items are not part of them).
+fn list(text: Option<String>) -> Vec<String> {
+    text.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// PGPASSWORD, then POSTGRES_PASSWORD (the compose service's own variable), then

@@ -191,6 +191,29 @@ impl DatabaseProps {
         }
         out
     }
+
+    /// Roles these properties name.
+    pub(crate) fn roles(&self, skip: Skip) -> Vec<&str> {
+        let mut roles = Vec::new();
+        if !skip.owner && !self.owner.is_empty() {
+            roles.push(self.owner.as_str());
+        }
+        if !skip.acl {
+            roles.extend(
+                self.acl
+                    .iter()
+                    .flatten()
+                    .map(|g| g.grantee.as_str())
+                    .filter(|g| *g != "PUBLIC"),
+            );
+        }
+        if !skip.owner {
+            roles.extend(self.settings.iter().filter_map(|s| s.role.as_deref()));
+        }
+        roles.sort_unstable();
+        roles.dedup();
+        roles
+    }
 }
 
 impl Locale {

@@ -50,6 +50,56 @@ pub(crate) struct BackupMeta {
     /// The server the backup came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) source: Option<SourceId>,
+    /// What the dump holds: one database, or the server's roles and tablespaces.
+    #[serde(default, skip_serializing_if = "Content::is_database")]
+    pub(crate) content: Content,
+    /// The file holds secrets beyond the data (role passwords): keep it encrypted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) sensitive: bool,
+    /// Roles the dump names: owners, and grantees of privileges.
+    #[serde(default, skip_serializing_if = "Roles::is_empty")]
+    pub(crate) roles: Roles,
+    /// The `db-backup --all` run it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) run: Option<Run>,
+}
+
+/// What a dump holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Content {
+    #[default]
+    Database,
+    /// `pg_dumpall --globals-only`: roles, memberships, role settings, tablespaces.
+    Globals,
+}
+
+impl Content {
+    fn is_database(&self) -> bool {
+        *self == Content::Database
+    }
+}
+
+/// The roles a dump names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Roles {
+    pub(crate) owners: Vec<String>,
+    pub(crate) grantees: Vec<String>,
+}
+
+impl Roles {
+    fn is_empty(&self) -> bool {
+        self.owners.is_empty() && self.grantees.is_empty()
+    }
+}
+
+/// One `db-backup --all` run: what it set out to back up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Run {
+    /// When it started (RFC 3339) and its process: the same in every set of the run.
+    pub(crate) id: String,
+    /// Every database of the run (the globals set besides).
+    pub(crate) databases: Vec<String>,
 }
 
 /// A server: its system identifier and where it was reached.
@@ -137,6 +187,10 @@ pub(crate) fn example() -> BackupMeta {
         verification: None,
         database_props: None,
         source: None,
+        content: Content::Database,
+        sensitive: false,
+        roles: Roles::default(),
+        run: None,
     }
 }
 

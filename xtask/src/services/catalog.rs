@@ -18,7 +18,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::core::config::Settings;
-use crate::core::meta::{self, BackupMeta, SourceId, parse_sha256_line};
+use crate::core::meta::{self, BackupMeta, Content, Run, SourceId, parse_sha256_line};
 use crate::core::metrics::{self, Metrics};
 use crate::core::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
 use crate::core::retention::{self, Candidate, Decision, Policy, Reason};
@@ -132,6 +132,65 @@ impl Listed {
     fn source(&self) -> Option<&SourceId> {
         self.meta.as_ref().and_then(|m| m.source.as_ref())
     }
+}
+
+/// The newest complete `db-backup --all` run (of the server `source` names,
+/// if given): its sets, usable, a globals set and one per database it listed.
+pub(crate) fn latest_run(
+    store: &dyn Store,
+    source: Option<&str>,
+) -> anyhow::Result<Option<(Run, Vec<Listed>)>> {
+    let mut runs: BTreeMap<String, (Run, Vec<Listed>)> = BTreeMap::new();
+    for l in store.catalog()?.into_iter().filter(Listed::usable) {
+        let Some(run) = l.meta.as_ref().and_then(|m| m.run.clone()) else {
+            continue;
+        };
+        if source.is_some_and(|s| {
+            l.source()
+                .is_none_or(|id| id.system_identifier != s && id.host != s)
+        }) {
+            continue;
+        }
+        runs.entry(run.id.clone())
+            .or_insert_with(|| (run, Vec::new()))
+            .1
+            .push(l);
+    }
+    let complete = |(run, sets): &(Run, Vec<Listed>)| {
+        let has =
+            |f: &dyn Fn(&BackupMeta) -> bool| sets.iter().any(|l| l.meta.as_ref().is_some_and(f));
+        has(&|m| m.content == Content::Globals)
+            && run
+                .databases
+                .iter()
+                .all(|db| has(&|m| m.content == Content::Database && &m.database == db))
+    };
+    Ok(runs.into_values().rev().find(complete))
+}
+
+/// The newest usable globals backup, of the server `source` if given (else any).
+pub(crate) fn latest_globals(
+    store: &dyn Store,
+    source: Option<&SourceId>,
+) -> anyhow::Result<Option<Listed>> {
+    let mut globals: Vec<Listed> = store
+        .catalog()?
+        .into_iter()
+        .filter(|l| {
+            l.usable()
+                && l.meta
+                    .as_ref()
+                    .is_some_and(|m| m.content == Content::Globals)
+        })
+        .filter(|l| {
+            source.is_none_or(|s| {
+                l.source()
+                    .is_none_or(|id| id.system_identifier == s.system_identifier)
+            })
+        })
+        .collect();
+    globals.sort_by(|a, b| (a.created_at(), &a.set.name).cmp(&(b.created_at(), &b.set.name)));
+    Ok(globals.pop())
 }
 
 /// The newest usable backup, and the newer ones passed over with the reason.

@@ -30,11 +30,12 @@ use time::OffsetDateTime;
 use crate::core::config::Connection;
 use crate::core::dbprops::{DatabaseProps, Locale, Skip};
 use crate::core::dump::filter::TableFilter;
+use crate::core::dump::globals::GlobalsFilter;
 use crate::core::dump::mask::Rewriter;
 use crate::core::dump::quote_ident;
 use crate::core::dump::scan::ScanReport;
 use crate::core::dump::{Line, LineKind, Reader, Visitor};
-use crate::core::meta::{BackupMeta, parse_sha256_line};
+use crate::core::meta::{BackupMeta, Content, parse_sha256_line};
 use crate::core::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
 use crate::services::catalog::{self, LocalStore, Store};
 use crate::services::codec::{self, ReadError, ReadReport};
@@ -300,17 +301,21 @@ pub(crate) enum Input<'a> {
     },
 }
 
-/// What happens to the SQL on its way: nothing, a table selection, masking.
+/// What happens to the SQL on its way: nothing, a table selection,
+/// masking, or the globals a server lacks.
 pub(crate) enum Transform<'a> {
     Whole,
     Tables(TableFilter),
     Mask(Rewriter<'a>),
+    Globals(GlobalsFilter),
 }
 
 /// The visitor of a load: psql's commands and the database-level entries of
-/// a `--create` dump never pass; the rest goes through the transform into `out`.
+/// a `--create` dump never pass, nor owners and privileges the load leaves
+/// out; the rest goes through the transform into `out`.
 struct LoadSink<'a> {
     transform: Transform<'a>,
+    skip: Skip,
     out: Vec<u8>,
     /// Rows per data block passed on, for the untransformed stream.
     copies: Vec<u64>,
@@ -319,7 +324,14 @@ struct LoadSink<'a> {
 
 impl Visitor for LoadSink<'_> {
     fn piece(&mut self, line: &Line<'_>, bytes: &[u8]) {
-        if *line.kind == LineKind::Meta || line.entry.is_some_and(|e| e.is_database_level()) {
+        if *line.kind == LineKind::Meta
+            || line.entry.is_some_and(|e| e.is_database_level())
+            || (self.skip.acl
+                && line
+                    .entry
+                    .is_some_and(|e| matches!(e.kind.as_str(), "ACL" | "DEFAULT ACL")))
+            || (self.skip.owner && line.top && line.first && line.last && sets_an_owner(bytes))
+        {
             return;
         }
         match &mut self.transform {
@@ -342,6 +354,10 @@ impl Visitor for LoadSink<'_> {
                 m.piece(line, bytes);
                 self.out.append(&mut m.out);
             }
+            Transform::Globals(g) => {
+                g.piece(line, bytes);
+                self.out.append(&mut g.out);
+            }
         }
     }
 
@@ -351,6 +367,120 @@ impl Visitor for LoadSink<'_> {
             self.out.append(&mut f.out);
         }
     }
+}
+
+/// `ALTER ... OWNER TO ...;` and `SET SESSION AUTHORIZATION`, as pg_dump writes them (one line).
+fn sets_an_owner(line: &[u8]) -> bool {
+    let w = crate::core::dump::words(line);
+    let kw = |i: usize| w.get(i).and_then(crate::core::dump::Word::keyword);
+    match kw(0).as_deref() {
+        Some("ALTER") => crate::core::dump::altered_owner(line).is_some(),
+        Some("SET") => {
+            kw(1).as_deref() == Some("SESSION") && kw(2).as_deref() == Some("AUTHORIZATION")
+        }
+        _ => false,
+    }
+}
+
+/// Roles the dump and its database's properties name that the server lacks
+/// (what `skip` leaves out does not count).
+pub(crate) fn missing_roles(
+    client: &Client,
+    admin: &Connection,
+    meta: Option<&BackupMeta>,
+    skip: Skip,
+) -> anyhow::Result<Vec<String>> {
+    let Some(meta) = meta else {
+        return Ok(Vec::new());
+    };
+    let mut needed: Vec<&str> = Vec::new();
+    if !skip.owner {
+        needed.extend(meta.roles.owners.iter().map(String::as_str));
+    }
+    if !skip.acl {
+        needed.extend(meta.roles.grantees.iter().map(String::as_str));
+    }
+    if let Some(props) = &meta.database_props {
+        needed.extend(props.roles(skip));
+    }
+    if needed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let existing = client.roles(admin)?;
+    let mut missing: Vec<String> = needed
+        .into_iter()
+        .filter(|r| !existing.contains(*r))
+        .map(String::from)
+        .collect();
+    missing.sort();
+    missing.dedup();
+    Ok(missing)
+}
+
+/// What a globals backup creates on a server.
+#[derive(Debug, Default)]
+pub(crate) struct GlobalsCreated {
+    pub(crate) roles: Vec<String>,
+    pub(crate) tablespaces: Vec<String>,
+}
+
+/// Loads a globals backup into the server: the roles and tablespaces it
+/// lacks are created, existing ones never changed. With `dry_run` the file
+/// is only read. Returns what was (or would be) created.
+pub(crate) fn load_globals(
+    client: &Client,
+    admin: &Connection,
+    source: &Source,
+    dry_run: bool,
+) -> anyhow::Result<GlobalsCreated> {
+    let sidecars = sidecars(source)?;
+    if sidecars
+        .meta
+        .as_ref()
+        .is_some_and(|m| m.content != Content::Globals)
+    {
+        anyhow::bail!(
+            "{} is a database's backup, not a globals backup",
+            source.file_name
+        );
+    }
+    let tablespaces = client.list(admin, "SELECT spcname FROM pg_tablespace")?;
+    let mut filter = GlobalsFilter::new(client.roles(admin)?, tablespaces.into_iter().collect());
+    let filter = if dry_run {
+        read_backup(source, &sidecars, &mut filter, |f| {
+            f.out.clear();
+            Ok(())
+        })
+        .map_err(|e| format_err!("{e}"))?;
+        filter
+    } else {
+        ui::info(format!(
+            "creating what {} has and the server lacks",
+            source.file_name
+        ));
+        let loaded = load(
+            client,
+            admin,
+            Input::Backup(source, &sidecars),
+            Transform::Globals(filter),
+            Skip::default(),
+        )
+        .map_err(|e| format_err!("{}: {e}", source.file_name))?;
+        let Transform::Globals(g) = loaded.transform else {
+            unreachable!("the globals' transform")
+        };
+        g
+    };
+    if filter.odd > 0 {
+        ui::warn(format!(
+            "{}: {} lines are not in the form pg_dumpall writes (one statement a line) and were not run",
+            source.file_name, filter.odd
+        ));
+    }
+    Ok(GlobalsCreated {
+        roles: filter.created_roles,
+        tablespaces: filter.created_tablespaces,
+    })
 }
 
 /// A load that passed every check.
@@ -429,10 +559,12 @@ pub(crate) fn load<'a>(
     target: &Connection,
     input: Input<'_>,
     transform: Transform<'a>,
+    skip: Skip,
 ) -> Result<Loaded<'a>, LoadError> {
     let mut psql = PsqlLoad::spawn(client, target)?;
     let mut sink = LoadSink {
         transform,
+        skip,
         out: Vec::with_capacity(1 << 20),
         copies: Vec::new(),
         rows: 0,
@@ -488,6 +620,7 @@ pub(crate) fn load<'a>(
                 .map(|(t, n)| (t.clone(), *n))
                 .collect(),
         ),
+        Transform::Globals(_) => (Vec::new(), Default::default()),
     };
     if tags != copies {
         return Err(LoadError::File(format_err!(
@@ -700,10 +833,15 @@ fn sql_error(stderr: &str) -> LoadError {
                 || c == "42501"
                 || (c == "42704" && message.starts_with("role "))
         });
-    let message = if level.is_empty() {
-        message.to_string()
+    let hint = if code == Some("42704") && message.starts_with("role ") {
+        " (create the roles first with --with-globals, or load without them: --no-owner --no-acl)"
     } else {
-        format!("{level}:  {message}")
+        ""
+    };
+    let message = if level.is_empty() {
+        format!("{message}{hint}")
+    } else {
+        format!("{level}:  {message}{hint}")
     };
     LoadError::Sql {
         message: message.trim_start_matches("psql:").to_string(),
@@ -1016,7 +1154,7 @@ mod tests {
         };
         assert_eq!(
             e("psql:<stdin>:40: ERROR:  42704: role \"ghost\" does not exist\nLOCATION:  x"),
-            ("ERROR:  role \"ghost\" does not exist".to_string(), true)
+            ("ERROR:  role \"ghost\" does not exist (create the roles first with --with-globals, or load without them: --no-owner --no-acl)".to_string(), true)
         );
         assert!(!e("psql:<stdin>:9: ERROR:  42601: syntax error at or near \"x\"").1);
         assert!(

@@ -8,6 +8,7 @@
 //! way the bytes stream through this process. [`open`] picks the route
 //! (`--via auto|host|compose`) and connects once.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -429,20 +430,60 @@ impl Client {
         })
     }
 
-    /// `pg_dump` writing plain SQL to a stream we read; its stderr is kept
-    /// for the error, its exit status checked by the reader's owner.
+    /// `pg_dump` (or for the globals `pg_dumpall --globals-only`) writing
+    /// plain SQL to a stream we read; its stderr is kept for the error, its
+    /// exit status checked by the reader's owner.
     pub(crate) fn dump(
         &self,
         conn: &Connection,
         opts: &DumpOptions,
     ) -> Result<ChildReader, PgError> {
-        let mut args: Vec<OsString> = vec!["--format=plain".into(), "--no-password".into()];
-        if opts.schema_only {
-            args.push("--schema-only".into());
-        }
-        self.command("pg_dump", &args, conn)
+        let mut args: Vec<OsString> = vec!["--no-password".into()];
+        let tool = match opts.globals {
+            Some(passwords) => {
+                args.push("--globals-only".into());
+                if !passwords {
+                    args.push("--no-role-passwords".into());
+                }
+                "pg_dumpall"
+            }
+            None => {
+                args.push("--format=plain".into());
+                if opts.schema_only {
+                    args.push("--schema-only".into());
+                }
+                "pg_dump"
+            }
+        };
+        self.command(tool, &args, conn)
             .reader()
-            .map_err(|e| self.spawn_error("pg_dump", e))
+            .map_err(|e| self.spawn_error(tool, e))
+    }
+
+    /// One column of a query, a value a line.
+    pub(crate) fn list(&self, conn: &Connection, sql: &str) -> Result<Vec<String>, PgError> {
+        Ok(self
+            .query(conn, sql)?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
+    /// The server's roles.
+    pub(crate) fn roles(&self, conn: &Connection) -> Result<BTreeSet<String>, PgError> {
+        Ok(self
+            .list(conn, "SELECT rolname FROM pg_roles")?
+            .into_iter()
+            .collect())
+    }
+
+    /// Whether the connecting user is a superuser.
+    pub(crate) fn is_superuser(&self, conn: &Connection) -> Result<bool, PgError> {
+        Ok(self.query(
+            conn,
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+        )? == "t")
     }
 
     /// Checks that this client can dump a server of version `server`.
@@ -717,6 +758,8 @@ fn tool_version(tool: &Path) -> Option<PgVersion> {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DumpOptions {
     pub(crate) schema_only: bool,
+    /// The server's globals instead of a database: `Some(with role passwords)`.
+    pub(crate) globals: Option<bool>,
 }
 
 /// The git commit of the workspace, if it is a git checkout.

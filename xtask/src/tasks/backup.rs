@@ -12,7 +12,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::core::config::Settings;
-use crate::core::meta::{self, BackupMeta, Verification};
+use crate::core::meta::{self, BackupMeta, Content, Roles, Run, Verification};
 use crate::core::metrics::{self, Outcome};
 use crate::core::naming::{self, BackupName, BackupType, TypeChoice};
 use crate::core::plan::Placement;
@@ -27,6 +27,31 @@ use crate::services::s3::S3Store;
 use crate::tasks::Context;
 use crate::{Failure, exit, ui};
 
+/// Where this run's backups go: the store of record, and the copy's.
+struct Stores {
+    placement: Placement,
+    local: LocalStore,
+    remote: Option<S3Store>,
+}
+
+impl Stores {
+    fn primary(&self) -> &dyn Store {
+        match (&self.remote, self.placement.remote_primary()) {
+            (Some(r), true) => r,
+            _ => &self.local,
+        }
+    }
+}
+
+/// What one backup set holds.
+#[derive(Debug, Clone)]
+enum What {
+    /// This database (`None`: the one the settings, or the compose service, name).
+    Database(Option<String>),
+    /// The server's globals.
+    Globals,
+}
+
 pub(crate) fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
     let settings = &ctx.settings;
     let placement = Placement::decide(
@@ -36,25 +61,166 @@ pub(crate) fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         args.no_upload,
     )
     .map_err(anyhow::Error::msg)?;
-    let local = LocalStore::of(settings);
-    let remote = match (placement, &settings.s3) {
-        (Placement::Local, _) | (_, None) => None,
-        (_, Some(config)) => Some(S3Store::new(config.clone())?),
+    let stores = Stores {
+        placement,
+        local: LocalStore::of(settings),
+        remote: match (placement, &settings.s3) {
+            (Placement::Local, _) | (_, None) => None,
+            (_, Some(config)) => Some(S3Store::new(config.clone())?),
+        },
     };
-    let primary: &dyn Store = match (&remote, placement.remote_primary()) {
-        (Some(r), true) => {
-            // Nothing is dumped when the bucket cannot take it.
-            r.check()?;
-            r
-        }
-        _ => &local,
-    };
-    // The route decides the database name when it comes from the compose service.
+    if let (Some(r), true) = (&stores.remote, placement.remote_primary()) {
+        // Nothing is dumped when the bucket cannot take it.
+        r.check()?;
+    }
     let route = pg::route(settings);
-    let db = route
-        .as_ref()
-        .map_or(&settings.connection.dbname, |r| &r.conn.dbname)
-        .clone();
+    if args.all {
+        return all(&args, settings, &stores, route?);
+    }
+    let what = if args.globals {
+        What::Globals
+    } else {
+        What::Database(None)
+    };
+    let report = one(&args, settings, &stores, route, &what, None);
+    if args.json {
+        println!("{}", report.json);
+    }
+    report.outcome
+}
+
+/// `--all`: the globals, then every connectable database, a set each; one
+/// table at the end, and a failure for the run when any set failed.
+fn all(
+    args: &DbBackup,
+    settings: &Settings,
+    stores: &Stores,
+    route: Route,
+) -> anyhow::Result<ExitCode> {
+    let session = route.clone().maintenance().connect(Purpose::Dump)?;
+    // Once for the run, not once per database.
+    session.client.check_dump_compat(&session.server)?;
+    let mut databases = session.client.list(
+        &session.conn,
+        "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+    )?;
+    databases.retain(|d| {
+        (settings.databases.is_empty() || settings.databases.contains(d))
+            && !settings.exclude_databases.contains(d)
+    });
+    for wanted in settings.databases.iter().filter(|d| !databases.contains(d)) {
+        ui::warn(format!(
+            "BACKUP_DATABASES names '{wanted}', which the server does not have (or does not let anyone connect to)"
+        ));
+    }
+    let now = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let run = Run {
+        id: format!("{now}/{}", std::process::id()),
+        databases: databases.clone(),
+    };
+    let mut reports = Vec::new();
+    for what in std::iter::once(What::Globals)
+        .chain(databases.iter().map(|d| What::Database(Some(d.clone()))))
+    {
+        reports.push((
+            what.clone(),
+            one(args, settings, stores, Ok(route.clone()), &what, Some(&run)),
+        ));
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|(_, r)| r.outcome.is_err())
+        .map(|(w, _)| label(w))
+        .collect();
+    if args.json {
+        let sets: Vec<_> = reports.iter().map(|(_, r)| r.json.clone()).collect();
+        println!("{}", json!({"run": run.id, "sets": sets, "failed": failed}));
+    } else if ui::verbosity() >= ui::Verbosity::Normal {
+        println!("{:<24}  {:<8}  FILE OR ERROR", "DATABASE", "RESULT");
+        for (what, r) in &reports {
+            let (result, detail) = match &r.outcome {
+                Ok(_) => (
+                    "ok",
+                    r.json["meta"]["file"].as_str().unwrap_or("").to_string(),
+                ),
+                Err(e) => ("FAILED", format!("{e:#}")),
+            };
+            println!("{:<24}  {result:<8}  {detail}", label(what));
+        }
+    }
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let others = if failed.len() < reports.len() {
+            " (the others are published)"
+        } else {
+            ""
+        };
+        Err(anyhow::format_err!(
+            "{} of {} backup sets failed: {}{others}",
+            failed.len(),
+            reports.len(),
+            failed.join(", ")
+        ))
+    }
+}
+
+fn label(what: &What) -> String {
+    match what {
+        What::Database(d) => d.clone().unwrap_or_default(),
+        What::Globals => "(globals)".into(),
+    }
+}
+
+/// One set's result: its JSON, and the exit it means.
+struct SetReport {
+    json: serde_json::Value,
+    outcome: anyhow::Result<ExitCode>,
+}
+
+/// The globals' set name: `{cluster}_globals`, the cluster BACKUP_CLUSTER
+/// or where the server was reached (`localhost-5432`, the compose service).
+fn globals_name(settings: &Settings, route: &Route) -> String {
+    let cluster = settings
+        .cluster
+        .clone()
+        .unwrap_or_else(|| match &route.conn.service {
+            Some(svc) => svc.clone(),
+            None => format!("{}-{}", route.conn.host, route.conn.port),
+        });
+    let cluster: String = cluster
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{cluster}_globals")
+}
+
+/// One backup set, start to end: lock, dump, publish, metrics, verify,
+/// upload, prune, hooks. Text goes out as it happens; the JSON is returned.
+fn one(
+    args: &DbBackup,
+    settings: &Settings,
+    stores: &Stores,
+    route: anyhow::Result<Route>,
+    what: &What,
+    run: Option<&Run>,
+) -> SetReport {
+    let primary = stores.primary();
+    // The route decides the database name when it comes from the compose service.
+    let db = match (what, &route) {
+        (What::Database(Some(db)), _) => db.clone(),
+        (What::Globals, Ok(r)) => globals_name(settings, r),
+        (_, Ok(r)) => r.conn.dbname.clone(),
+        (_, Err(_)) => settings.connection.dbname.clone(),
+    };
     let started_at = OffsetDateTime::now_utc();
     let kind = match args.kind {
         TypeChoice::Tier(kind) => kind,
@@ -72,11 +238,24 @@ pub(crate) fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
             kind
         }
     };
-    // One run per database at a time: an overlapping cron run stops here.
-    let _lock = lock(&local, &db)?;
-    let result = route.and_then(|route| backup(&args, settings, route, primary, kind, started_at));
-    let (event, outcome) = match result {
-        Ok(done) => {
+    let local = &stores.local;
+    let result = route.and_then(|route| {
+        // One run per database at a time: an overlapping cron run stops here.
+        let lock = lock(local, &db)?;
+        let route = match what {
+            What::Database(Some(d)) => Route {
+                conn: route.conn.with_db(d),
+                ..route
+            },
+            _ => route,
+        };
+        backup(
+            args, settings, route, primary, what, &db, kind, started_at, run,
+        )
+        .map(|done| (done, lock))
+    });
+    let (event, outcome, json) = match result {
+        Ok((done, _lock)) => {
             let event = Event {
                 file: Some(done.meta.file.clone()),
                 path: Some(primary.display(&done.meta.file)),
@@ -84,36 +263,25 @@ pub(crate) fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
                 duration_seconds: Some(done.meta.duration_seconds),
                 ..Event::new(Status::Success, &db, kind.as_str(), None)
             };
-            let finished = finish(
-                &args,
-                settings,
-                &local,
-                primary,
-                remote.as_ref(),
-                placement,
-                done,
-            );
-            (event, finished)
+            let (outcome, json) = finish(args, settings, stores, done);
+            (event, outcome, json)
         }
         Err(err) => {
             local.record_metrics(|m| {
                 let now = OffsetDateTime::now_utc();
                 metrics::record_backup(m, &db, kind, now, &Outcome::Failure);
-                if placement.remote_primary() {
+                if stores.placement.remote_primary() {
                     metrics::record_upload(m, &db, kind, now, false);
                 }
             });
-            if args.json {
-                let out = json!({"status": "failed", "database": db, "type": kind, "error": format!("{err:#}")});
-                println!("{out}");
-            }
+            let json = json!({"status": "failed", "database": db, "type": kind, "error": format!("{err:#}")});
             let event = Event::new(
                 Status::Failure,
                 &db,
                 kind.as_str(),
                 Some(format!("{err:#}")),
             );
-            (event, Err(err))
+            (event, Err(err), json)
         }
     };
     // A failed verification is a failed run for the hooks too.
@@ -130,7 +298,7 @@ pub(crate) fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
             ui::warn(format!("{problem}; the backup's own result stands"));
         }
     }
-    outcome
+    SetReport { json, outcome }
 }
 
 /// The per-database run lock in the backup directory (created here, once).
@@ -168,13 +336,17 @@ struct Done {
     name: BackupName,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn backup(
     args: &DbBackup,
     settings: &Settings,
     route: Route,
     store: &dyn Store,
+    what: &What,
+    set: &str,
     kind: BackupType,
     started_at: OffsetDateTime,
+    run: Option<&Run>,
 ) -> anyhow::Result<Done> {
     for path in fsutil::remove_stale_partials(&settings.backup_dir).unwrap_or_default() {
         ui::detail(format!(
@@ -191,8 +363,36 @@ fn backup(
     client.check_dump_compat(&server)?;
 
     let clock = Instant::now();
-    ui::info(format!("backing up {} ({kind})", conn.display_target()));
-    let name = catalog::free_name(store, BackupName::new(&conn.dbname, kind, started_at))?;
+    let globals = match what {
+        What::Globals => {
+            ui::info(format!(
+                "backing up the globals of {} ({kind})",
+                conn.server_label()
+            ));
+            let passwords = settings.globals_passwords
+                && {
+                    let superuser = client.is_superuser(&conn)?;
+                    if !superuser {
+                        ui::warn(format!(
+                            "role passwords are left out of the globals backup: user '{}' is not a superuser (BACKUP_GLOBALS_PASSWORDS asks for them)",
+                            conn.user
+                        ));
+                    }
+                    superuser
+                };
+            if !passwords {
+                ui::detail(
+                    "role passwords are not in the globals backup (BACKUP_GLOBALS_PASSWORDS=true puts them in)",
+                );
+            }
+            Some(passwords)
+        }
+        What::Database(_) => {
+            ui::info(format!("backing up {} ({kind})", conn.display_target()));
+            None
+        }
+    };
+    let name = catalog::free_name(store, BackupName::new(set, kind, started_at))?;
     let mut file = store
         .create(&name.file_name())
         .with_context(|| format!("cannot write to {}", store.location()))?;
@@ -204,6 +404,7 @@ fn backup(
     };
     let opts = DumpOptions {
         schema_only: args.schema_only,
+        globals,
     };
     let archived = publish::dump_into(
         &client,
@@ -216,19 +417,22 @@ fn backup(
     let finished_at = OffsetDateTime::now_utc();
     let duration = clock.elapsed().as_secs_f64();
     // What pg_dump leaves out without --create, and where it came from.
-    let database_props =
-        pg::database_props(&client, &conn, &server, &conn.dbname).unwrap_or_else(|e| {
-            ui::warn(format!(
-                "the database's own properties were not recorded: {e:#}"
-            ));
-            None
-        });
+    let database_props = match what {
+        What::Globals => None,
+        What::Database(_) => pg::database_props(&client, &conn, &server, &conn.dbname)
+            .unwrap_or_else(|e| {
+                ui::warn(format!(
+                    "the database's own properties were not recorded: {e:#}"
+                ));
+                None
+            }),
+    };
     let source = pg::source_identity(&client, &conn)
         .map_err(|e| ui::warn(format!("the server's identity was not recorded: {e:#}")))
         .ok();
     let meta = BackupMeta {
         format_version: meta::FORMAT_VERSION,
-        database: conn.dbname.clone(),
+        database: set.to_string(),
         kind,
         file: name.file_name(),
         started_at,
@@ -252,6 +456,17 @@ fn backup(
         verification: None,
         database_props,
         source,
+        content: if globals.is_some() {
+            Content::Globals
+        } else {
+            Content::Database
+        },
+        sensitive: globals == Some(true),
+        roles: Roles {
+            owners: archived.scan.owners.iter().cloned().collect(),
+            grantees: archived.scan.grantees.iter().cloned().collect(),
+        },
+        run: run.cloned(),
     };
     catalog::commit_set(store, file, &name, &meta)?;
     Ok(Done { meta, name })
@@ -260,12 +475,15 @@ fn backup(
 fn finish(
     args: &DbBackup,
     settings: &Settings,
-    local: &LocalStore,
-    store: &dyn Store,
-    remote: Option<&S3Store>,
-    placement: Placement,
+    stores: &Stores,
     mut done: Done,
-) -> anyhow::Result<ExitCode> {
+) -> (anyhow::Result<ExitCode>, serde_json::Value) {
+    let (local, store, remote, placement) = (
+        &stores.local,
+        stores.primary(),
+        stores.remote.as_ref(),
+        stores.placement,
+    );
     let shown = store.display(&done.name.file_name());
     let m = &done.meta;
     local.record_metrics(|metrics| {
@@ -300,9 +518,9 @@ fn finish(
             restore_tested: false,
             error: verify_error.clone(),
         });
-        store
-            .put(&done.name.meta_name(), done.meta.to_json().as_bytes())
-            .context("cannot record the verification in .meta")?;
+        if let Err(e) = store.put(&done.name.meta_name(), done.meta.to_json().as_bytes()) {
+            ui::warn(format!("could not record the verification in .meta: {e}"));
+        }
         let (db, kind) = (&done.meta.database, done.meta.kind);
         local.record_metrics(|metrics| metrics::record_verify(metrics, db, kind, at, ok));
     }
@@ -331,37 +549,38 @@ fn finish(
         None => (None, None),
     };
 
-    let pruned: Option<PruneReport> = if args.no_prune {
-        None
-    } else {
+    let pruned: Option<anyhow::Result<PruneReport>> = (!args.no_prune).then(|| {
         let now = settings.now_or(OffsetDateTime::now_utc());
         let report = catalog::prune(local, &settings.retention, now, false)
             .context("the backup is written, but pruning old backups failed")?;
         for row in report.rows.iter().filter(|r| r.delete) {
             ui::info(format!("pruned {} ({})", row.file, row.reason_text));
         }
-        Some(report)
+        Ok(report)
+    });
+    let (pruned, prune_error) = match pruned {
+        Some(Ok(r)) => (Some(r), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
     };
 
     let m = &done.meta;
-    if args.json {
-        let status = if verify_error.is_some() {
-            "verify_failed"
-        } else if upload_error.is_some() {
-            "upload_failed"
-        } else {
-            "ok"
-        };
-        let out = json!({
-            "status": status,
-            "path": shown,
-            "uploaded": uploaded_to,
-            "upload_error": upload_error,
-            "meta": m,
-            "pruned": pruned.as_ref().map(|r| r.rows.iter().filter(|row| row.delete).map(|row| &row.file).collect::<Vec<_>>()),
-        });
-        println!("{out}");
-    } else if ui::verbosity() >= ui::Verbosity::Normal {
+    let status = if verify_error.is_some() {
+        "verify_failed"
+    } else if upload_error.is_some() {
+        "upload_failed"
+    } else {
+        "ok"
+    };
+    let json = json!({
+        "status": status,
+        "path": shown,
+        "uploaded": uploaded_to,
+        "upload_error": upload_error,
+        "meta": m,
+        "pruned": pruned.as_ref().map(|r| r.rows.iter().filter(|row| row.delete).map(|row| &row.file).collect::<Vec<_>>()),
+    });
+    if !args.json && ui::verbosity() >= ui::Verbosity::Normal {
         let rows: u64 = m.tables.values().sum();
         println!(
             "{}  {} ({} of SQL, {} tables, {} rows) in {:.1}s{}",
@@ -378,23 +597,26 @@ fn finish(
         );
     }
     if let Some(e) = verify_error {
-        return Err(Failure {
+        let failure = Failure {
             code: exit::VERIFY_FAILED,
             message: format!("{} failed verification: {e}", m.file),
-        }
-        .into());
+        };
+        return (Err(failure.into()), json);
     }
     if let Some(e) = upload_error {
-        return Err(Failure {
+        let failure = Failure {
             code: exit::UPLOAD_FAILED,
             message: format!("the local backup is complete, but its upload failed: {e}"),
-        }
-        .into());
+        };
+        return (Err(failure.into()), json);
+    }
+    if let Some(e) = prune_error {
+        return (Err(e), json);
     }
     if let (Some(to), false, false) = (&uploaded_to, args.json, placement.remote_primary())
         && ui::verbosity() >= ui::Verbosity::Normal
     {
         println!("uploaded to {to}");
     }
-    Ok(ExitCode::SUCCESS)
+    (Ok(ExitCode::SUCCESS), json)
 }

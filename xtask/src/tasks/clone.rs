@@ -27,6 +27,7 @@ use crate::core::dbprops::Skip;
 use crate::core::dump::mask::{Rewriter, Rules};
 use crate::core::dump::{Reader, TableName};
 use crate::core::environments;
+use crate::core::meta::Content;
 use crate::core::plan::{self, Consent, Replace};
 use crate::flags::DbClone;
 use crate::services::catalog::Backups;
@@ -276,6 +277,10 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         );
     }
 
+    let skip = Skip {
+        owner: args.roles.no_owner,
+        acl: args.roles.no_acl,
+    };
     // 3. The masking rules, checked against the source before anything is written.
     let (rules, salt) = masking(&args, settings, &from)?;
     let live = match &from {
@@ -322,6 +327,21 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     pg::check_load_compat(dump_version.as_ref(), &server)?;
+    let meta = sidecars.as_ref().and_then(|s| s.meta.as_ref());
+    if meta.is_some_and(|m| m.content == Content::Globals) {
+        bail!(
+            "{source_label} holds a server's roles and tablespaces, not a database: restore them with `db-restore --with-globals`",
+            source_label = from.label()
+        );
+    }
+    let missing = load::missing_roles(&client, &admin, meta, skip)?;
+    if !missing.is_empty() {
+        bail!(
+            "refusing to clone: the backup needs roles {} does not have: {}; load without them (--no-owner --no-acl), or create them with `db-restore --with-globals`",
+            target_conn.server_label(),
+            missing.join(", ")
+        );
+    }
     let existing = pg::database_props(&client, &admin, &server, &target)?;
     let exists = existing.is_some();
     let where_ = target_conn.server_label();
@@ -374,6 +394,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
             conn: &session.conn,
             opts: DumpOptions {
                 schema_only: args.schema_only,
+                globals: None,
             },
         },
         _ => unreachable!("a backup has sidecars, a live source a session"),
@@ -384,6 +405,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         &scratch.conn(&target_conn),
         input,
         Transform::Mask(rewriter),
+        skip,
     ) {
         Ok(l) => l,
         Err(LoadError::Interrupted(f)) => return Err(f.into()),
@@ -398,7 +420,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
     interrupt::check("the scratch database is dropped and the target was not touched")?;
 
     // 6. Swap in; of the copies of earlier clones, only this one stays.
-    let props = load::props_for(&target, backup_props, existing.as_ref(), Skip::default());
+    let props = load::props_for(&target, backup_props, existing.as_ref(), skip);
     scratch.swap_in(&target, previous.as_deref(), &props)?;
     let dropped = drop_older_copies(&client, &admin, &target, previous.as_deref());
 

@@ -6,6 +6,7 @@
 
 use std::io::{self, BufRead, IsTerminal};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, format_err};
@@ -13,12 +14,14 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+use crate::core::config::Connection;
 use crate::core::dbprops::Skip;
 use crate::core::dump::filter::TableFilter;
 use crate::core::human;
+use crate::core::meta::Content;
 use crate::core::plan::{self, Consent, Replace};
 use crate::flags::DbRestore;
-use crate::services::catalog::Backups;
+use crate::services::catalog::{self, Backups, Store};
 use crate::services::interrupt;
 use crate::services::load::{
     self, Checked, Input, LoadError, Scratch, Source, Transform, derived_name,
@@ -32,10 +35,17 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     let backups = Backups::open(settings, args.remote)?;
     let store = backups.store();
     if args.list {
-        return crate::services::catalog::print_listing(store.as_ref(), args.json);
+        return catalog::print_listing(store.as_ref(), args.json);
     }
     // The route first: with the compose service, the database name may come from it.
     let route = pg::route(settings)?;
+    let skip = Skip {
+        owner: args.roles.no_owner,
+        acl: args.roles.no_acl,
+    };
+    if args.all {
+        return restore_all(&args, &store, route, skip);
+    }
     let conn = route.conn.clone();
     let target = args
         .target_db
@@ -43,7 +53,7 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| conn.dbname.clone());
     plan::check_target(&target, &conn.maintenance().dbname).map_err(anyhow::Error::msg)?;
 
-    // 1. Which backup: from the backup directory, or streamed from the off-site copy.
+    // Which backup: from the backup directory, or streamed from the off-site copy.
     let source = if args.latest {
         let kind = args.kind;
         load::latest(&store, &conn.dbname, kind, args.source.as_deref())?.ok_or_else(|| {
@@ -61,37 +71,295 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
             .ok_or_else(|| format_err!("say which backup to restore: a FILE or --latest"))?;
         Source::resolve(store.clone(), &backups.local, file)?
     };
-
-    // 2. The file's companions now. The file itself is read once: a dry run
-    // reads it here; a restore while loading it into the scratch database,
-    // which the checks must pass before the target is touched.
-    let refusing = |e: &dyn std::fmt::Display| format_err!("refusing to restore: {e}");
-    let sidecars = load::sidecars(&source).map_err(|e| refusing(&format!("{e:#}")))?;
-    let full = if args.dry_run {
-        ui::info(format!("checking {}", source.file_name));
-        Some(load::check(&source, &sidecars).map_err(|e| refusing(&e))?)
-    } else {
-        None
+    let session = route.maintenance().connect(pg::Purpose::Load)?;
+    // Every check, and consent, before the globals or the database change.
+    let globals = match args.with_globals {
+        true => Some(globals_for(&store, &source)?),
+        false => None,
     };
+    let provided = match &globals {
+        Some(g) => load_globals(&session, g, true)?,
+        None => Vec::new(),
+    };
+    let Some(prepared) = prepare(&args, &session, &conn, &source, &target, skip, &provided)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    if let Some(g) = &globals {
+        load_globals(&session, g, false)?;
+    }
+    restore_one(&session, prepared)?.print(args.json);
+    Ok(ExitCode::SUCCESS)
+}
 
-    // 3. The server, and whether the dump can load into it.
+/// Every database of the newest complete `db-backup --all` run (globals
+/// first with `--with-globals`), each all-or-nothing; a report per database.
+fn restore_all(
+    args: &DbRestore,
+    store: &Arc<dyn Store>,
+    route: pg::Route,
+    skip: Skip,
+) -> anyhow::Result<ExitCode> {
+    let conn = route.conn.clone();
+    let Some((run, sets)) = catalog::latest_run(store.as_ref(), args.source.as_deref())? else {
+        anyhow::bail!(
+            "there is no complete `db-backup --all` run in {}: make one with `cargo xtask db-backup --all`",
+            store.location()
+        );
+    };
+    ui::info(format!(
+        "restoring the run of {} ({} databases)",
+        run.id,
+        run.databases.len()
+    ));
+    let session = route.maintenance().connect(pg::Purpose::Load)?;
+    let globals = match args.with_globals {
+        true => Some(
+            sets.iter()
+                .find(|l| {
+                    l.meta
+                        .as_ref()
+                        .is_some_and(|m| m.content == Content::Globals)
+                })
+                .map(|l| Source::of(store.clone(), &l.set.name))
+                .ok_or_else(|| format_err!("the run of {} has no globals backup", run.id))?,
+        ),
+        false => None,
+    };
+    let provided = match &globals {
+        Some(g) => load_globals(&session, g, true)?,
+        None => Vec::new(),
+    };
+    // Every database's checks and consent first: a refusal changes nothing.
+    let mut plans = Vec::new();
+    for db in &run.databases {
+        if plan::check_target(db, &session.conn.dbname).is_err() {
+            ui::info(format!(
+                "{db}: skipped, the server's own database is never replaced (its backup restores elsewhere with `db-restore FILE --target-db NAME`)"
+            ));
+            continue;
+        }
+        let listed = sets
+            .iter()
+            .find(|l| {
+                l.meta
+                    .as_ref()
+                    .is_some_and(|m| m.content == Content::Database && &m.database == db)
+            })
+            .expect("a complete run has every database");
+        let source = Source::of(store.clone(), &listed.set.name);
+        let conn = conn.with_db(db);
+        let prepared = prepare(args, &session, &conn, &source, db, skip, &provided)
+            .with_context(|| format!("database {db}"))?;
+        plans.push((db, prepared));
+    }
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(g) = &globals {
+        load_globals(&session, g, false)?;
+    }
+    let mut results = Vec::new();
+    let mut failed = Vec::new();
+    for (db, prepared) in plans {
+        let prepared = prepared.expect("not a dry run");
+        match restore_one(&session, prepared) {
+            Ok(r) => {
+                if !args.json {
+                    r.print(false);
+                }
+                results.push(r.json());
+            }
+            Err(e) => {
+                ui::warn(format!("{db}: {e:#}"));
+                results.push(json!({"status": "failed", "target": db, "error": format!("{e:#}")}));
+                failed.push(db.clone());
+            }
+        }
+    }
+    if args.json {
+        println!("{}", json!({"run": run.id, "databases": results}));
+    }
+    if !failed.is_empty() {
+        return Err(format_err!(
+            "{} of {} databases were not restored: {} (each of the others is restored whole)",
+            failed.len(),
+            run.databases.len(),
+            failed.join(", ")
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The newest globals backup of the server `source` came from.
+fn globals_for(store: &Arc<dyn Store>, source: &Source) -> anyhow::Result<Source> {
+    let server = source
+        .store
+        .read_meta(source.name.as_ref().ok_or_else(|| {
+            format_err!("--with-globals needs a backup this tool made (its .meta names its server)")
+        })?)
+        .ok()
+        .and_then(|m| m.source);
+    let globals = catalog::latest_globals(store.as_ref(), server.as_ref())?.ok_or_else(|| {
+        format_err!(
+            "there is no globals backup in {}: make one with `cargo xtask db-backup --globals` (or --all)",
+            store.location()
+        )
+    })?;
+    Ok(Source::of(store.clone(), &globals.set.name))
+}
+
+/// Creates the roles and tablespaces a globals backup has and the server
+/// lacks (with `dry_run`, only says which); returns the roles.
+fn load_globals(
+    session: &pg::Session,
+    source: &Source,
+    dry_run: bool,
+) -> anyhow::Result<Vec<String>> {
+    let created = load::load_globals(&session.client, &session.conn, source, dry_run)?;
+    let what: Vec<String> = created
+        .roles
+        .iter()
+        .map(|r| format!("role {r}"))
+        .chain(
+            created
+                .tablespaces
+                .iter()
+                .map(|t| format!("tablespace {t}")),
+        )
+        .collect();
+    let verb = if dry_run { "would create" } else { "created" };
+    if what.is_empty() {
+        ui::info(format!(
+            "{}: every role and tablespace exists already; none is changed",
+            source.file_name
+        ));
+    } else {
+        ui::info(format!(
+            "{}: {verb} {} (existing roles are never changed)",
+            source.file_name,
+            what.join(", ")
+        ));
+    }
+    Ok(created.roles)
+}
+
+/// What one restore did.
+struct Restored {
+    source: String,
+    file: String,
+    target: String,
+    host: String,
+    previous: Option<String>,
+    tables: std::collections::BTreeMap<String, u64>,
+    secs: f64,
+}
+
+impl Restored {
+    fn json(&self) -> serde_json::Value {
+        let rows: u64 = self.tables.values().sum();
+        json!({"status": "ok", "source": self.source, "target": self.target, "host": self.host,
+            "previous": self.previous, "tables": self.tables, "rows": rows,
+            "duration_seconds": (self.secs * 1000.0).round() / 1000.0})
+    }
+
+    fn print(&self, json: bool) {
+        if json {
+            println!("{}", self.json());
+        } else if ui::verbosity() >= ui::Verbosity::Normal {
+            let rows: u64 = self.tables.values().sum();
+            println!(
+                "restored {} into {} at {}: {} tables, {rows} rows in {:.1}s",
+                self.file,
+                self.target,
+                self.host,
+                self.tables.len(),
+                self.secs
+            );
+            if let Some(prev) = &self.previous {
+                println!(
+                    "the previous database is kept as {prev} (drop it with DROP DATABASE, or next time pass --drop-previous)"
+                );
+            }
+        }
+    }
+}
+
+/// A restore that passed its checks and has consent.
+struct Prepared<'a> {
+    args: &'a DbRestore,
+    conn: Connection,
+    source: Source,
+    sidecars: load::Sidecars,
+    target: String,
+    existing: Option<crate::core::dbprops::DatabaseProps>,
+    previous: Option<String>,
+    stamp: String,
+    skip: Skip,
+}
+
+/// Everything that can refuse a restore, before anything changes: the
+/// backup's companions (the whole file with `--dry-run`), versions, the roles
+/// it needs (`provided`: those the globals will create), consent. `None`
+/// for a dry run, whose plan is printed.
+fn prepare<'a>(
+    args: &'a DbRestore,
+    session: &pg::Session,
+    conn: &Connection,
+    source: &Source,
+    target: &str,
+    skip: Skip,
+    provided: &[String],
+) -> anyhow::Result<Option<Prepared<'a>>> {
     let pg::Session {
         client,
         conn: admin,
         server,
-    } = route.maintenance().connect(pg::Purpose::Load)?;
+    } = session;
+    plan::check_target(target, &admin.dbname).map_err(anyhow::Error::msg)?;
+    // The file's companions now. The file itself is read once: a dry run
+    // reads it here; a restore while loading it into the scratch database,
+    // which the checks must pass before the target is touched.
+    let refusing = |e: &dyn std::fmt::Display| format_err!("refusing to restore: {e}");
+    let sidecars = load::sidecars(source).map_err(|e| refusing(&format!("{e:#}")))?;
+    if sidecars
+        .meta
+        .as_ref()
+        .is_some_and(|m| m.content == Content::Globals)
+    {
+        return Err(refusing(&format!(
+            "{} holds a server's roles and tablespaces, not a database: load it with --with-globals",
+            source.file_name
+        )));
+    }
+    let full = if args.dry_run {
+        ui::info(format!("checking {}", source.file_name));
+        Some(load::check(source, &sidecars).map_err(|e| refusing(&e))?)
+    } else {
+        None
+    };
+
+    // Whether the dump can load into this server: its version, its roles.
     let dump_version = full
         .as_ref()
         .and_then(Checked::pg_dump_version)
-        .or_else(|| load::dump_version(&source, &sidecars));
-    pg::check_load_compat(dump_version.as_ref(), &server).map_err(|e| refusing(&e))?;
-    let existing = pg::database_props(&client, &admin, &server, &target)?;
+        .or_else(|| load::dump_version(source, &sidecars));
+    pg::check_load_compat(dump_version.as_ref(), server).map_err(|e| refusing(&e))?;
+    let mut missing = load::missing_roles(client, admin, sidecars.meta.as_ref(), skip)?;
+    missing.retain(|r| !provided.contains(r));
+    if !missing.is_empty() {
+        return Err(refusing(&format!(
+            "it needs roles {} does not have: {}; create them from the globals backup first (--with-globals), or load without roles (--no-owner --no-acl)",
+            conn.server_label(),
+            missing.join(", ")
+        )));
+    }
+    let existing = pg::database_props(client, admin, server, target)?;
     let exists = existing.is_some();
 
-    // 4. Consent to replace.
+    // Consent to replace.
     let where_ = conn.server_label();
     let consent = plan::consent(Replace {
-        target: &target,
+        target,
         server: &where_,
         source: &source.file_name,
         exists,
@@ -104,14 +372,14 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         // Lower case and digits: the names need no quoting in SQL (UTC).
         "[year][month][day]_[hour][minute][second]"
     ))?;
-    let previous = exists.then(|| derived_name(&target, &format!("_pre_restore_{stamp}")));
+    let previous = exists.then(|| derived_name(target, &format!("_pre_restore_{stamp}")));
     if let Some(checked) = &full {
         print_plan(
-            &source,
+            source,
             checked,
-            &target,
+            target,
             &where_,
-            &server,
+            server,
             previous.as_deref(),
             args.json,
         );
@@ -122,22 +390,54 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
             Consent::Refuse(why) => ui::info(format!("the real run needs consent: {why}")),
         }
         ui::info("dry run: every check passed; nothing was changed");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(None);
     }
     confirm(consent)?;
+    Ok(Some(Prepared {
+        args,
+        conn: conn.clone(),
+        source: source.clone(),
+        sidecars,
+        target: target.to_string(),
+        existing,
+        previous,
+        stamp,
+        skip,
+    }))
+}
 
-    // 5. Load into a scratch database with the target's encoding and locale,
-    // 6. and check what loaded against what the dump holds.
+/// One prepared restore, all or nothing.
+fn restore_one(session: &pg::Session, p: Prepared<'_>) -> anyhow::Result<Restored> {
+    let pg::Session {
+        client,
+        conn: admin,
+        server,
+    } = session;
+    let Prepared {
+        args,
+        conn,
+        source,
+        sidecars,
+        target,
+        existing,
+        previous,
+        stamp,
+        skip,
+    } = p;
+    let (conn, source, target) = (&conn, &source, target.as_str());
+
+    // Load into a scratch database with the target's encoding and locale,
+    // and check what loaded against what the dump holds.
     interrupt::watch()?;
     let clock = Instant::now();
-    let scratch_name = derived_name(&target, &format!("_restore_{stamp}"));
-    load::drop_leftovers(&client, &admin);
+    let scratch_name = derived_name(target, &format!("_restore_{stamp}"));
+    load::drop_leftovers(client, admin);
     let backup_props = sidecars
         .meta
         .as_ref()
         .and_then(|m| m.database_props.as_ref());
     let locale = existing.as_ref().or(backup_props).map(|p| &p.locale);
-    let scratch = Scratch::create(&client, &admin, &server, &scratch_name, locale)?;
+    let scratch = Scratch::create(client, admin, server, &scratch_name, locale)?;
     ui::info(format!(
         "loading {} into the scratch database {scratch_name}",
         source.file_name
@@ -147,10 +447,11 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         tables => Transform::Tables(TableFilter::new(tables)),
     };
     let loaded = load::load(
-        &client,
-        &scratch.conn(&conn),
-        Input::Backup(&source, &sidecars),
+        client,
+        &scratch.conn(conn),
+        Input::Backup(source, &sidecars),
         transform,
+        skip,
     );
     let loaded = match loaded {
         Ok(l) => l,
@@ -180,15 +481,15 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
     interrupt::check("the scratch database is dropped and the target was not touched")?;
 
-    // 7. Swap: block and close other connections to the target, then rename both in one transaction.
-    let props = load::props_for(&target, backup_props, existing.as_ref(), Skip::default());
-    scratch.swap_in(&target, previous.as_deref(), &props)?;
+    // Swap: block and close other connections to the target, then rename both in one transaction.
+    let props = load::props_for(target, backup_props, existing.as_ref(), skip);
+    scratch.swap_in(target, previous.as_deref(), &props)?;
 
     let mut kept = previous.clone();
     if let (Some(prev), true) = (&previous, args.drop_previous) {
         client
             .script(
-                &admin,
+                admin,
                 "DROP DATABASE :\"prev\" WITH (FORCE);",
                 &[("prev", prev)],
             )
@@ -197,27 +498,15 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
             })?;
         kept = None;
     }
-    let rows: u64 = loaded.tables.values().sum();
-    let secs = clock.elapsed().as_secs_f64();
-    if args.json {
-        println!(
-            "{}",
-            json!({"status": "ok", "source": source.display(), "target": target, "host": where_,
-                "previous": kept, "tables": loaded.tables, "rows": rows, "duration_seconds": (secs * 1000.0).round() / 1000.0})
-        );
-    } else if ui::verbosity() >= ui::Verbosity::Normal {
-        println!(
-            "restored {} into {target} at {where_}: {} tables, {rows} rows in {secs:.1}s",
-            source.file_name,
-            loaded.tables.len()
-        );
-        if let Some(prev) = &kept {
-            println!(
-                "the previous database is kept as {prev} (drop it with DROP DATABASE, or next time pass --drop-previous)"
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(Restored {
+        source: source.display(),
+        file: source.file_name.clone(),
+        target: target.to_string(),
+        host: conn.server_label(),
+        previous: kept,
+        tables: loaded.tables,
+        secs: clock.elapsed().as_secs_f64(),
+    })
 }
 
 /// Goes ahead, asks on the terminal, or refuses.

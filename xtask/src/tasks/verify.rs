@@ -13,7 +13,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::core::config::Settings;
-use crate::core::meta::Verification;
+use crate::core::dbprops::Skip;
+use crate::core::meta::{Content, Verification};
 use crate::core::metrics;
 use crate::flags::DbVerify;
 use crate::services::catalog::{Backups, LocalStore};
@@ -55,6 +56,10 @@ pub(crate) fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
     if args.restore_test {
         interrupt::watch()?;
     }
+    let skip = Skip {
+        owner: args.roles.no_owner,
+        acl: args.roles.no_acl,
+    };
 
     let mut results = Vec::new();
     let (mut failed, mut unverified) = (0, 0);
@@ -63,14 +68,24 @@ pub(crate) fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
             .map_err(LoadError::File)
             .and_then(|sidecars| {
                 let checked = load::check(source, &sidecars)?;
-                if args.restore_test {
-                    restore_test(settings, source, &sidecars, &checked)?;
+                let globals = sidecars
+                    .meta
+                    .as_ref()
+                    .is_some_and(|m| m.content == Content::Globals);
+                if args.restore_test && globals {
+                    // Loading roles would change the server itself.
+                    ui::info(format!(
+                        "{}: a globals backup is checked, not loaded into the server",
+                        source.file_name
+                    ));
+                } else if args.restore_test {
+                    restore_test(settings, source, &sidecars, &checked, skip)?;
                 }
-                Ok(checked)
+                Ok((checked, args.restore_test && !globals))
             });
         match outcome {
-            Ok(c) => {
-                record(&backups.local, source, true, args.restore_test, None);
+            Ok((c, restore_tested)) => {
+                record(&backups.local, source, true, restore_tested, None);
                 if !args.json {
                     let rows: u64 = c.scan().tables.values().sum();
                     let note = if c.checksum_recorded {
@@ -159,6 +174,7 @@ fn restore_test(
     source: &Source,
     sidecars: &load::Sidecars,
     checked: &Checked,
+    skip: Skip,
 ) -> Result<(), LoadError> {
     let route = pg::route(settings).map_err(LoadError::Environment)?;
     let conn = route.conn.clone();
@@ -172,6 +188,15 @@ fn restore_test(
         .map_err(LoadError::Environment)?;
     pg::check_load_compat(checked.pg_dump_version().as_ref(), &server)
         .map_err(LoadError::Environment)?;
+    let missing = load::missing_roles(&client, &admin, sidecars.meta.as_ref(), skip)
+        .map_err(LoadError::Environment)?;
+    if !missing.is_empty() {
+        return Err(LoadError::Environment(format_err!(
+            "the restore test needs roles {} does not have: {}; test without them (--no-owner --no-acl)",
+            conn.server_label(),
+            missing.join(", ")
+        )));
+    }
     let base = source
         .name
         .as_ref()
@@ -195,6 +220,7 @@ fn restore_test(
         &scratch.conn(&conn),
         Input::Backup(source, sidecars),
         Transform::Whole,
+        skip,
     )
     .map(drop)
     .map_err(|e| match e {

@@ -208,13 +208,8 @@ impl Visitor for TableFilter {
 /// TABLE t` / `COLUMN t.c`, `GRANT ... ON TABLE t`, `CREATE POLICY p ON t`,
 /// `CREATE RULE r AS ON e TO t`, `ALTER SEQUENCE s OWNED BY t.c`.
 pub(crate) fn target_table(sql: &[u8]) -> Option<TableName> {
-    let words = words(sql);
-    let upper = |i: usize| {
-        words
-            .get(i)
-            .filter(|w| !w.quoted)
-            .map(|w| w.text.to_ascii_uppercase())
-    };
+    let words = super::words(sql);
+    let upper = |i: usize| words.get(i).and_then(super::Word::keyword);
     let find = |seq: &[&str]| {
         (0..words.len()).find(|&i| (0..seq.len()).all(|k| upper(i + k).as_deref() == Some(seq[k])))
     };
@@ -251,68 +246,6 @@ pub(crate) fn target_table(sql: &[u8]) -> Option<TableName> {
         return None;
     }
     table(&parts_at(find(&["ON"])? + 1)?, false)
-}
-
-/// A word of a statement outside quotes and comments (a quoted identifier is one too).
-struct Word {
-    text: String,
-    quoted: bool,
-    offset: usize,
-}
-
-/// The words of a statement, up to its first `;`.
-fn words(sql: &[u8]) -> Vec<Word> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < sql.len() {
-        match sql[i] {
-            b';' => break,
-            b'-' if sql.get(i + 1) == Some(&b'-') => {
-                i = memchr::memchr(b'\n', &sql[i..]).map_or(sql.len(), |j| i + j);
-            }
-            b'\'' => {
-                // A string ('' inside it is a quote): skipped.
-                i += 1;
-                while i < sql.len() {
-                    if sql[i] == b'\'' {
-                        if sql.get(i + 1) == Some(&b'\'') {
-                            i += 1;
-                        } else {
-                            break;
-                        }
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'"' => {
-                let (text, used) = super::parse_identifier(&sql[i..]).unwrap_or_default();
-                out.push(Word {
-                    text,
-                    quoted: true,
-                    offset: i,
-                });
-                i += used.max(1);
-            }
-            b if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 => {
-                let start = i;
-                while i < sql.len()
-                    && (sql[i].is_ascii_alphanumeric()
-                        || matches!(sql[i], b'_' | b'$')
-                        || sql[i] >= 0x80)
-                {
-                    i += 1;
-                }
-                out.push(Word {
-                    text: String::from_utf8_lossy(&sql[start..i]).into_owned(),
-                    quoted: false,
-                    offset: start,
-                });
-            }
-            _ => i += 1,
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! Any other is an error before the line that holds it is handed to anyone.
 
 pub(crate) mod filter;
+pub(crate) mod globals;
 pub(crate) mod mask;
 pub(crate) mod scan;
 
@@ -355,6 +356,8 @@ pub(crate) struct Line<'a> {
     pub(crate) entry: Option<&'a TocEntry>,
     pub(crate) first: bool,
     pub(crate) last: bool,
+    /// The line starts a statement (outside any string, comment or statement).
+    pub(crate) top: bool,
 }
 
 /// Where psql's lexer is, between statements or inside one of them.
@@ -416,6 +419,8 @@ struct Lexer {
     in_statement: bool,
     /// The first word of the statement, while it is being read (up to 5 bytes).
     first_word: Option<Vec<u8>>,
+    /// `;` at the top level so far: statements psql has sent.
+    ends: u64,
 }
 
 /// Where the lexer stopped: a psql command, or a COPY it must not see.
@@ -433,6 +438,7 @@ impl Lexer {
             prev: b'\n',
             in_statement: false,
             first_word: None,
+            ends: 0,
         }
     }
 
@@ -620,6 +626,7 @@ impl Lexer {
             }
             b';' => {
                 self.in_statement = false;
+                self.ends += 1;
                 return false;
             }
             _ => {}
@@ -652,6 +659,18 @@ impl Lexer {
     }
 }
 
+/// Whether `line` is exactly one statement to psql, as it would lex it
+/// from the top level: no psql command, ended by its one `;`, nothing open
+/// after it (a string, a quoted name, a comment).
+pub(crate) fn single_statement(line: &[u8]) -> bool {
+    let mut lexer = Lexer::new();
+    let mut bytes = line.to_vec();
+    if !bytes.ends_with(b"\n") {
+        bytes.push(b'\n');
+    }
+    lexer.feed(&bytes).is_none() && lexer.at_top() && !lexer.in_statement && lexer.ends == 1
+}
+
 fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
 }
@@ -679,8 +698,9 @@ pub(crate) struct Reader {
     kind: DumpKind,
     /// The current line's first bytes, while they are fewer than a line and than HEAD_CAP.
     head: Vec<u8>,
-    /// The current line's kind once its first piece went out.
+    /// The current line's kind once its first piece went out, and whether it starts a statement.
     current: Option<LineKind>,
+    current_top: bool,
     copy: Option<(CopyHeader, u64)>,
     entry: Option<TocEntry>,
     line_no: u64,
@@ -703,6 +723,7 @@ impl Reader {
             kind: DumpKind::Database,
             head: Vec::new(),
             current: None,
+            current_top: false,
             copy: None,
             entry: None,
             line_no: 0,
@@ -765,22 +786,25 @@ impl Reader {
     /// Classifies a line from its first bytes, checks it, and hands them on.
     fn first(&mut self, head: &[u8], last: bool, v: &mut impl Visitor) -> Result<(), DumpError> {
         self.line_no += 1;
+        let top = self.lexer.at_top() && !self.lexer.in_statement && self.copy.is_none();
         let kind = self.classify(head, last)?;
         if let LineKind::Sql | LineKind::Comment = kind
             && let Some(stop) = self.lexer.feed(head)
         {
             return Err(self.stop_error(stop, head));
         }
-        self.after_line(&kind, head);
+        self.after_line(&kind, head, top);
         let line = Line {
             kind: &kind,
             entry: self.entry.as_ref(),
             first: true,
             last,
+            top,
         };
         v.piece(&line, head);
         if !last {
             self.current = Some(kind);
+            self.current_top = top;
         }
         Ok(())
     }
@@ -797,6 +821,7 @@ impl Reader {
             entry: self.entry.as_ref(),
             first: false,
             last,
+            top: self.current_top,
         };
         v.piece(&line, bytes);
         self.current = Some(kind);
@@ -880,8 +905,16 @@ impl Reader {
     }
 
     /// Structure: header, versions, object headers, trailer, data blocks.
-    fn after_line(&mut self, kind: &LineKind, head: &[u8]) {
+    fn after_line(&mut self, kind: &LineKind, head: &[u8], top: bool) {
         let text = trim_newline(head);
+        // The roles a restore needs: those objects are given to (not the
+        // object headers' `Owner:`, which an extension has and never sets).
+        if top
+            && matches!(kind, LineKind::Sql)
+            && let Some(owner) = altered_owner(text)
+        {
+            self.report.owners.insert(owner);
+        }
         match kind {
             LineKind::CopyStart(header) => {
                 self.copy = Some((header.clone(), 0));
@@ -917,6 +950,16 @@ impl Reader {
             },
             LineKind::Meta => {}
             LineKind::Sql if text.trim_ascii().is_empty() => {}
+            LineKind::Sql
+                if self
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| matches!(e.kind.as_str(), "ACL" | "DEFAULT ACL")) =>
+            {
+                let (owners, grantees) = privilege_roles(text);
+                self.report.owners.extend(owners);
+                self.report.grantees.extend(grantees);
+            }
             LineKind::Sql | LineKind::CopyRow | LineKind::CopyEnd => match self.part {
                 Part::BeforeHeader => {
                     self.report.error.get_or_insert(DumpError::NoHeader);
@@ -975,6 +1018,118 @@ impl Reader {
         }
         self.report
     }
+}
+
+/// A word of a statement outside quotes and comments (a quoted identifier is one too).
+pub(crate) struct Word {
+    pub(crate) text: String,
+    pub(crate) quoted: bool,
+    pub(crate) offset: usize,
+}
+
+impl Word {
+    /// The unquoted word in upper case (a quoted one never matches a keyword).
+    pub(crate) fn keyword(&self) -> Option<String> {
+        (!self.quoted).then(|| self.text.to_ascii_uppercase())
+    }
+}
+
+/// The words of a statement, up to its first `;`.
+pub(crate) fn words(sql: &[u8]) -> Vec<Word> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < sql.len() {
+        match sql[i] {
+            b';' => break,
+            b'-' if sql.get(i + 1) == Some(&b'-') => {
+                i = memchr::memchr(b'\n', &sql[i..]).map_or(sql.len(), |j| i + j);
+            }
+            b'\'' => {
+                // A string ('' inside it is a quote): skipped.
+                i += 1;
+                while i < sql.len() {
+                    if sql[i] == b'\'' {
+                        if sql.get(i + 1) == Some(&b'\'') {
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'"' => {
+                let (text, used) = parse_identifier(&sql[i..]).unwrap_or_default();
+                out.push(Word {
+                    text,
+                    quoted: true,
+                    offset: i,
+                });
+                i += used.max(1);
+            }
+            b if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 => {
+                let start = i;
+                while i < sql.len()
+                    && (sql[i].is_ascii_alphanumeric()
+                        || matches!(sql[i], b'_' | b'$')
+                        || sql[i] >= 0x80)
+                {
+                    i += 1;
+                }
+                out.push(Word {
+                    text: String::from_utf8_lossy(&sql[start..i]).into_owned(),
+                    quoted: false,
+                    offset: start,
+                });
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// The role an `ALTER ... OWNER TO role` statement gives the object to.
+pub(crate) fn altered_owner(sql: &[u8]) -> Option<String> {
+    let w = words(sql);
+    let kw = |i: usize| w.get(i).and_then(Word::keyword);
+    if kw(0).as_deref() != Some("ALTER") {
+        return None;
+    }
+    (1..w.len())
+        .find(|&i| kw(i).as_deref() == Some("OWNER") && kw(i + 1).as_deref() == Some("TO"))
+        .and_then(|i| w.get(i + 2))
+        .map(|w| w.text.clone())
+}
+
+/// The roles a privilege statement names: `FOR ROLE r` (whose defaults
+/// they are), and the grantees after `TO` / `FROM` (not `PUBLIC`).
+fn privilege_roles(sql: &[u8]) -> (Vec<String>, Vec<String>) {
+    let words = words(sql);
+    let (mut owners, mut grantees) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < words.len() {
+        match words[i].keyword().as_deref() {
+            Some("FOR") if words.get(i + 1).and_then(Word::keyword).as_deref() == Some("ROLE") => {
+                if let Some(w) = words.get(i + 2) {
+                    owners.push(w.text.clone());
+                }
+                i += 3;
+            }
+            Some("TO" | "FROM") => {
+                for w in &words[i + 1..] {
+                    match w.keyword().as_deref() {
+                        Some("WITH" | "GRANTED" | "CASCADE" | "RESTRICT") => break,
+                        Some("PUBLIC" | "GROUP") => {}
+                        _ => grantees.push(w.text.clone()),
+                    }
+                }
+                break;
+            }
+            _ => i += 1,
+        }
+    }
+    (owners, grantees)
 }
 
 #[cfg(test)]
@@ -1178,5 +1333,47 @@ pub(crate) mod tests {
                     .any(|(k, t)| *k == LineKind::CopyRow && t.len() == long.len() + 1)
             );
         }
+    }
+
+    /// The roles a restore needs: owners given by `ALTER ... OWNER TO` and
+    /// `FOR ROLE`, grantees of privileges; not PUBLIC, not an extension's
+    /// header, not text inside a function body.
+    #[test]
+    fn the_roles_a_dump_needs() {
+        let dump = "--
+-- PostgreSQL database dump
+--
+
+-- Name: pgcrypto; Type: EXTENSION; Schema: -; Owner: -
+CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA public;
+
+-- Name: f(); Type: FUNCTION; Schema: public; Owner: \"Own er\"
+CREATE FUNCTION public.f() RETURNS void LANGUAGE sql AS $$
+ALTER TABLE x OWNER TO ghost;
+$$;
+
+ALTER FUNCTION public.f() OWNER TO \"Own er\";
+
+-- Name: TABLE t; Type: ACL; Schema: public; Owner: app
+REVOKE ALL ON TABLE public.t FROM PUBLIC;
+GRANT SELECT ON TABLE public.t TO reader;
+GRANT SELECT,UPDATE ON TABLE public.t TO \"Read Er\" WITH GRANT OPTION;
+
+-- Name: DEFAULT PRIVILEGES FOR TABLES; Type: DEFAULT ACL; Schema: s; Owner: app_owner
+ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA s GRANT SELECT ON TABLES TO readers;
+
+--
+-- PostgreSQL database dump complete
+--
+
+";
+        let mut r = Reader::new();
+        r.feed(dump.as_bytes(), &mut ()).unwrap();
+        let report = r.finish(&mut ());
+        assert_eq!(report.error, None);
+        let owners: Vec<_> = report.owners.iter().map(String::as_str).collect();
+        let grantees: Vec<_> = report.grantees.iter().map(String::as_str).collect();
+        assert_eq!(owners, ["Own er", "app_owner"]);
+        assert_eq!(grantees, ["Read Er", "reader", "readers"]);
     }
 }

@@ -18,6 +18,9 @@ pub(crate) struct ScanReport {
     pub(crate) tables: BTreeMap<String, u64>,
     /// The rows of each COPY block, in stream order (what psql's `COPY n` tags must match).
     pub(crate) copies: Vec<u64>,
+    /// Roles the dump names as owners (object headers, `FOR ROLE`), and in privileges.
+    pub(crate) owners: std::collections::BTreeSet<String>,
+    pub(crate) grantees: std::collections::BTreeSet<String>,
     pub(crate) error: Option<DumpError>,
 }
 
