@@ -4,6 +4,12 @@
 # limit), on one standard dataset, in paired rounds. See docs/benchmarks.md.
 #
 #   bash scripts/bench-backup.sh [--scale N] [--rounds N] [--restore-rounds N] [--keep]
+#   bash scripts/bench-backup.sh --recovery [--scale N]
+#
+# --recovery times the runbook's "the server is gone" instead: `db-backup --all`
+# of the throwaway server, then `db-restore --all --latest --with-globals --yes`
+# onto a new PostgreSQL 17 server (the local/postgres:17 image, in a container
+# published on 127.0.0.1).
 #
 # After the backup rounds it times, on the xtask's backup, `db-verify` against
 # `sha256sum -c && gzip -t`, and `db-restore --target-db` against
@@ -20,13 +26,15 @@ scale=20
 rounds=3
 restore_rounds=2
 keep=0
+recovery=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --scale) scale=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         --restore-rounds) restore_rounds=$2; shift 2 ;;
         --keep) keep=1; shift ;;
-        *) echo "unknown argument $1: expected --scale N, --rounds N, --restore-rounds N, --keep" >&2; exit 2 ;;
+        --recovery) recovery=1; shift ;;
+        *) echo "unknown argument $1: expected --scale N, --rounds N, --restore-rounds N, --keep, --recovery" >&2; exit 2 ;;
     esac
 done
 
@@ -45,7 +53,9 @@ for tool in pigz /usr/bin/time; do
     }
 done
 
+container=""
 cleanup() {
+    [ -z "$container" ] || docker rm -f "$container" >/dev/null 2>&1 || true
     runuser -u postgres -- "$bindir/pg_ctl" -D "$data" -m fast stop >/dev/null 2>&1 || true
     [ "$keep" = 1 ] || rm -rf "$work"
 }
@@ -75,6 +85,32 @@ echo "== building the dataset" >&2
 
 (cd "$here" && cargo build -q -p xtask)
 xtask="$here/target/debug/xtask"
+
+if [ "$recovery" = 1 ]; then
+    "$bindir/psql" -qX -c "CREATE ROLE app_owner NOLOGIN" -c "CREATE ROLE reader LOGIN PASSWORD 'r'" \
+        -c "ALTER DATABASE bench OWNER TO app_owner" -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader"
+    benv=(env XTASK_ROOT="$work" BACKUP_DIR="$out" POSTGRES_HOST=127.0.0.1 POSTGRES_PORT="$port" POSTGRES_USER=bench POSTGRES_DB=bench)
+    start=$(date +%s.%N)
+    "${benv[@]}" "$xtask" db-backup --all -q
+    backed=$(date +%s.%N)
+    container=$(docker run -d -e POSTGRES_USER=bench -e POSTGRES_PASSWORD=bench -e POSTGRES_DB=postgres \
+        -p 127.0.0.1::5432 local/postgres:17)
+    new_port=$(docker port "$container" 5432/tcp | head -1 | sed 's/.*://')
+    for _ in $(seq 1 120); do
+        PGPASSWORD=bench "$bindir/psql" -h 127.0.0.1 -p "$new_port" -U bench -d postgres -Atc 'SELECT 1' >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    t0=$(date +%s.%N)
+    env XTASK_ROOT="$work" BACKUP_DIR="$out" POSTGRES_HOST=127.0.0.1 POSTGRES_PORT="$new_port" POSTGRES_USER=bench \
+        PGPASSWORD=bench POSTGRES_DB=bench "$xtask" db-restore --all --latest --with-globals --yes -q
+    t1=$(date +%s.%N)
+    rows=$(PGPASSWORD=bench "$bindir/psql" -h 127.0.0.1 -p "$new_port" -U bench -d bench -Atc \
+        "SELECT (SELECT count(*) FROM pgbench_accounts) + (SELECT count(*) FROM noise)")
+    du -sh "$out" >&2
+    python3 -c "import sys; b, r = float(sys.argv[2]) - float(sys.argv[1]), float(sys.argv[4]) - float(sys.argv[3]); print(f'db-backup --all: {b:.1f} s; db-restore --all --latest --with-globals onto PostgreSQL 17: {r:.1f} s; rows checked: {sys.argv[5]}')" \
+        "$start" "$backed" "$t0" "$t1" "$rows"
+    exit 0
+fi
 
 # One measurement: wall seconds and peak RSS (KiB) of the named process.
 measure() { # name, then the command (run through bash -c)

@@ -225,40 +225,43 @@ pub(crate) fn record_backup(
     }
 }
 
-pub(crate) fn record_verify(
-    m: &mut Metrics,
-    database: &str,
-    kind: BackupType,
-    at: OffsetDateTime,
-    ok: bool,
-) {
-    let labels = [("database", database), ("type", kind.as_str())];
-    m.set("backup_last_verify_timestamp", &labels, at.unix_timestamp());
-    m.set("backup_last_verify_status", &labels, u8::from(ok));
-    if ok {
-        m.set(
-            "backup_last_verify_success_timestamp",
-            &labels,
-            at.unix_timestamp(),
-        );
-    }
+/// A check of a backup set that the metrics follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// `--verify`, `db-verify`: the last check's time and result.
+    Verify,
+    /// The off-site copy: the last result, and when it last succeeded or failed.
+    Upload,
 }
 
-pub(crate) fn record_upload(
+pub(crate) fn record_check(
     m: &mut Metrics,
+    check: Check,
     database: &str,
     kind: BackupType,
     at: OffsetDateTime,
     ok: bool,
 ) {
     let labels = [("database", database), ("type", kind.as_str())];
-    m.set("backup_last_upload_status", &labels, u8::from(ok));
-    let name = if ok {
-        "backup_last_upload_success_timestamp"
-    } else {
-        "backup_last_upload_failure_timestamp"
-    };
-    m.set(name, &labels, at.unix_timestamp());
+    let ts = at.unix_timestamp();
+    match check {
+        Check::Verify => {
+            m.set("backup_last_verify_timestamp", &labels, ts);
+            m.set("backup_last_verify_status", &labels, u8::from(ok));
+            if ok {
+                m.set("backup_last_verify_success_timestamp", &labels, ts);
+            }
+        }
+        Check::Upload => {
+            m.set("backup_last_upload_status", &labels, u8::from(ok));
+            let name = if ok {
+                "backup_last_upload_success_timestamp"
+            } else {
+                "backup_last_upload_failure_timestamp"
+            };
+            m.set(name, &labels, ts);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -339,8 +342,9 @@ node_custom_metric 7
             datetime!(2026-11-24 03:00 UTC),
             &Outcome::Failure,
         );
-        record_verify(
+        record_check(
             &mut m,
+            Check::Verify,
             "app",
             BackupType::Daily,
             datetime!(2026-11-24 02:01 UTC),

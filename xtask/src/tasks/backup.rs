@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::core::config::Settings;
 use crate::core::meta::{self, BackupMeta, Content, Roles, Run, Verification};
-use crate::core::metrics::{self, Outcome};
+use crate::core::metrics::{self, Check, Outcome};
 use crate::core::naming::{self, BackupName, BackupType, TypeChoice};
 use crate::core::plan::Placement;
 use crate::flags::DbBackup;
@@ -271,7 +271,7 @@ fn one(
                 let now = OffsetDateTime::now_utc();
                 metrics::record_backup(m, &db, kind, now, &Outcome::Failure);
                 if stores.placement.remote_primary() {
-                    metrics::record_upload(m, &db, kind, now, false);
+                    metrics::record_check(m, Check::Upload, &db, kind, now, false);
                 }
             });
             let json = json!({"status": "failed", "database": db, "type": kind, "error": format!("{err:#}")});
@@ -522,7 +522,9 @@ fn finish(
             ui::warn(format!("could not record the verification in .meta: {e}"));
         }
         let (db, kind) = (&done.meta.database, done.meta.kind);
-        local.record_metrics(|metrics| metrics::record_verify(metrics, db, kind, at, ok));
+        local.record_metrics(|metrics| {
+            metrics::record_check(metrics, Check::Verify, db, kind, at, ok)
+        });
     }
 
     // The off-site copy of a local backup (a good one: a failed --verify is not uploaded).
@@ -540,8 +542,9 @@ fn finish(
     };
     if let Some(result) = &upload {
         let (db, kind, ok) = (&done.meta.database, done.meta.kind, result.is_ok());
-        local
-            .record_metrics(|m| metrics::record_upload(m, db, kind, OffsetDateTime::now_utc(), ok));
+        local.record_metrics(|m| {
+            metrics::record_check(m, Check::Upload, db, kind, OffsetDateTime::now_utc(), ok)
+        });
     }
     let (uploaded_to, upload_error) = match upload {
         Some(Ok(to)) => (Some(to), None),

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use crate::core::config::Settings;
 use crate::core::dbprops::Skip;
 use crate::core::meta::{Content, Verification};
-use crate::core::metrics;
+use crate::core::metrics::{self, Check};
 use crate::flags::DbVerify;
 use crate::services::catalog::{Backups, LocalStore};
 use crate::services::interrupt;
@@ -259,6 +259,8 @@ fn record(
         ));
     }
     if let Some(name) = &source.name {
-        local.record_metrics(|m| metrics::record_verify(m, &name.database, name.kind, at, ok));
+        local.record_metrics(|m| {
+            metrics::record_check(m, Check::Verify, &name.database, name.kind, at, ok)
+        });
     }
 }
