@@ -165,7 +165,37 @@ pub(crate) fn latest_run(
                 .iter()
                 .all(|db| has(&|m| m.content == Content::Database && &m.database == db))
     };
-    Ok(runs.into_values().rev().find(complete))
+    for candidate in runs.into_values().rev() {
+        if complete(&candidate) {
+            return Ok(Some(candidate));
+        }
+        let (run, sets) = &candidate;
+        let mut missing: Vec<&str> = run
+            .databases
+            .iter()
+            .filter(|db| {
+                !sets.iter().any(|l| {
+                    l.meta
+                        .as_ref()
+                        .is_some_and(|m| m.content == Content::Database && &m.database == *db)
+                })
+            })
+            .map(String::as_str)
+            .collect();
+        if !sets.iter().any(|l| {
+            l.meta
+                .as_ref()
+                .is_some_and(|m| m.content == Content::Globals)
+        }) {
+            missing.insert(0, "the globals");
+        }
+        crate::ui::warn(format!(
+            "passing over the run of {}: it has no usable backup of {}",
+            run.id,
+            missing.join(", ")
+        ));
+    }
+    Ok(None)
 }
 
 /// The newest usable globals backup, of the server `source` if given (else any).

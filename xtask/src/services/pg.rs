@@ -442,6 +442,9 @@ impl Client {
         let tool = match opts.globals {
             Some(passwords) => {
                 args.push("--globals-only".into());
+                // pg_dumpall ignores PGDATABASE: the database the settings name
+                // is the one pg_hba lets us into.
+                args.push(format!("--database={}", conn.dbname).into());
                 if !passwords {
                     args.push("--no-role-passwords".into());
                 }

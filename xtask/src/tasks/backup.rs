@@ -158,12 +158,28 @@ fn all(
         } else {
             ""
         };
-        Err(anyhow::format_err!(
-            "{} of {} backup sets failed: {}{others}",
-            failed.len(),
-            reports.len(),
-            failed.join(", ")
-        ))
+        // The sets' own exit code when they agree (all locked, all uploads
+        // failed, ...), so monitoring tells those apart; else a failure.
+        let codes: Vec<u8> = reports
+            .iter()
+            .filter_map(|(_, r)| r.outcome.as_ref().err())
+            .map(|e| e.downcast_ref::<Failure>().map_or(1, |f| f.code))
+            .collect();
+        let code = if codes.iter().all(|c| *c == codes[0]) {
+            codes[0]
+        } else {
+            1
+        };
+        Err(Failure {
+            code,
+            message: format!(
+                "{} of {} backup sets failed: {}{others}",
+                failed.len(),
+                reports.len(),
+                failed.join(", ")
+            ),
+        }
+        .into())
     }
 }
 

@@ -36,19 +36,27 @@ impl GlobalsFilter {
         self.created_roles.iter().any(|r| r == name)
     }
 
-    /// Whether to run a statement, and in what form.
+    /// Whether to run a statement, and in what form: only the forms
+    /// pg_dumpall writes, and only about what this load creates.
     fn decide(&mut self, line: &[u8]) -> Option<Vec<u8>> {
+        // `words()` does not see block comments: a line with one is not pg_dumpall's.
+        if memchr::memmem::find(line, b"/*").is_some() {
+            return None;
+        }
         let w = words(line);
         let kw = |i: usize| w.get(i).and_then(Word::keyword);
         let name = |i: usize| w.get(i).map(|w| w.text.clone()).unwrap_or_default();
-        let after = |what: &str| {
-            (0..w.len())
-                .find(|&i| kw(i).as_deref() == Some(what))
-                .map(|i| name(i + 1))
-        };
+        let position = |what: &str| (0..w.len()).find(|&i| kw(i).as_deref() == Some(what));
         match (kw(0).as_deref(), kw(1).as_deref()) {
-            (Some("SET" | "RESET"), _) => Some(line.to_vec()),
-            (Some("CREATE"), Some("ROLE" | "USER" | "GROUP")) => {
+            // The session settings pg_dumpall writes, exactly: another
+            // `standard_conforming_strings` or a client-only encoding would
+            // make psql read the lines after it differently from us.
+            (Some("SET"), _) => SAFE_SETTINGS
+                .iter()
+                .any(|s| line.trim_ascii() == s.as_bytes())
+                .then(|| line.to_vec()),
+            // `CREATE ROLE name;` and nothing else (options would reach other roles).
+            (Some("CREATE"), Some("ROLE")) if w.len() == 3 => {
                 let role = name(2);
                 if self.existing_roles.contains(&role) || self.new_role(&role) {
                     return None;
@@ -56,22 +64,45 @@ impl GlobalsFilter {
                 self.created_roles.push(role);
                 Some(line.to_vec())
             }
-            (Some("ALTER"), Some("ROLE" | "USER" | "GROUP")) => {
-                self.new_role(&name(2)).then(|| line.to_vec())
+            // `ALTER ROLE new WITH attributes` / `SET ...`: no member lists.
+            (Some("ALTER"), Some("ROLE"))
+                if self.new_role(&name(2))
+                    && matches!(kw(3).as_deref(), Some("WITH" | "SET" | "RESET"))
+                    && !(4..w.len()).any(|i| {
+                        matches!(
+                            kw(i).as_deref(),
+                            Some("ROLE" | "ADMIN" | "USER" | "IN" | "SYSID")
+                        )
+                    }) =>
+            {
+                Some(line.to_vec())
             }
-            (Some("COMMENT" | "SECURITY"), _) if after("ROLE").is_some() => self
-                .new_role(&after("ROLE").unwrap_or_default())
-                .then(|| line.to_vec()),
-            // A membership: only a new member's; without `GRANTED BY`, which
-            // names a grantor that may not exist here.
-            (Some("GRANT"), _) if after("ON").is_none() => {
-                let member = after("TO")?;
-                if !self.new_role(&member) {
+            (Some("COMMENT"), Some("ON")) if kw(2).as_deref() == Some("ROLE") => {
+                self.new_role(&name(3)).then(|| line.to_vec())
+            }
+            (Some("COMMENT"), Some("ON")) if kw(2).as_deref() == Some("TABLESPACE") => {
+                self.new_tablespace(&name(3)).then(|| line.to_vec())
+            }
+            (Some("SECURITY"), Some("LABEL")) => {
+                let on = position("ON")?;
+                match kw(on + 1).as_deref() {
+                    Some("ROLE") => self.new_role(&name(on + 2)),
+                    Some("TABLESPACE") => self.new_tablespace(&name(on + 2)),
+                    _ => false,
+                }
+                .then(|| line.to_vec())
+            }
+            // A membership: `GRANT role TO new ...`, one member, a new one;
+            // without `GRANTED BY`, which names a grantor that may not exist here.
+            (Some("GRANT"), _) if position("ON").is_none() => {
+                let to = position("TO")?;
+                let end = (to + 1..w.len())
+                    .find(|&i| matches!(kw(i).as_deref(), Some("WITH" | "GRANTED")))
+                    .unwrap_or(w.len());
+                if end != to + 2 || to != 2 || !self.new_role(&name(to + 1)) {
                     return None;
                 }
-                let cut = (0..w.len())
-                    .find(|&i| kw(i).as_deref() == Some("GRANTED"))
-                    .map_or(line.len(), |i| w[i].offset);
+                let cut = position("GRANTED").map_or(line.len(), |i| w[i].offset);
                 let mut statement = line[..cut].trim_ascii_end().to_vec();
                 if !statement.ends_with(b";") {
                     statement.push(b';');
@@ -81,24 +112,40 @@ impl GlobalsFilter {
             }
             (Some("CREATE"), Some("TABLESPACE")) => {
                 let ts = name(2);
-                if self.existing_tablespaces.contains(&ts) {
+                if self.existing_tablespaces.contains(&ts) || self.new_tablespace(&ts) {
                     return None;
                 }
                 self.created_tablespaces.push(ts);
                 Some(line.to_vec())
             }
-            (Some("ALTER" | "COMMENT" | "GRANT" | "SECURITY"), _)
-                if after("TABLESPACE").is_some() =>
-            {
-                let ts = after("TABLESPACE").unwrap_or_default();
-                self.created_tablespaces
-                    .contains(&ts)
+            (Some("ALTER"), Some("TABLESPACE")) => {
+                self.new_tablespace(&name(2)).then(|| line.to_vec())
+            }
+            // Privileges on a tablespace this load created.
+            (Some("GRANT" | "REVOKE"), _) => {
+                let on = position("ON")?;
+                (kw(on + 1).as_deref() == Some("TABLESPACE") && self.new_tablespace(&name(on + 2)))
                     .then(|| line.to_vec())
             }
             _ => None,
         }
     }
+
+    fn new_tablespace(&self, name: &str) -> bool {
+        self.created_tablespaces.iter().any(|t| t == name)
+    }
 }
+
+/// The `SET` lines pg_dumpall writes that are safe to pass on: those that
+/// leave psql lexing as our reader does (a client encoding that is also a
+/// server encoding, standard strings).
+const SAFE_SETTINGS: [&str; 5] = [
+    "SET default_transaction_read_only = off;",
+    "SET standard_conforming_strings = on;",
+    "SET client_encoding = 'UTF8';",
+    "SET client_encoding = 'SQL_ASCII';",
+    "SET client_encoding = 'LATIN1';",
+];
 
 impl Visitor for GlobalsFilter {
     fn piece(&mut self, line: &Line<'_>, bytes: &[u8]) {
@@ -207,6 +254,16 @@ CREATE ROLE e;
 COMMENT ON ROLE e IS E'\\';
 CREATE ROLE f' ; DROP DATABASE app; --
 CREATE ROLE g;
+SET standard_conforming_strings = off;
+SET client_encoding = 'SJIS';
+GRANT su TO g, app;
+CREATE ROLE h SUPERUSER ROLE app;
+ALTER ROLE g WITH SUPERUSER IN ROLE app;
+ALTER GROUP g ADD USER app;
+ALTER DATABASE app OWNER TO g /* TABLESPACE t */;
+CREATE TABLESPACE t LOCATION '/x';
+ALTER DATABASE app SET TABLESPACE t;
+GRANT ALL ON TABLESPACE t TO g;
 
 --
 -- PostgreSQL database cluster dump complete
@@ -223,6 +280,18 @@ CREATE ROLE g;
         assert!(sql.contains("CREATE ROLE e;"), "{sql}");
         assert!(!sql.contains("COMMENT ON ROLE e"), "{sql}");
         assert!(sql.contains("CREATE ROLE g;"), "{sql}");
+        for never in [
+            "standard_conforming_strings = off",
+            "SJIS",
+            "TO g, app",
+            "CREATE ROLE h",
+            "IN ROLE",
+            "ALTER GROUP",
+            "ALTER DATABASE",
+        ] {
+            assert!(!sql.contains(never), "{never:?} reached psql:\n{sql}");
+        }
+        assert!(sql.contains("GRANT ALL ON TABLESPACE t TO g;"), "{sql}");
         assert!(f.odd >= 6, "{}", f.odd);
     }
 }
