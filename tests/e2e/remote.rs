@@ -3,7 +3,6 @@
 //! restore and prune remotely, `--remote-only` streaming, and failures.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use e2e::{DB, PASSWORD, PgServer, S3Server, Xtask, files_in, json_of, show};
@@ -210,12 +209,7 @@ fn kill_server_mid_upload(
     args: &[&str],
     env: &BTreeMap<String, String>,
 ) -> std::process::Output {
-    let child = x
-        .command(args, env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = x.spawn(args, env);
     let deadline = Instant::now() + Duration::from_secs(60);
     while s3.pending_parts() == 0 {
         assert!(Instant::now() < deadline, "no upload part ever arrived");

@@ -371,12 +371,7 @@ fn ctrl_c_during_the_load_leaves_the_target_as_it_was() {
     pg.psql(DB, "DROP TABLE big; DELETE FROM t WHERE id > 5");
     let before = (databases(&pg), snapshot(&pg));
 
-    let child = x
-        .command(&["db-restore", "--latest", "--yes"], &env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = x.spawn(&["db-restore", "--latest", "--yes"], &env);
     // Wait until the scratch database is being loaded, then interrupt.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !pg

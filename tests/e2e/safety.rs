@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use e2e::{DB, PgServer, Xtask, json_of, show};
@@ -386,12 +386,7 @@ fn signal_during_load(
     pattern: &str,
     signal: &str,
 ) -> Output {
-    let child = x
-        .command(args, env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = x.spawn(args, env);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pg
         .psql(

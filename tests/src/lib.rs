@@ -335,6 +335,16 @@ impl Xtask {
         c
     }
 
+    /// Starts a run in the background with its output captured, for tests
+    /// that act while it goes (a signal, a fault).
+    pub fn spawn(&self, args: &[&str], env: &BTreeMap<String, String>) -> std::process::Child {
+        self.command(args, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the xtask binary starts")
+    }
+
     pub fn run(&self, args: &[&str], env: &BTreeMap<String, String>) -> Output {
         self.command(args, env)
             .output()

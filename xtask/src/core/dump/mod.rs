@@ -911,6 +911,8 @@ impl Reader {
         // object headers' `Owner:`, which an extension has and never sets).
         if top
             && matches!(kind, LineKind::Sql)
+            // words() only for statements that can be it (not every DDL line).
+            && text.get(..6).is_some_and(|h| h.eq_ignore_ascii_case(b"ALTER "))
             && let Some(owner) = altered_owner(text)
         {
             self.report.owners.insert(owner);
