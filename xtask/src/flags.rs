@@ -11,6 +11,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 use crate::core::config::{Overrides, Via};
+use crate::core::format::Format;
 use crate::core::naming::{BackupType, TypeChoice};
 
 #[derive(Debug, Parser)]
@@ -30,13 +31,13 @@ pub(crate) struct Xtask {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Back up a database: pg_dump streamed through gzip and SHA-256 into BACKUP_DIR
+    /// Back up a database: pg_dump streamed through gzip (or zstd) and SHA-256 into BACKUP_DIR
     DbBackup(DbBackup),
     /// Restore a backup all-or-nothing: loaded into a scratch database, checked, then swapped in
     DbRestore(DbRestore),
     /// List the backups in BACKUP_DIR, newest first
     DbList(DbList),
-    /// Check backups: checksum, gzip stream and SQL structure, in one read of each file
+    /// Check backups: checksum, compressed stream and SQL structure, in one read of each file
     DbVerify(DbVerify),
     /// Apply retention: delete expired backups, never the last good ones, and say why
     DbPrune(DbPrune),
@@ -243,6 +244,10 @@ fn type_or_auto() -> impl TypedValueParser<Value = TypeChoice> {
 }
 
 /// `--type` where a tier narrows a choice.
+fn format() -> impl TypedValueParser<Value = Format> {
+    clap::builder::NonEmptyStringValueParser::new().try_map(|s| s.parse::<Format>())
+}
+
 fn tier() -> impl TypedValueParser<Value = BackupType> {
     PossibleValuesParser::new(["daily", "weekly", "monthly"]).try_map(|s| s.parse::<BackupType>())
 }
@@ -259,7 +264,7 @@ pub(crate) struct DbBackup {
         value_name = "TYPE"
     )]
     pub(crate) kind: TypeChoice,
-    /// Re-read the written backup and check its checksum, gzip stream and SQL structure
+    /// Re-read the written backup and check its checksum, compressed stream and SQL structure
     #[arg(long)]
     pub(crate) verify: bool,
     /// Dump only the schema (no table data)
@@ -288,6 +293,25 @@ pub(crate) struct DbBackup {
     /// gzip level, 1 (fast) to 9 (small) [env: BACKUP_COMPRESSION_LEVEL] [default: 6]
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(1..=9))]
     pub(crate) compression_level: Option<u32>,
+    /// gzip[:1-9], zstd[:1-19] (faster and smaller) or none [env: BACKUP_COMPRESSION]
+    /// [default: gzip:6]
+    #[arg(long, value_name = "CODEC[:LEVEL]")]
+    pub(crate) compress: Option<String>,
+    /// plain (SQL, .sql.gz) or custom (pg_dump -Fc, .dump: restored with pg_restore -j)
+    /// [env: BACKUP_FORMAT] [default: plain]
+    #[arg(long, value_name = "FORMAT", value_parser = format())]
+    pub(crate) format: Option<Format>,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
+}
+
+/// `--jobs`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct JobsArgs {
+    /// Threads that compress, and pg_restore's parallel jobs [env: BACKUP_JOBS]
+    /// [default: one per core, at most 8]
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) jobs: Option<u16>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -384,6 +408,8 @@ pub(crate) struct DbRestore {
     /// triggers and what they depend on, into --target-db
     #[arg(long = "table", value_name = "TABLE", requires = "target_db")]
     pub(crate) table: Vec<String>,
+    #[command(flatten)]
+    pub(crate) jobs: JobsArgs,
     /// Replace an existing database without asking
     #[arg(short = 'y', long)]
     pub(crate) yes: bool,
@@ -451,9 +477,15 @@ impl Command {
         match self {
             Command::DbBackup(a) => Overrides {
                 compression_level: a.compression_level,
+                compression: a.compress.clone(),
+                format: a.format,
+                jobs: a.jobs.jobs.map(usize::from),
                 ..a.common.overrides()
             },
-            Command::DbRestore(a) => a.common.overrides(),
+            Command::DbRestore(a) => Overrides {
+                jobs: a.jobs.jobs.map(usize::from),
+                ..a.common.overrides()
+            },
             Command::DbVerify(a) => a.common.overrides(),
             Command::DbList(a) => a.dir.overrides(),
             Command::DbPrune(a) => a.dir.overrides(),

@@ -114,3 +114,25 @@ fn no_hand_written_codecs() {
     }
     assert!(offences.is_empty(), "{}", offences.join("\n"));
 }
+
+/// Compression has one home: every command reads and writes backups
+/// through the codec service, so a new codec plugs in once.
+#[test]
+fn codecs_live_in_the_codec_service() {
+    let mut offences = Vec::new();
+    for (path, text) in sources("") {
+        if path.ends_with("tidy.rs") || path.ends_with("services/codec.rs") {
+            continue;
+        }
+        for (n, line) in code(&text).lines().enumerate() {
+            if ["flate2::", "zstd::"].iter().any(|p| line.contains(p)) {
+                offences.push(format!(
+                    "{}:{}: compression outside services/codec.rs: go through the codec",
+                    path.display(),
+                    n + 1
+                ));
+            }
+        }
+    }
+    assert!(offences.is_empty(), "{}", offences.join("\n"));
+}

@@ -16,6 +16,7 @@ use std::str::FromStr;
 use anyhow::{bail, format_err};
 use time::{Duration, OffsetDateTime};
 
+use crate::core::format::{Compression, Format};
 use crate::core::human;
 use crate::core::retention::Policy;
 
@@ -475,6 +476,10 @@ pub(crate) struct Overrides {
     pub(crate) via: Option<Via>,
     pub(crate) backup_dir: Option<PathBuf>,
     pub(crate) compression_level: Option<u32>,
+    /// `--compress gzip[:LEVEL] | zstd[:LEVEL] | none`.
+    pub(crate) compression: Option<String>,
+    pub(crate) format: Option<Format>,
+    pub(crate) jobs: Option<usize>,
     pub(crate) max_age: Option<String>,
 }
 
@@ -491,10 +496,14 @@ pub(crate) struct Settings {
     /// The compose service of the database (BACKUP_COMPOSE_SERVICE).
     pub(crate) compose_service: String,
     pub(crate) retention: Policy,
-    /// gzip level (BACKUP_COMPRESSION_LEVEL, --compression-level).
-    pub(crate) compression_level: u32,
-    /// Deflate threads (BACKUP_COMPRESSION_THREADS).
-    pub(crate) compression_threads: Option<usize>,
+    /// The codec and its level (`--compress`, BACKUP_COMPRESSION; a gzip
+    /// level alone: BACKUP_COMPRESSION_LEVEL, --compression-level).
+    pub(crate) compression: Compression,
+    /// Plain SQL or pg_dump's custom archive (`--format`, BACKUP_FORMAT).
+    pub(crate) format: Format,
+    /// Threads that compress and read, and pg_restore's jobs (`--jobs`,
+    /// BACKUP_JOBS; BACKUP_COMPRESSION_THREADS before it): one per core, at most 8.
+    pub(crate) jobs: usize,
     /// Keep a local copy of each backup (BACKUP_LOCAL).
     pub(crate) local: bool,
     pub(crate) s3: Option<S3Config>,
@@ -527,6 +536,13 @@ pub(crate) const DEFAULT_USER: &str = "app";
 pub(crate) const DEFAULT_BACKUP_DIR: &str = "backups";
 pub(crate) const DEFAULT_COMPOSE_SERVICE: &str = "db";
 pub(crate) const DEFAULT_LEVEL: u32 = 6;
+
+/// One job per core, at most 8: compressing and reading are CPU-bound.
+pub(crate) fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+}
 pub(crate) const DEFAULT_MAX_AGE: &str = "26h";
 pub(crate) const DEFAULT_S3_PREFIX: &str = "backups/";
 pub(crate) const DEFAULT_S3_PART_MIB: usize = 16;
@@ -667,22 +683,44 @@ impl Settings {
             via,
             compose_service,
             retention: retention(sources)?,
-            compression_level: sources.number(
-                "BACKUP_COMPRESSION_LEVEL",
-                flags.compression_level,
-                DEFAULT_LEVEL,
-                "a number from 1 to 9",
-                |l| (1..=9).contains(l),
-            )?,
-            compression_threads: match sources.get("BACKUP_COMPRESSION_THREADS") {
-                None => None,
-                Some(_) => Some(sources.number(
-                    "BACKUP_COMPRESSION_THREADS",
-                    None,
-                    1,
-                    "a number of threads from 1 to 64",
+            compression: {
+                let level = sources.number(
+                    "BACKUP_COMPRESSION_LEVEL",
+                    flags.compression_level,
+                    DEFAULT_LEVEL,
+                    "a number from 1 to 9",
+                    |l| (1..=9).contains(l),
+                )?;
+                match (&flags.compression, sources.get("BACKUP_COMPRESSION")) {
+                    (Some(spec), _) => Compression::parse(spec, Some(level))
+                        .map_err(|e| format_err!("--compress: {e}"))?,
+                    (None, Some((spec, _))) => Compression::parse(&spec, Some(level))
+                        .map_err(|e| format_err!("BACKUP_COMPRESSION: {e}"))?,
+                    (None, None) => {
+                        Compression::parse("gzip", Some(level)).map_err(anyhow::Error::msg)?
+                    }
+                }
+            },
+            format: match (flags.format, sources.get("BACKUP_FORMAT")) {
+                (Some(f), _) => f,
+                (None, Some((text, _))) => text
+                    .parse()
+                    .map_err(|e| format_err!("BACKUP_FORMAT: {e}"))?,
+                (None, None) => Format::Plain,
+            },
+            jobs: {
+                let key = if sources.get("BACKUP_JOBS").is_some() {
+                    "BACKUP_JOBS"
+                } else {
+                    "BACKUP_COMPRESSION_THREADS"
+                };
+                sources.number(
+                    key,
+                    flags.jobs,
+                    default_jobs(),
+                    "a number of jobs from 1 to 64",
                     |t| (1..=64).contains(t),
-                )?),
+                )?
             },
             local: sources.flag("BACKUP_LOCAL", true)?,
             s3: s3(sources)?,

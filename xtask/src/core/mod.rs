@@ -6,6 +6,7 @@ pub(crate) mod config;
 pub(crate) mod dbprops;
 pub(crate) mod dump;
 pub(crate) mod environments;
+pub(crate) mod format;
 pub(crate) mod health;
 pub(crate) mod human;
 pub(crate) mod meta;

@@ -1,4 +1,6 @@
-//! Backup file names: `{database}_{type}_{timestamp}.sql.gz`, and back.
+//! Backup file names: `{database}_{type}_{timestamp}{extension}`, and back;
+//! the extension says what the file holds (`.sql.gz`, `.sql.zst`, `.sql`,
+//! `.dump`: see [`Layout`]).
 //!
 //! The timestamp is UTC, `YYYYMMDDTHHMMSSZ`, so names sort by time. A second
 //! backup of the same database and type in the same second gets a sequence
@@ -9,6 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::core::format::Layout;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 use time::{
@@ -16,8 +19,6 @@ use time::{
     macros::format_description,
 };
 
-/// The extension of a plain SQL dump compressed with gzip.
-pub(crate) const SQL_GZ: &str = ".sql.gz";
 pub(crate) const SHA256_SUFFIX: &str = ".sha256";
 pub(crate) const META_SUFFIX: &str = ".meta";
 
@@ -90,6 +91,8 @@ pub struct BackupName {
     pub timestamp: OffsetDateTime,
     /// 1 for the first backup of that database, type and second; 2, 3, ... after.
     pub(crate) seq: u32,
+    /// What the file holds; a new name is a gzip-compressed plain dump.
+    pub(crate) layout: Layout,
 }
 
 impl BackupName {
@@ -103,7 +106,20 @@ impl BackupName {
             kind,
             timestamp,
             seq: 1,
+            layout: Layout::Plain(crate::core::format::Codec::Gzip),
         }
+    }
+
+    pub(crate) fn with_layout(mut self, layout: Layout) -> BackupName {
+        self.layout = layout;
+        self
+    }
+
+    /// Whether `other` takes the same place in time (whatever the layout):
+    /// two such backups cannot both exist.
+    pub(crate) fn same_slot(&self, other: &BackupName) -> bool {
+        (&self.database, self.kind, self.timestamp, self.seq)
+            == (&other.database, other.kind, other.timestamp, other.seq)
     }
 
     pub fn with_seq(mut self, seq: u32) -> BackupName {
@@ -125,10 +141,11 @@ impl BackupName {
     /// The dump's file name, e.g. `app_daily_20261124T020000Z.sql.gz`.
     pub fn file_name(&self) -> String {
         format!(
-            "{}_{}_{}{SQL_GZ}",
+            "{}_{}_{}{}",
             encode_component(&self.database),
             self.kind,
-            self.stamp()
+            self.stamp(),
+            self.layout.extension()
         )
     }
 
@@ -142,7 +159,7 @@ impl BackupName {
 
     /// Parses a dump's file name back; `None` for anything the tool did not name.
     pub(crate) fn parse(file_name: &str) -> Option<BackupName> {
-        let stem = file_name.strip_suffix(SQL_GZ)?;
+        let (stem, layout) = Layout::split(file_name)?;
         let (rest, stamp) = stem.rsplit_once('_')?;
         let (database, kind) = rest.rsplit_once('_')?;
         let kind = kind.parse().ok()?;
@@ -166,6 +183,7 @@ impl BackupName {
             kind,
             timestamp,
             seq,
+            layout,
         })
     }
 }
@@ -179,12 +197,20 @@ impl PartialOrd for BackupName {
 /// Oldest first; ties broken by sequence, then database and type, so the order is total.
 impl Ord for BackupName {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.timestamp, self.seq, &self.database, self.kind).cmp(&(
-            other.timestamp,
-            other.seq,
-            &other.database,
-            other.kind,
-        ))
+        (
+            self.timestamp,
+            self.seq,
+            &self.database,
+            self.kind,
+            self.layout,
+        )
+            .cmp(&(
+                other.timestamp,
+                other.seq,
+                &other.database,
+                other.kind,
+                other.layout,
+            ))
     }
 }
 
@@ -280,7 +306,8 @@ mod tests {
     fn foreign_names_do_not_parse() {
         for name in [
             "notes.txt",
-            "app_daily_20261124T020000Z.sql",
+            "app_daily_20261124T020000Z.sql.bz2",
+            "app_daily_20261124T020000Z.tar",
             "app_hourly_20261124T020000Z.sql.gz",
             "app_daily_2026-11-24.sql.gz",
             "_daily_20261124T020000Z.sql.gz",
@@ -291,6 +318,32 @@ mod tests {
         ] {
             assert_eq!(BackupName::parse(name), None, "{name}");
         }
+    }
+
+    #[test]
+    fn each_layout_has_its_extension_and_one_place_in_time() {
+        use crate::core::format::{Codec, Layout};
+        let n = BackupName::new("app", BackupType::Daily, datetime!(2026-11-24 02:00:00 UTC));
+        let names: Vec<String> = Layout::ALL
+            .into_iter()
+            .map(|l| n.clone().with_layout(l).file_name())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "app_daily_20261124T020000Z.sql.gz",
+                "app_daily_20261124T020000Z.sql.zst",
+                "app_daily_20261124T020000Z.sql",
+                "app_daily_20261124T020000Z.dump",
+            ]
+        );
+        for (name, layout) in names.iter().zip(Layout::ALL) {
+            let back = BackupName::parse(name).unwrap();
+            assert_eq!(back.layout, layout);
+            assert!(back.same_slot(&n));
+        }
+        assert!(!n.same_slot(&n.clone().with_seq(2)));
+        assert_eq!(n.layout, Layout::Plain(Codec::Gzip));
     }
 
     #[test]

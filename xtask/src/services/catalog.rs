@@ -320,6 +320,11 @@ pub(crate) trait Store: Send + Sync {
     /// Starts writing the file `name`.
     fn create(&self, name: &str) -> io::Result<Box<dyn NewFile + '_>>;
 
+    /// The file's path on this machine, where the store is a directory here.
+    fn local_path(&self, _name: &str) -> Option<PathBuf> {
+        None
+    }
+
     /// A file's path for messages.
     fn display(&self, name: &str) -> String {
         format!("{}/{name}", self.location().trim_end_matches('/'))
@@ -422,10 +427,17 @@ pub(crate) trait Store: Send + Sync {
             .max_by(|a, b| (a.created_at(), &a.set.name).cmp(&(b.created_at(), &b.set.name))))
     }
 
-    /// Whether any file of the set `name` would take is there already.
+    /// Whether a file of the set `name` would take, or of a set in its
+    /// place in time in another layout, is there already.
     fn taken(&self, name: &BackupName) -> io::Result<bool> {
-        let files = [name.file_name(), name.sha256_name(), name.meta_name()];
-        Ok(self.entries()?.iter().any(|e| files.contains(&e.name)))
+        Ok(self.entries()?.iter().any(|e| {
+            let dump = e
+                .name
+                .strip_suffix(SHA256_SUFFIX)
+                .or_else(|| e.name.strip_suffix(META_SUFFIX))
+                .unwrap_or(&e.name);
+            BackupName::parse(dump).is_some_and(|n| n.same_slot(name))
+        }))
     }
 }
 
@@ -550,6 +562,10 @@ impl LocalStore {
 }
 
 impl Store for LocalStore {
+    fn local_path(&self, name: &str) -> Option<PathBuf> {
+        Some(self.path(name))
+    }
+
     fn location(&self) -> String {
         self.dir.display().to_string()
     }

@@ -1,7 +1,9 @@
-//! The bytes of a plain dump on their way into a backup file and back:
-//! one pass that inspects the SQL, compresses it with gzip in parallel and
-//! hashes what is written; and the reverse, one pass that hashes the file,
-//! decompresses every gzip member and inspects the SQL, handing it on.
+//! The bytes of a dump on their way into a backup file and back: one pass
+//! that inspects the SQL, compresses it (gzip in parallel members, zstd with
+//! its worker threads, or not at all) and hashes what is written; and the
+//! reverse, one pass that hashes the file, decompresses it (gzip members in
+//! parallel; a custom archive through `pg_restore -f -`) and inspects the
+//! SQL, handing it on.
 //!
 //! Memory is bounded by a fixed pool of buffers whatever the dump's size.
 //! Reading (and inspecting) runs on the caller's thread, deflating on a pool
@@ -10,15 +12,16 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Read, Write};
+use std::process::Child;
 use std::sync::{Mutex, mpsc};
 
-use flate2::Compression;
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
+use flate2::{Compression, GzBuilder};
 use sha2::{Digest, Sha256};
 
 use crate::core::dump::scan::ScanReport;
 use crate::core::dump::{DumpError, Reader, Visitor};
+use crate::core::format::{self, Codec};
 
 /// The unit of reading, deflating and writing.
 const CHUNK: usize = 1024 * 1024;
@@ -90,14 +93,6 @@ fn read_full(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// How many threads deflate by default: one per core, at most 8. The pass is
-/// CPU-bound and deflate is its heaviest part.
-pub(crate) fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8)
-}
-
 /// Streams `source` into `file` as gzip at `level`, hashing the compressed
 /// bytes and scanning the SQL on the way; fsyncs the file at the end.
 /// `on_progress` gets the uncompressed byte count after each chunk.
@@ -108,6 +103,171 @@ pub(crate) fn default_workers() -> usize {
 /// gzip file (RFC 1952) that every gzip reader decompresses whole. Memory is
 /// bounded: at most `2 * workers + 2` chunks are in flight.
 pub(crate) fn compress_into(
+    source: impl Read,
+    file: &mut (dyn Write + Send),
+    compression: format::Compression,
+    workers: usize,
+    on_progress: impl FnMut(u64),
+) -> io::Result<Archived> {
+    match compression.codec {
+        Codec::Gzip => gzip_into(source, file, compression.level, workers, on_progress),
+        Codec::Zstd | Codec::None => stream_into(source, file, compression, workers, on_progress),
+    }
+}
+
+/// Streams a custom archive from `source` into `file` as it is (pg_dump
+/// compressed it), hashing it; a copy goes through `pg_restore -f -` on the
+/// way so the SQL inside is scanned (row counts, structure) as a plain
+/// dump's is. `on_progress` gets the archive's byte count.
+pub(crate) fn archive_into(
+    mut source: impl Read,
+    file: &mut (dyn Write + Send),
+    unarchive: Unarchive<'_>,
+    mut on_progress: impl FnMut(u64),
+) -> io::Result<Archived> {
+    let mut child = unarchive()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let errors = crate::services::process::drain(child.stderr.take().expect("piped"));
+    let mut sink = HashingWriter {
+        inner: BufWriter::with_capacity(CHUNK, file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let (written, scan) = std::thread::scope(|s| {
+        let scanner = s.spawn(move || -> io::Result<ScanReport> {
+            let mut reader = Reader::new();
+            let mut buf = vec![0; CHUNK];
+            loop {
+                let n = read_full(&mut stdout, &mut buf)?;
+                if n == 0 {
+                    return Ok(reader.finish(&mut ()));
+                }
+                let _ = reader.feed(&buf[..n], &mut ());
+            }
+        });
+        let mut buf = vec![0; CHUNK];
+        let written = (|| -> io::Result<()> {
+            let mut unpacking = true;
+            loop {
+                let n = read_full(&mut source, &mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                sink.write_all(&buf[..n])?;
+                // A pg_restore that stopped is reported by its status below.
+                unpacking = unpacking && stdin.write_all(&buf[..n]).is_ok();
+                on_progress(sink.bytes);
+            }
+        })();
+        drop(stdin);
+        if written.is_err() {
+            let _ = child.kill();
+        }
+        let scan = scanner
+            .join()
+            .map_err(|_| io::Error::other("the scanning thread panicked"))
+            .and_then(|r| r);
+        (written, scan)
+    });
+    written?;
+    let status = child.wait()?;
+    if !status.success() {
+        let stderr = errors.join().unwrap_or_default();
+        let stderr = String::from_utf8_lossy(&stderr);
+        // InvalidData: the whole stream was read (pg_dump's own status may say more).
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "pg_restore could not read the archive pg_dump wrote: {}",
+                stderr.lines().next().unwrap_or("no message").trim()
+            ),
+        ));
+    }
+    let scan = scan?;
+    sink.inner.flush()?;
+    Ok(Archived {
+        sha256: format!("{:x}", sink.hasher.finalize()),
+        compressed_bytes: sink.bytes,
+        scan,
+    })
+}
+
+/// zstd (its own worker threads compress while this thread reads and
+/// scans) or no compression: one stream into the hashing writer.
+fn stream_into(
+    mut source: impl Read,
+    file: &mut (dyn Write + Send),
+    compression: format::Compression,
+    workers: usize,
+    mut on_progress: impl FnMut(u64),
+) -> io::Result<Archived> {
+    let sink = HashingWriter {
+        inner: BufWriter::with_capacity(CHUNK, file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let mut out: Box<dyn FinishWrite<_>> = match compression.codec {
+        Codec::Zstd => {
+            let mut z = zstd::stream::write::Encoder::new(sink, compression.level as i32)?;
+            z.multithread(workers.max(1) as u32)?;
+            Box::new(z)
+        }
+        _ => Box::new(Plain(sink)),
+    };
+    let mut scanner = Reader::new();
+    let mut buf = vec![0; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = read_full(&mut source, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        // A problem is reported at the end: the dump is what pg_dump wrote.
+        let _ = scanner.feed(&buf[..n], &mut ());
+        out.write_all(&buf[..n])?;
+        total += n as u64;
+        on_progress(total);
+    }
+    let mut sink = out.finish_write()?;
+    sink.inner.flush()?;
+    Ok(Archived {
+        sha256: format!("{:x}", sink.hasher.finalize()),
+        compressed_bytes: sink.bytes,
+        scan: scanner.finish(&mut ()),
+    })
+}
+
+/// A writer that ends its stream and hands back what it wrote into.
+trait FinishWrite<W>: Write {
+    fn finish_write(self: Box<Self>) -> io::Result<W>;
+}
+
+impl<W: Write> FinishWrite<W> for zstd::stream::write::Encoder<'_, W> {
+    fn finish_write(self: Box<Self>) -> io::Result<W> {
+        (*self).finish()
+    }
+}
+
+/// The bytes as they are.
+struct Plain<W>(W);
+
+impl<W: Write> Write for Plain<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> FinishWrite<W> for Plain<W> {
+    fn finish_write(self: Box<Self>) -> io::Result<W> {
+        Ok(self.0)
+    }
+}
+
+fn gzip_into(
     mut source: impl Read,
     file: &mut (dyn Write + Send),
     level: u32,
@@ -211,14 +371,42 @@ pub(crate) fn compress_into(
     })
 }
 
-/// One complete gzip member holding `input`.
+/// The extra field of each gzip member the tool writes: subfield `XT`
+/// holding the member's own length (as BGZF does), so a reader can hand
+/// whole members to threads without inflating to find where they end.
+/// Every gzip reader skips an extra field it does not know (RFC 1952 2.3.1.1).
+const SIZE_FIELD: [u8; 8] = [b'X', b'T', 4, 0, 0, 0, 0, 0];
+/// Where the length sits in a member: after the fixed header (10), XLEN (2)
+/// and the subfield's id and length (4).
+const SIZE_AT: usize = 16;
+const HEADER_LEN: usize = SIZE_AT + 4;
+
+/// One complete gzip member holding `input`, its length in its header.
 fn gzip_member(input: &[u8], level: u32) -> io::Result<Vec<u8>> {
-    let mut gz = GzEncoder::new(
+    let mut gz = GzBuilder::new().extra(SIZE_FIELD.to_vec()).write(
         Vec::with_capacity(input.len() / 2 + 64),
         Compression::new(level),
     );
     gz.write_all(input)?;
-    gz.finish()
+    let mut member = gz.finish()?;
+    let len = u32::try_from(member.len()).map_err(|_| io::Error::other("member too large"))?;
+    // The header has no CRC of its own (FHCRC is not set): patching is safe.
+    member[SIZE_AT..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    Ok(member)
+}
+
+/// The length a member header of ours records, if `header` is one.
+fn member_len(header: &[u8]) -> Option<usize> {
+    let ours = header.len() >= HEADER_LEN
+        && header[..3] == [0x1f, 0x8b, 8]
+        && header[3] == 4 // FEXTRA only: no name, comment or header CRC
+        && header[10..12] == [8, 0]
+        && header[12..16] == SIZE_FIELD[..4];
+    if !ours {
+        return None;
+    }
+    let len = u32::from_le_bytes(header[SIZE_AT..HEADER_LEN].try_into().ok()?) as usize;
+    (len > HEADER_LEN).then_some(len)
 }
 
 /// Why reading a backup file failed.
@@ -228,9 +416,11 @@ pub(crate) enum ReadError {
         expected: String,
         actual: String,
     },
-    Gzip(io::Error),
+    /// The compressed stream or archive is damaged: what it is, and why.
+    Damaged(&'static str, io::Error),
     Dump(DumpError),
-    /// The file could not be read (a local I/O error, a remote copy's connection).
+    /// The file could not be read (a local I/O error, a remote copy's connection),
+    /// or the program that unpacks it could not run.
     Io(io::Error),
     /// Whoever consumed the stream failed.
     Sink(io::Error),
@@ -242,7 +432,7 @@ impl ReadError {
     pub(crate) fn is_about_the_file(&self) -> bool {
         matches!(
             self,
-            ReadError::ChecksumMismatch { .. } | ReadError::Gzip(_) | ReadError::Dump(_)
+            ReadError::ChecksumMismatch { .. } | ReadError::Damaged(..) | ReadError::Dump(_)
         )
     }
 }
@@ -254,7 +444,7 @@ impl std::fmt::Display for ReadError {
                 f,
                 "checksum mismatch: the .sha256 file says {expected}, the file hashes to {actual}: the file is corrupt or was changed"
             ),
-            ReadError::Gzip(e) => write!(f, "the gzip stream is damaged ({e})"),
+            ReadError::Damaged(what, e) => write!(f, "the {what} is damaged ({e})"),
             ReadError::Dump(e) => write!(f, "{e}"),
             ReadError::Io(e) => write!(f, "cannot read the file ({e})"),
             ReadError::Sink(e) => write!(f, "the stream's consumer failed ({e})"),
@@ -272,17 +462,81 @@ pub(crate) struct ReadReport {
     pub(crate) scan: ScanReport,
 }
 
-/// Reads a `.sql.gz` in one pass: SHA-256 of the file, the whole gzip
-/// stream (every member, with its CRC), and the dump through the reader,
-/// whose lines go to `visitor`; `flush` runs after each chunk (a restore
-/// sends what the visitor gathered to psql), and its error stops the pass
-/// as [`ReadError::Sink`]. A problem in the dump stops the visitor before
-/// the line that holds it.
+/// What a file's first bytes say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sniffed {
+    Gzip,
+    Zstd,
+    /// pg_dump's custom archive (`PGDMP`).
+    Custom,
+    /// Anything else is read as SQL (the dump reader judges it).
+    Sql,
+}
+
+impl Sniffed {
+    pub(crate) fn of(head: &[u8]) -> Sniffed {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Sniffed::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Sniffed::Zstd
+        } else if head.starts_with(b"PGDMP") {
+            Sniffed::Custom
+        } else {
+            Sniffed::Sql
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Sniffed::Gzip => "gzip stream",
+            Sniffed::Zstd => "zstd stream",
+            Sniffed::Custom => "custom archive",
+            Sniffed::Sql => "SQL file",
+        }
+    }
+}
+
+/// Starts the program that turns a custom archive on its stdin into SQL
+/// on its stdout (`pg_restore -f -`), stdin, stdout and stderr piped.
+pub(crate) type Unarchive<'a> = &'a dyn Fn() -> io::Result<Child>;
+
+/// The dump reader and the consumer behind it, fed chunk by chunk.
+struct Feeder<'v, V, F> {
+    reader: Reader,
+    visitor: &'v mut V,
+    flush: F,
+    /// A problem in the dump: nothing after it is fed.
+    stopped: Option<ReadError>,
+}
+
+impl<V: Visitor, F: FnMut(&mut V) -> io::Result<()>> Feeder<'_, V, F> {
+    /// Feeds one chunk; false once the dump has a problem (recorded).
+    fn feed(&mut self, chunk: &[u8]) -> Result<bool, ReadError> {
+        if let Err(e) = self.reader.feed(chunk, self.visitor) {
+            self.stopped = Some(ReadError::Dump(e));
+            return Ok(false);
+        }
+        (self.flush)(self.visitor).map_err(ReadError::Sink)?;
+        Ok(true)
+    }
+}
+
+type Hashing<R> = HashingReader<io::BufReader<R>>;
+
+/// Reads a backup file in one pass: SHA-256 of the file, the whole
+/// compressed stream (every gzip member with its CRC, zstd frames with their
+/// checksums, or a custom archive through `unarchive`), and the dump through
+/// the reader, whose lines go to `visitor`; `flush` runs after each chunk (a
+/// restore sends what the visitor gathered to psql), and its error stops the
+/// pass as [`ReadError::Sink`]. A problem in the dump stops the visitor
+/// before the line that holds it. The file's first bytes say what it is.
 pub(crate) fn read_checked<V: Visitor>(
-    file: impl Read,
+    file: impl Read + Send,
     expected_sha256: Option<&str>,
+    unarchive: Option<Unarchive<'_>>,
+    workers: usize,
     visitor: &mut V,
-    mut flush: impl FnMut(&mut V) -> io::Result<()>,
+    flush: impl FnMut(&mut V) -> io::Result<()>,
 ) -> Result<ReadReport, ReadError> {
     let mut hashing = HashingReader {
         inner: io::BufReader::with_capacity(CHUNK, file),
@@ -290,36 +544,33 @@ pub(crate) fn read_checked<V: Visitor>(
         bytes: 0,
         error: None,
     };
-    let mut reader = Reader::new();
-    let mut stopped = None;
-    {
-        let mut gz = MultiGzDecoder::new(&mut hashing);
-        let mut buf = vec![0; CHUNK];
-        loop {
-            match gz.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if let Err(e) = reader.feed(&buf[..n], visitor) {
-                        stopped = Some(ReadError::Dump(e));
-                        break;
-                    }
-                    flush(visitor).map_err(ReadError::Sink)?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // A read error of the file itself, or of the deflate stream.
-                Err(e) if gz.get_ref().error.is_some() => {
-                    let _ = e;
-                    return Err(ReadError::Io(gz.get_mut().error.take().expect("checked")));
-                }
-                Err(e) => {
-                    stopped = Some(ReadError::Gzip(e));
-                    break;
-                }
-            }
+    let head = fill_head(&mut hashing.inner).map_err(ReadError::Io)?;
+    let kind = Sniffed::of(&head);
+    let mut feeder = Feeder {
+        reader: Reader::new(),
+        visitor,
+        flush,
+        stopped: None,
+    };
+    let mut hashing = match kind {
+        Sniffed::Gzip if member_len(&head).is_some() && workers > 1 => {
+            inflate_parallel(hashing, workers, &mut feeder)?
         }
-    }
-    // The rest of the file (all of it after a damaged member) still belongs to
-    // the checksum, which says "corrupt" more plainly than a deflate error.
+        Sniffed::Custom => {
+            let unarchive = unarchive.ok_or_else(|| {
+                ReadError::Io(io::Error::other(
+                    "it is a custom archive and reading one needs pg_restore",
+                ))
+            })?;
+            unpack_archive(hashing, unarchive, &mut feeder)?
+        }
+        _ => {
+            decode_stream(&mut hashing, kind, &mut feeder)?;
+            hashing
+        }
+    };
+    // The rest of the file (all of it after a damaged part) still belongs to
+    // the checksum, which says "corrupt" more plainly than a decoder's error.
     io::copy(&mut hashing, &mut io::sink()).map_err(ReadError::Io)?;
     if let Some(e) = hashing.error.take() {
         return Err(ReadError::Io(e));
@@ -333,11 +584,11 @@ pub(crate) fn read_checked<V: Visitor>(
             actual: sha256,
         });
     }
-    if let Some(e) = stopped {
+    if let Some(e) = feeder.stopped {
         return Err(e);
     }
-    let scan = reader.finish(visitor);
-    flush(visitor).map_err(ReadError::Sink)?;
+    let scan = feeder.reader.finish(feeder.visitor);
+    (feeder.flush)(feeder.visitor).map_err(ReadError::Sink)?;
     scan.check().map_err(ReadError::Dump)?;
     Ok(ReadReport {
         sha256,
@@ -346,11 +597,280 @@ pub(crate) fn read_checked<V: Visitor>(
     })
 }
 
-/// The `pg_dump` version a dump's header names, from its first chunk.
+/// The first bytes of a file, not consumed.
+fn fill_head(inner: &mut impl io::BufRead) -> io::Result<Vec<u8>> {
+    loop {
+        match inner.fill_buf() {
+            Ok(b) => return Ok(b[..b.len().min(HEADER_LEN)].to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One decoder on this thread: gzip members in turn, zstd frames, or SQL as it is.
+fn decode_stream<R: Read, V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
+    hashing: &mut Hashing<R>,
+    kind: Sniffed,
+    feeder: &mut Feeder<'_, V, F>,
+) -> Result<(), ReadError> {
+    let failed = {
+        let mut decoder: Box<dyn Read + '_> = match kind {
+            Sniffed::Gzip => Box::new(MultiGzDecoder::new(&mut *hashing)),
+            Sniffed::Zstd => Box::new(
+                zstd::stream::read::Decoder::new(&mut *hashing)
+                    .map_err(|e| ReadError::Damaged(kind.what(), e))?,
+            ),
+            _ => Box::new(&mut *hashing),
+        };
+        let mut buf = vec![0; CHUNK];
+        loop {
+            match decoder.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(n) => {
+                    if !feeder.feed(&buf[..n])? {
+                        break None;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(e),
+            }
+        }
+    };
+    if let Some(e) = failed {
+        // A read error of the file itself, or damage in what it holds.
+        if let Some(io) = hashing.error.take() {
+            return Err(ReadError::Io(io));
+        }
+        feeder.stopped = Some(ReadError::Damaged(kind.what(), e));
+    }
+    Ok(())
+}
+
+/// The tool's gzip files: whole members (their length is in their header)
+/// are inflated on `workers` threads and fed in order. A member without the
+/// length (a file gzip or pigz made, concatenated) ends the parallel part:
+/// the rest is inflated in turn.
+fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
+    mut hashing: Hashing<R>,
+    workers: usize,
+    feeder: &mut Feeder<'_, V, F>,
+) -> Result<Hashing<R>, ReadError> {
+    type Done = (u64, io::Result<Vec<u8>>);
+    let in_flight = 2 * workers + 2;
+    let (work_tx, work_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(in_flight);
+    let work_rx = Mutex::new(work_rx);
+    let (done_tx, done_rx) = mpsc::sync_channel::<Done>(in_flight);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+            s.spawn(move || {
+                loop {
+                    let job = match work_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, member)) = job else { return };
+                    if done_tx.send((seq, inflate_member(&member))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let tail_tx = done_tx;
+        let producer = s.spawn(move || {
+            let mut seq = 0u64;
+            loop {
+                let mut header = vec![0; HEADER_LEN];
+                let n = match read_full(&mut hashing, &mut header) {
+                    Ok(n) => n,
+                    Err(_) => break, // recorded in `hashing.error`
+                };
+                header.truncate(n);
+                if n == 0 {
+                    break;
+                }
+                let Some(len) = member_len(&header) else {
+                    // Not one of ours: inflate the rest in turn, in order.
+                    let mut gz = MultiGzDecoder::new(io::Cursor::new(header).chain(&mut hashing));
+                    loop {
+                        let mut buf = vec![0; CHUNK];
+                        let r = read_full(&mut gz, &mut buf).map(|n| {
+                            buf.truncate(n);
+                            buf
+                        });
+                        let end = matches!(&r, Ok(b) if b.is_empty()) || r.is_err();
+                        if tail_tx.send((seq, r)).is_err() || end {
+                            break;
+                        }
+                        seq += 1;
+                    }
+                    break;
+                };
+                let mut member = header;
+                member.resize(len, 0);
+                let got = match read_full(&mut hashing, &mut member[HEADER_LEN..]) {
+                    Ok(got) => got,
+                    Err(_) => break,
+                };
+                member.truncate(HEADER_LEN + got);
+                if work_tx.send((seq, member)).is_err() {
+                    break;
+                }
+                seq += 1;
+            }
+            drop(work_tx);
+            hashing
+        });
+
+        let mut pending = BTreeMap::new();
+        let mut next = 0u64;
+        let mut outcome = Ok(());
+        'receive: for (seq, result) in &done_rx {
+            pending.insert(seq, result);
+            while let Some(result) = pending.remove(&next) {
+                next += 1;
+                let fed = match result {
+                    Ok(sql) => feeder.feed(&sql),
+                    Err(e) => {
+                        feeder.stopped = Some(ReadError::Damaged(Sniffed::Gzip.what(), e));
+                        Ok(false)
+                    }
+                };
+                match fed {
+                    Ok(true) => {}
+                    Ok(false) => break 'receive,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break 'receive;
+                    }
+                }
+            }
+        }
+        // Stop the pool; the producer hashes the rest of the file.
+        drop(done_rx);
+        let mut hashing = producer
+            .join()
+            .map_err(|_| ReadError::Io(io::Error::other("the reading thread panicked")))?;
+        outcome?;
+        if let Some(e) = hashing.error.take() {
+            return Err(ReadError::Io(e));
+        }
+        Ok(hashing)
+    })
+}
+
+/// One member of ours, whole: its SQL, or why it is damaged.
+fn inflate_member(member: &[u8]) -> io::Result<Vec<u8>> {
+    let mut gz = flate2::bufread::GzDecoder::new(member);
+    let mut out = Vec::with_capacity(CHUNK + CHUNK / 4);
+    gz.read_to_end(&mut out)?;
+    if !gz.into_inner().is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bytes after a member's end within its recorded length",
+        ));
+    }
+    Ok(out)
+}
+
+/// A custom archive through `pg_restore -f -`: the file's bytes go to its
+/// stdin from a thread (hashed on the way), its SQL comes back to the feeder.
+fn unpack_archive<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
+    mut hashing: Hashing<R>,
+    unarchive: Unarchive<'_>,
+    feeder: &mut Feeder<'_, V, F>,
+) -> Result<Hashing<R>, ReadError> {
+    let mut child = unarchive().map_err(ReadError::Io)?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let errors = crate::services::process::drain(child.stderr.take().expect("piped"));
+    std::thread::scope(|s| {
+        let pump = s.spawn(move || {
+            let mut buf = vec![0; CHUNK];
+            loop {
+                match read_full(&mut hashing, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stdin.write_all(&buf[..n]).is_err() {
+                            break; // pg_restore stopped: its status says why
+                        }
+                    }
+                }
+            }
+            drop(stdin);
+            hashing
+        });
+        let mut buf = vec![0; CHUNK];
+        let mut outcome = Ok(());
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => match feeder.feed(&buf[..n]) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    outcome = Err(ReadError::Io(e));
+                    break;
+                }
+            }
+        }
+        if outcome.is_err() || feeder.stopped.is_some() {
+            let _ = child.kill();
+        }
+        drop(stdout);
+        let status = child.wait().map_err(ReadError::Io);
+        let mut hashing = pump
+            .join()
+            .map_err(|_| ReadError::Io(io::Error::other("the reading thread panicked")))?;
+        outcome?;
+        if let Some(e) = hashing.error.take() {
+            return Err(ReadError::Io(e));
+        }
+        let status = status?;
+        if !status.success() && feeder.stopped.is_none() {
+            let stderr = errors.join().unwrap_or_default();
+            let stderr = String::from_utf8_lossy(&stderr);
+            let message = stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("pg_restore failed")
+                .trim()
+                .trim_start_matches("pg_restore: error: ")
+                .to_string();
+            // A pg_restore too old for the archive is the machine's problem.
+            if message.contains("unsupported version") {
+                return Err(ReadError::Io(io::Error::other(format!(
+                    "{message}: use a pg_restore at least as new as the pg_dump that made it"
+                ))));
+            }
+            feeder.stopped = Some(ReadError::Damaged(
+                Sniffed::Custom.what(),
+                io::Error::other(message),
+            ));
+        }
+        Ok(hashing)
+    })
+}
+
+/// The `pg_dump` version a plain dump's header names, from its first chunk.
 pub(crate) fn peek_pg_dump_version(file: impl Read) -> Option<String> {
-    let mut gz = MultiGzDecoder::new(file);
+    let mut file = io::BufReader::new(file);
+    let head = fill_head(&mut file).ok()?;
+    let mut decoder: Box<dyn Read> = match Sniffed::of(&head) {
+        Sniffed::Gzip => Box::new(MultiGzDecoder::new(file)),
+        Sniffed::Zstd => Box::new(zstd::stream::read::Decoder::new(file).ok()?),
+        Sniffed::Custom => return None,
+        Sniffed::Sql => Box::new(file),
+    };
     let mut buf = vec![0; 64 * 1024];
-    let n = read_full(&mut gz, &mut buf).ok()?;
+    let n = read_full(&mut decoder, &mut buf).ok()?;
     let mut reader = Reader::new();
     let _ = reader.feed(&buf[..n], &mut ());
     reader.report.pg_dump_version
@@ -364,12 +884,19 @@ mod tests {
 
     fn compress(data: &[u8], workers: usize) -> (Vec<u8>, Archived) {
         let mut out = Vec::new();
-        let archived = compress_into(data, &mut out, 6, workers, |_| {}).unwrap();
+        let archived = compress_into(data, &mut out, gzip(6), workers, |_| {}).unwrap();
         (out, archived)
     }
 
+    fn gzip(level: u32) -> format::Compression {
+        format::Compression {
+            codec: Codec::Gzip,
+            level,
+        }
+    }
+
     fn check(file: &[u8], sha: Option<&str>) -> Result<ReadReport, ReadError> {
-        read_checked(file, sha, &mut (), |_| Ok(()))
+        read_checked(file, sha, None, 2, &mut (), |_| Ok(()))
     }
 
     #[test]
@@ -382,7 +909,7 @@ mod tests {
         data.extend_from_slice(b"\\.\n\n--\n-- PostgreSQL database dump complete\n--\n\n");
         let mut seen = 0;
         let mut file = Vec::new();
-        let out = compress_into(&data[..], &mut file, 6, 3, |n| seen = n).unwrap();
+        let out = compress_into(&data[..], &mut file, gzip(6), 3, |n| seen = n).unwrap();
         assert_eq!(seen, data.len() as u64);
         assert_eq!(out.scan.check(), Ok(()));
         assert_eq!(out.scan.tables["public.t"], 200_002);
@@ -438,7 +965,7 @@ mod tests {
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0xff;
         assert!(
-            matches!(check(&bytes, None), Err(ReadError::Gzip(_))),
+            matches!(check(&bytes, None), Err(ReadError::Damaged(..))),
             "a flipped byte breaks deflate or the CRC"
         );
         // A complete gzip stream of a truncated dump: the structure check catches it.
@@ -459,7 +986,7 @@ mod tests {
                 Ok(1)
             }
         }
-        let err = read_checked(Broken(1), None, &mut (), |_| Ok(())).unwrap_err();
+        let err = read_checked(Broken(1), None, None, 2, &mut (), |_| Ok(())).unwrap_err();
         assert!(matches!(err, ReadError::Io(_)), "{err:?}");
         assert!(!err.is_about_the_file());
     }
@@ -478,7 +1005,98 @@ mod tests {
             }
         }
         let mut out = Vec::new();
-        let err = compress_into(Broken(10), &mut out, 1, 2, |_| {}).unwrap_err();
+        let err = compress_into(Broken(10), &mut out, gzip(1), 2, |_| {}).unwrap_err();
         assert_eq!(err.to_string(), "boom");
+    }
+
+    /// A dump of `rows` rows in one table, with its trailer.
+    fn dump_of(rows: u32) -> Vec<u8> {
+        let mut data = DUMP[..DUMP.len() - 46].to_vec();
+        for i in 0..rows {
+            data.extend_from_slice(format!("{i}\tsome text to compress {}\n", i % 97).as_bytes());
+        }
+        data.extend_from_slice(b"\\.\n\n--\n-- PostgreSQL database dump complete\n--\n\n");
+        data
+    }
+
+    #[test]
+    fn every_codec_round_trips_whatever_the_reader_threads() {
+        let data = dump_of(300_000);
+        for codec in [Codec::Gzip, Codec::Zstd, Codec::None] {
+            let c = format::Compression { codec, level: 3 };
+            let mut file = Vec::new();
+            let out = compress_into(&data[..], &mut file, c, 2, |_| {}).unwrap();
+            assert_eq!(out.scan.tables["public.t"], 300_002, "{codec}");
+            for workers in [1, 2, 4] {
+                let report =
+                    read_checked(&file[..], Some(&out.sha256), None, workers, &mut (), |_| {
+                        Ok(())
+                    })
+                    .unwrap();
+                assert_eq!(report.scan.bytes, data.len() as u64, "{codec} {workers}");
+                assert_eq!(report.compressed_bytes, file.len() as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn members_record_their_length_and_gzip_reads_them() {
+        let data = dump_of(200_000);
+        let (file, _) = compress(&data, 2);
+        let len = member_len(&file[..HEADER_LEN]).unwrap();
+        assert!(len < file.len() && member_len(&file[len..len + HEADER_LEN]).is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gz");
+        std::fs::write(&path, &file).unwrap();
+        let out = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success() && out.stdout == data);
+    }
+
+    #[test]
+    fn parallel_reading_catches_damage_anywhere() {
+        let data = dump_of(200_000);
+        let (file, out) = compress(&data, 2);
+        let second = member_len(&file[..HEADER_LEN]).unwrap();
+        // A flipped byte inside the second member's deflate data.
+        let mut bytes = file.clone();
+        bytes[second + 100] ^= 0xff;
+        let err = read_checked(&bytes[..], None, None, 2, &mut (), |_| Ok(())).unwrap_err();
+        assert!(matches!(err, ReadError::Damaged(..)), "{err:?}");
+        // With the checksum known, the mismatch is what is said.
+        let err = read_checked(&bytes[..], Some(&out.sha256), None, 2, &mut (), |_| Ok(()));
+        assert!(matches!(err, Err(ReadError::ChecksumMismatch { .. })));
+        // A file cut inside a member.
+        let cut = &file[..second + 50];
+        let err = read_checked(cut, None, None, 2, &mut (), |_| Ok(())).unwrap_err();
+        assert!(matches!(err, ReadError::Damaged(..)), "{err:?}");
+        // A length that lies (bytes after the member's end within it).
+        let mut lying = file.clone();
+        let len = u32::try_from(second + 8).unwrap();
+        lying[SIZE_AT..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+        let err = read_checked(&lying[..], None, None, 2, &mut (), |_| Ok(())).unwrap_err();
+        assert!(err.is_about_the_file(), "{err:?}");
+    }
+
+    #[test]
+    fn a_foreign_gzip_member_after_ours_is_read_in_turn() {
+        let data = dump_of(50_000);
+        let (head, rest) = data.split_at(data.len() / 2);
+        let (mut file, _) = compress(head, 2);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::new(6));
+        gz.write_all(rest).unwrap();
+        file.extend_from_slice(&gz.finish().unwrap());
+        let report = read_checked(&file[..], None, None, 2, &mut (), |_| Ok(())).unwrap();
+        assert_eq!(report.scan.bytes, data.len() as u64);
+    }
+
+    #[test]
+    fn a_custom_archive_without_pg_restore_is_not_blamed_on_the_file() {
+        let err =
+            read_checked(&b"PGDMP\x01\x0e"[..], None, None, 2, &mut (), |_| Ok(())).unwrap_err();
+        assert!(!err.is_about_the_file(), "{err}");
     }
 }

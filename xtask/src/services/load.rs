@@ -35,12 +35,14 @@ use crate::core::dump::mask::Rewriter;
 use crate::core::dump::quote_ident;
 use crate::core::dump::scan::ScanReport;
 use crate::core::dump::{Line, LineKind, Reader, Visitor};
+use crate::core::format::Layout;
 use crate::core::meta::{BackupMeta, Content, parse_sha256_line};
 use crate::core::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
 use crate::services::catalog::{self, LocalStore, Store};
 use crate::services::codec::{self, ReadError, ReadReport};
+use crate::services::fsutil;
 use crate::services::interrupt;
-use crate::services::pg::{Client, DumpOptions, PgError, PgVersion};
+use crate::services::pg::{Client, DumpOptions, PgError, PgVersion, Runner};
 use crate::{Failure, ui};
 
 /// A backup file to act on: in which store, and its name if the tool made it.
@@ -104,6 +106,18 @@ impl Source {
             "no backup '{arg}': it is neither a file nor a file name in {} (see `cargo xtask db-list`)",
             store.location()
         )
+    }
+
+    /// Whether it is a custom archive, as its name (or else its first bytes) says.
+    pub(crate) fn is_archive(&self) -> bool {
+        match Layout::split(&self.file_name) {
+            Some((_, layout)) => layout == Layout::Custom,
+            None => self.open().is_ok_and(|mut f| {
+                let mut head = [0u8; 5];
+                f.read_exact(&mut head).is_ok()
+                    && codec::Sniffed::of(&head) == codec::Sniffed::Custom
+            }),
+        }
     }
 
     /// Where it is, for messages.
@@ -178,7 +192,7 @@ pub(crate) fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             ui::warn(format!(
-                "{} has no .sha256 (made elsewhere?): only its gzip stream and SQL structure can be checked",
+                "{} has no .sha256 (made elsewhere?): only its compressed stream and SQL structure can be checked",
                 source.file_name
             ));
             None
@@ -230,8 +244,29 @@ impl Checked {
 
 /// Every check short of loading: `.sha256` (when present), agreement with
 /// `.meta` (when present), the whole gzip stream and the dump's structure.
-pub(crate) fn check(source: &Source, sidecars: &Sidecars) -> Result<Checked, LoadError> {
-    read_backup(source, sidecars, &mut (), |_| Ok(()))
+/// `client` unpacks a custom archive (`pg_restore`); without one the
+/// host's newest is found when the file is one.
+pub(crate) fn check(
+    source: &Source,
+    sidecars: &Sidecars,
+    client: Option<&Client>,
+) -> Result<Checked, LoadError> {
+    read_backup(source, sidecars, client, &mut (), |_| Ok(()))
+}
+
+/// One read of a backup's dump into `visitor` (its lines, whatever the
+/// format), `flush` after each chunk; the sidecars are not consulted.
+pub(crate) fn visit<V: Visitor>(
+    source: &Source,
+    client: Option<&Client>,
+    visitor: &mut V,
+    flush: impl FnMut(&mut V) -> io::Result<()>,
+) -> Result<(), LoadError> {
+    let unchecked = Sidecars {
+        expected: None,
+        meta: None,
+    };
+    read_backup(source, &unchecked, client, visitor, flush).map(drop)
 }
 
 /// The pg_dump version of a backup without reading all of it: `.meta`, else its header.
@@ -247,13 +282,31 @@ pub(crate) fn dump_version(source: &Source, sidecars: &Sidecars) -> Option<PgVer
 fn read_backup<V: Visitor>(
     source: &Source,
     sidecars: &Sidecars,
+    client: Option<&Client>,
     visitor: &mut V,
     flush: impl FnMut(&mut V) -> io::Result<()>,
 ) -> Result<Checked, LoadError> {
     let file = source.open().map_err(|e| {
         LoadError::Environment(format_err!("{}: cannot read it: {e}", source.file_name))
     })?;
-    let report = match codec::read_checked(file, sidecars.expected.as_deref(), visitor, flush) {
+    let found;
+    let client = match client {
+        Some(c) => Some(c),
+        None if source.is_archive() => {
+            found = Client::find(None)?;
+            Some(&found)
+        }
+        None => None,
+    };
+    let unarchive = client.map(Client::unarchiver);
+    let report = match codec::read_checked(
+        file,
+        sidecars.expected.as_deref(),
+        unarchive.as_ref().map(|u| u as codec::Unarchive<'_>),
+        crate::core::config::default_jobs(),
+        visitor,
+        flush,
+    ) {
         Ok(r) => r,
         Err(ReadError::Sink(e)) => return Err(LoadError::Sink(e)),
         Err(e) if e.is_about_the_file() => {
@@ -447,7 +500,7 @@ pub(crate) fn load_globals(
     let tablespaces = client.list(admin, "SELECT spcname FROM pg_tablespace")?;
     let mut filter = GlobalsFilter::new(client.roles(admin)?, tablespaces.into_iter().collect());
     let filter = if dry_run {
-        read_backup(source, &sidecars, &mut filter, |f| {
+        read_backup(source, &sidecars, Some(client), &mut filter, |f| {
             f.out.clear();
             Ok(())
         })
@@ -464,6 +517,7 @@ pub(crate) fn load_globals(
             Input::Backup(source, &sidecars),
             Transform::Globals(filter),
             Skip::default(),
+            1,
         )
         .map_err(|e| format_err!("{}: {e}", source.file_name))?;
         let Transform::Globals(g) = loaded.transform else {
@@ -554,13 +608,26 @@ impl From<PgError> for LoadError {
 
 /// Streams `input` through `transform` into `psql` on `target` (a scratch
 /// database), checking everything on the way; see the module's docs.
+///
+/// A whole custom archive loads with `pg_restore --jobs` instead (tables and
+/// indexes in parallel; the tools on this machine, which read the file by
+/// path): the file's checksum is checked before, the rows of every table
+/// counted after, against `.meta`.
 pub(crate) fn load<'a>(
     client: &Client,
     target: &Connection,
     input: Input<'_>,
     transform: Transform<'a>,
     skip: Skip,
+    jobs: usize,
 ) -> Result<Loaded<'a>, LoadError> {
+    if let (Input::Backup(source, sidecars), Transform::Whole) = (&input, &transform)
+        && source.is_archive()
+        && matches!(client.runner, Runner::Host { .. })
+    {
+        let tables = load_archive(client, target, source, sidecars, skip, jobs)?;
+        return Ok(Loaded { tables, transform });
+    }
     let mut psql = PsqlLoad::spawn(client, target)?;
     let mut sink = LoadSink {
         transform,
@@ -584,7 +651,8 @@ pub(crate) fn load<'a>(
         };
         match input {
             Input::Backup(source, sidecars) => {
-                read_backup(source, sidecars, &mut sink, &mut flush).map(|c| c.report.scan)
+                read_backup(source, sidecars, Some(client), &mut sink, &mut flush)
+                    .map(|c| c.report.scan)
             }
             Input::Live { client, conn, opts } => {
                 dump_live(client, conn, &opts, &mut sink, &mut flush)
@@ -635,6 +703,186 @@ pub(crate) fn load<'a>(
         tables,
         transform: sink.transform,
     })
+}
+
+/// A whole custom archive into `target` with `pg_restore --jobs`; see [`load`].
+fn load_archive(
+    client: &Client,
+    target: &Connection,
+    source: &Source,
+    sidecars: &Sidecars,
+    skip: Skip,
+    jobs: usize,
+) -> Result<BTreeMap<String, u64>, LoadError> {
+    let file_error = |e: String| LoadError::File(format_err!("{}: {e}", source.file_name));
+    // pg_restore --jobs reads the file by path and seeks in it: a copy in
+    // another store is downloaded first, to a temporary file that goes on
+    // every path (dropped).
+    let mut download = None;
+    let path = match source.store.local_path(&source.file_name) {
+        Some(p) => p,
+        None => {
+            ui::info(format!(
+                "downloading {} for pg_restore --jobs",
+                source.display()
+            ));
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".xtask-download-")
+                .tempfile()
+                .map_err(|e| {
+                    LoadError::Environment(format_err!("cannot create a temporary file: {e}"))
+                })?;
+            let mut from = source.open().map_err(|e| {
+                LoadError::Environment(format_err!("{}: cannot read it: {e}", source.file_name))
+            })?;
+            io::copy(&mut from, tmp.as_file_mut()).map_err(|e| {
+                LoadError::Environment(format_err!("downloading {}: {e}", source.file_name))
+            })?;
+            download.insert(tmp).path().to_path_buf()
+        }
+    };
+    // The checksum and size before anything loads.
+    let (sha256, size) = fsutil::sha256_of(&path).map_err(|e| {
+        LoadError::Environment(format_err!("{}: cannot read it: {e}", source.file_name))
+    })?;
+    if let Some(expected) = &sidecars.expected
+        && !expected.eq_ignore_ascii_case(&sha256)
+    {
+        return Err(file_error(
+            ReadError::ChecksumMismatch {
+                expected: expected.clone(),
+                actual: sha256,
+            }
+            .to_string(),
+        ));
+    }
+    if let Some(meta) = &sidecars.meta
+        && meta.size_bytes != size
+    {
+        return Err(file_error(format!(
+            ".meta records {} bytes, the file has {size}",
+            meta.size_bytes
+        )));
+    }
+    let mut args: Vec<OsString> = vec![
+        "--no-password".into(),
+        "--exit-on-error".into(),
+        format!("--jobs={}", jobs.max(1)).into(),
+        format!("--dbname={}", target.dbname).into(),
+    ];
+    if skip.owner {
+        args.push("--no-owner".into());
+    }
+    if skip.acl {
+        args.push("--no-privileges".into());
+    }
+    args.push(path.into_os_string());
+    let mut child = client
+        .command("pg_restore", &args, target)
+        .spawn(Stdio::null(), Stdio::null())
+        .map_err(|e| LoadError::from(client.spawn_error("pg_restore", e)))?;
+    let errors = crate::services::process::drain(child.stderr.take().expect("piped"));
+    let status = loop {
+        if interrupt::received().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(LoadError::Interrupted(interrupt::failure(
+                "the scratch database is dropped and the target was not touched",
+            )));
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(LoadError::Environment(e.into())),
+        }
+    };
+    drop(download);
+    let stderr = String::from_utf8_lossy(&errors.join().unwrap_or_default()).into_owned();
+    if !status.success() {
+        // The checksum held: an archive pg_restore cannot read was made so.
+        let unreadable = [
+            "input file",
+            "end of file",
+            "corrupt",
+            "did not find magic string",
+            "unrecognized data block",
+        ];
+        if let Some(line) = stderr
+            .lines()
+            .find(|l| unreadable.iter().any(|u| l.contains(u)))
+        {
+            return Err(file_error(
+                line.trim()
+                    .trim_start_matches("pg_restore: error: ")
+                    .to_string(),
+            ));
+        }
+        return Err(sql_error(&stderr));
+    }
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        ui::warn(format!("pg_restore: {line}"));
+    }
+    // The rows the server holds now, table by table, against the backup's record.
+    let loaded = count_rows(client, target, sidecars.meta.as_ref().map(|m| &m.tables))?;
+    if let Some(meta) = &sidecars.meta
+        && meta.tables != loaded
+    {
+        let differ: Vec<&String> = meta
+            .tables
+            .keys()
+            .chain(loaded.keys())
+            .filter(|t| meta.tables.get(*t) != loaded.get(*t))
+            .collect();
+        return Err(file_error(format!(
+            "the rows loaded disagree with .meta's row counts (first: {})",
+            differ.first().map_or("?", |t| t.as_str())
+        )));
+    }
+    Ok(loaded)
+}
+
+/// Rows per table (`schema.table`, each table's own rows as a data block
+/// holds them) of the tables `expected` names; without a record, none.
+fn count_rows(
+    client: &Client,
+    conn: &Connection,
+    expected: Option<&BTreeMap<String, u64>>,
+) -> Result<BTreeMap<String, u64>, LoadError> {
+    let Some(expected) = expected.filter(|e| !e.is_empty()) else {
+        return Ok(BTreeMap::new());
+    };
+    let mut counted = BTreeMap::new();
+    // A batch of tables a query: one statement, not one per table.
+    let names: Vec<&String> = expected.keys().collect();
+    for batch in names.chunks(200) {
+        let sql = batch
+            .iter()
+            .filter_map(|name| {
+                // Only a name that is exactly a qualified name goes into SQL.
+                let (t, used) = crate::core::dump::parse_qualified(name.as_bytes())?;
+                (used == name.len()).then(|| {
+                    format!(
+                        "SELECT '{}', count(*) FROM ONLY {}",
+                        name.replace('\'', "''"),
+                        t.quoted()
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        if sql.is_empty() {
+            continue;
+        }
+        for line in client.list(
+            conn,
+            &format!("SELECT t || '|' || n FROM ({sql}) AS c(t, n)"),
+        )? {
+            if let Some((t, n)) = line.rsplit_once('|') {
+                counted.insert(t.to_string(), n.parse().unwrap_or(u64::MAX));
+            }
+        }
+    }
+    Ok(counted)
 }
 
 /// A live database's dump through the reader; pg_dump's own failure is the error.

@@ -12,9 +12,11 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use crate::core::config::{Connection, Origin, Secret, Settings, Via};
 use crate::core::dbprops::DatabaseProps;
+use crate::core::format::{Codec, Compression};
 use crate::core::meta::SourceId;
 use crate::services::compose::{Compose, ComposeError, Service};
 use crate::services::process::{ChildReader, SpawnError, ToolCommand};
@@ -451,7 +453,13 @@ impl Client {
                 "pg_dumpall"
             }
             None => {
-                args.push("--format=plain".into());
+                match opts.archive {
+                    None => args.push("--format=plain".into()),
+                    Some(c) => {
+                        args.push("--format=custom".into());
+                        args.push(self.archive_compression(c)?.into());
+                    }
+                }
                 if opts.schema_only {
                     args.push("--schema-only".into());
                 }
@@ -461,6 +469,30 @@ impl Client {
         self.command(tool, &args, conn)
             .reader()
             .map_err(|e| self.spawn_error(tool, e))
+    }
+
+    /// pg_dump's `--compress` for a custom archive: gzip levels everywhere,
+    /// zstd from pg_dump 16 on (which also takes the `method:level` form).
+    fn archive_compression(&self, c: Compression) -> Result<String, PgError> {
+        match c.codec {
+            Codec::Gzip => Ok(format!("--compress={}", c.level)),
+            Codec::None => Ok("--compress=0".into()),
+            Codec::Zstd if self.version.major >= 16 => Ok(format!("--compress=zstd:{}", c.level)),
+            Codec::Zstd => Err(PgError::Failed {
+                tool: format!("pg_dump {}", self.version),
+                detail: "it cannot write zstd into a custom archive (pg_dump 16 and newer can): use --compress gzip, or --via compose with a newer image".into(),
+            }),
+        }
+    }
+
+    /// `pg_restore --file=-`: a custom archive on its stdin, its SQL on stdout.
+    pub(crate) fn unarchiver(&self) -> impl Fn() -> std::io::Result<std::process::Child> + '_ {
+        move || {
+            let args = ["--file=-".into()];
+            self.command("pg_restore", &args, &Connection::local_default())
+                .spawn(Stdio::piped(), Stdio::piped())
+                .map_err(|e| std::io::Error::other(self.spawn_error("pg_restore", e).to_string()))
+        }
     }
 
     /// One column of a query, a value a line.
@@ -763,6 +795,8 @@ pub(crate) struct DumpOptions {
     pub(crate) schema_only: bool,
     /// The server's globals instead of a database: `Some(with role passwords)`.
     pub(crate) globals: Option<bool>,
+    /// pg_dump's custom archive compressed so, instead of plain SQL.
+    pub(crate) archive: Option<Compression>,
 }
 
 /// The git commit of the workspace, if it is a git checkout.

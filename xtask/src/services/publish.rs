@@ -8,14 +8,16 @@ use std::io::Write;
 use anyhow::format_err;
 
 use crate::core::config::Connection;
+use crate::core::format;
 use crate::services::codec::{self, Archived};
 use crate::services::pg::{self, Client, DumpOptions};
 use crate::ui;
 
-/// How the dump is compressed.
+/// How the dump is written: plain SQL under a codec with `threads`
+/// workers, or pg_dump's custom archive (`opts.archive`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Compression {
-    pub(crate) level: u32,
+    pub(crate) compression: format::Compression,
     pub(crate) threads: usize,
 }
 
@@ -31,16 +33,29 @@ pub(crate) fn dump_into(
 ) -> anyhow::Result<Archived> {
     let mut reader = client.dump(conn, opts)?;
     let mut progress = ui::Progress::new("dumping");
-    let archived = codec::compress_into(
-        &mut reader,
-        dest,
-        compression.level,
-        compression.threads,
-        |n| progress.update(n),
-    );
+    let archived = match opts.archive {
+        None => codec::compress_into(
+            &mut reader,
+            dest,
+            compression.compression,
+            compression.threads,
+            |n| progress.update(n),
+        ),
+        Some(_) => codec::archive_into(&mut reader, dest, &client.unarchiver(), |n| {
+            progress.update(n)
+        }),
+    };
     progress.finish();
     let archived = match archived {
         Ok(a) => a,
+        // The archive ended early: pg_dump's own failure says why, if it failed.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData && opts.archive.is_some() => {
+            let (status, stderr) = reader.finish()?;
+            if !status.success() && !stderr.trim().is_empty() {
+                return Err(pg::classify("pg_dump", &stderr, conn).into());
+            }
+            return Err(anyhow::Error::new(e).context("nothing was published"));
+        }
         Err(e) => {
             reader.kill();
             return Err(anyhow::Error::new(e).context(format!(

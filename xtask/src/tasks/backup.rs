@@ -12,6 +12,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::core::config::Settings;
+use crate::core::format::{Format, Layout};
 use crate::core::meta::{self, BackupMeta, Content, Roles, Run, Verification};
 use crate::core::metrics::{self, Check, Outcome};
 use crate::core::naming::{self, BackupName, BackupType, TypeChoice};
@@ -350,6 +351,8 @@ fn lock(store: &LocalStore, db: &str) -> anyhow::Result<RunLock> {
 struct Done {
     meta: BackupMeta,
     name: BackupName,
+    /// The tools that made it (and read a custom archive back for --verify).
+    client: pg::Client,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -408,20 +411,28 @@ fn backup(
             None
         }
     };
-    let name = catalog::free_name(store, BackupName::new(set, kind, started_at))?;
-    let mut file = store
-        .create(&name.file_name())
-        .with_context(|| format!("cannot write to {}", store.location()))?;
+    // pg_dumpall writes only SQL: the globals are a plain dump whatever the format.
+    let format = match what {
+        What::Globals => Format::Plain,
+        What::Database(_) => settings.format,
+    };
+    let layout = Layout::of(format, settings.compression);
+    let name = catalog::free_name(
+        store,
+        BackupName::new(set, kind, started_at).with_layout(layout),
+    )?;
     let compression = Compression {
-        level: settings.compression_level,
-        threads: settings
-            .compression_threads
-            .unwrap_or_else(codec::default_workers),
+        compression: settings.compression,
+        threads: settings.jobs,
     };
     let opts = DumpOptions {
         schema_only: args.schema_only,
         globals,
+        archive: (format == Format::Custom).then_some(settings.compression),
     };
+    let mut file = store
+        .create(&name.file_name())
+        .with_context(|| format!("cannot write to {}", store.location()))?;
     let archived = publish::dump_into(
         &client,
         &conn,
@@ -457,10 +468,10 @@ fn backup(
         size_bytes: archived.compressed_bytes,
         uncompressed_bytes: archived.scan.bytes,
         sha256: archived.sha256.clone(),
-        format: "plain".into(),
+        format: format.as_str().into(),
         compression: meta::Compression {
-            algorithm: "gzip".into(),
-            level: compression.level,
+            algorithm: settings.compression.codec.as_str().into(),
+            level: settings.compression.level,
         },
         schema_only: args.schema_only,
         pg_dump_version: client.version.text.clone(),
@@ -485,7 +496,7 @@ fn backup(
         run: run.cloned(),
     };
     catalog::commit_set(store, file, &name, &meta)?;
-    Ok(Done { meta, name })
+    Ok(Done { meta, name, client })
 }
 
 fn finish(
@@ -523,8 +534,16 @@ fn finish(
             .open(&done.name.file_name())
             .map_err(|e| e.to_string())
             .and_then(|f| {
-                codec::read_checked(f, Some(&done.meta.sha256), &mut (), |_| Ok(()))
-                    .map_err(|e| e.to_string())
+                let unarchive = done.client.unarchiver();
+                codec::read_checked(
+                    f,
+                    Some(&done.meta.sha256),
+                    Some(&unarchive),
+                    settings.jobs,
+                    &mut (),
+                    |_| Ok(()),
+                )
+                .map_err(|e| e.to_string())
             });
         verify_error = read.err();
         let ok = verify_error.is_none();

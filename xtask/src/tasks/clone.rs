@@ -13,7 +13,7 @@
 //! `{db}_pre_clone_{timestamp}`; older ones of the same database go.
 
 use std::collections::BTreeMap;
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, IsTerminal};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -24,8 +24,8 @@ use time::macros::format_description;
 
 use crate::core::config::{Connection, Secret, Settings};
 use crate::core::dbprops::Skip;
+use crate::core::dump::TableName;
 use crate::core::dump::mask::{Rewriter, Rules};
-use crate::core::dump::{Reader, TableName};
 use crate::core::environments;
 use crate::core::meta::Content;
 use crate::core::plan::{self, Consent, Replace};
@@ -78,7 +78,7 @@ fn resolve_from(args: &DbClone, settings: &Settings) -> anyhow::Result<From> {
             )
         })?));
     }
-    if from.ends_with(".sql.gz") || std::path::Path::new(from).is_file() {
+    if crate::core::format::Layout::split(from).is_some() || std::path::Path::new(from).is_file() {
         let backups = Backups::open(settings, false)?;
         return Ok(From::Backup(Source::resolve(
             backups.store(),
@@ -198,6 +198,7 @@ fn salt(settings: &Settings) -> anyhow::Result<Secret> {
 fn source_schema(
     from: &From,
     live: Option<&pg::Session>,
+    client: Option<&pg::Client>,
 ) -> anyhow::Result<BTreeMap<TableName, Vec<String>>> {
     let mut schema: BTreeMap<TableName, Vec<String>> = BTreeMap::new();
     match (from, live) {
@@ -222,19 +223,11 @@ fn source_schema(
             // One read of the dump for its data blocks' headers (every table has one).
             let rules = Rules::default();
             let mut seen = Rewriter::new(&rules, &[], None);
-            let mut reader = Reader::new();
-            let mut gz = flate2::read::MultiGzDecoder::new(io::BufReader::new(source.open()?));
-            let mut buf = vec![0; 1 << 20];
-            loop {
-                let n = gz.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                reader
-                    .feed(&buf[..n], &mut seen)
-                    .map_err(|e| format_err!("{}: {e}", source.file_name))?;
-                seen.out.clear();
-            }
+            load::visit(source, client, &mut seen, |s| {
+                s.out.clear();
+                Ok(())
+            })
+            .map_err(|e| format_err!("{e}"))?;
             schema = seen.schema();
         }
         (From::Live(..), None) => unreachable!("a live source has a session"),
@@ -297,7 +290,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         session.client.check_dump_compat(&session.server)?;
     }
     if !rules.columns.is_empty() {
-        let schema = source_schema(&from, live.as_ref())?;
+        let schema = source_schema(&from, live.as_ref(), Some(&route.client))?;
         let missing = rules.missing(&schema);
         if !missing.is_empty() {
             bail!(
@@ -394,7 +387,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
             conn: &session.conn,
             opts: DumpOptions {
                 schema_only: args.schema_only,
-                globals: None,
+                ..DumpOptions::default()
             },
         },
         _ => unreachable!("a backup has sidecars, a live source a session"),
@@ -406,6 +399,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         input,
         Transform::Mask(rewriter),
         skip,
+        settings.jobs,
     ) {
         Ok(l) => l,
         Err(LoadError::Interrupted(f)) => return Err(f.into()),

@@ -44,7 +44,7 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         acl: args.roles.no_acl,
     };
     if args.all {
-        return restore_all(&args, &store, route, skip);
+        return restore_all(&args, &store, route, skip, settings.jobs);
     }
     let conn = route.conn.clone();
     let target = args
@@ -87,7 +87,7 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     if let Some(g) = &globals {
         load_globals(&session, g, false)?;
     }
-    restore_one(&session, prepared)?.print(args.json);
+    restore_one(&session, prepared, ctx.settings.jobs)?.print(args.json);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -98,6 +98,7 @@ fn restore_all(
     store: &Arc<dyn Store>,
     route: pg::Route,
     skip: Skip,
+    jobs: usize,
 ) -> anyhow::Result<ExitCode> {
     let conn = route.conn.clone();
     let Some((run, sets)) = catalog::latest_run(store.as_ref(), args.source.as_deref())? else {
@@ -162,7 +163,7 @@ fn restore_all(
     let mut failed = Vec::new();
     for (db, prepared) in plans {
         let prepared = prepared.expect("not a dry run");
-        match restore_one(&session, prepared) {
+        match restore_one(&session, prepared, jobs) {
             Ok(r) => {
                 if !args.json {
                     r.print(false);
@@ -333,7 +334,7 @@ fn prepare<'a>(
     }
     let full = if args.dry_run {
         ui::info(format!("checking {}", source.file_name));
-        Some(load::check(source, &sidecars).map_err(|e| refusing(&e))?)
+        Some(load::check(source, &sidecars, Some(client)).map_err(|e| refusing(&e))?)
     } else {
         None
     };
@@ -407,7 +408,7 @@ fn prepare<'a>(
 }
 
 /// One prepared restore, all or nothing.
-fn restore_one(session: &pg::Session, p: Prepared<'_>) -> anyhow::Result<Restored> {
+fn restore_one(session: &pg::Session, p: Prepared<'_>, jobs: usize) -> anyhow::Result<Restored> {
     let pg::Session {
         client,
         conn: admin,
@@ -452,6 +453,7 @@ fn restore_one(session: &pg::Session, p: Prepared<'_>) -> anyhow::Result<Restore
         Input::Backup(source, &sidecars),
         transform,
         skip,
+        jobs,
     );
     let loaded = match loaded {
         Ok(l) => l,
@@ -572,7 +574,7 @@ fn print_plan(
         );
     }
     println!(
-        "  checks    checksum {}, gzip stream ok, SQL structure ok",
+        "  checks    checksum {}, compressed stream ok, SQL structure ok",
         if checked.checksum_recorded {
             "ok"
         } else {

@@ -1,4 +1,4 @@
-//! `cargo xtask db-verify`: checksum, gzip stream and dump structure of one,
+//! `cargo xtask db-verify`: checksum, compressed stream and dump structure of one,
 //! the latest or all backups, each in one read; with `--restore-test`, a
 //! load into a throwaway database through the same path as `db-restore`.
 //!
@@ -67,7 +67,12 @@ pub(crate) fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
         let outcome = load::sidecars(source)
             .map_err(LoadError::File)
             .and_then(|sidecars| {
-                let checked = load::check(source, &sidecars)?;
+                // A custom archive is read through pg_restore: the route's.
+                let client = match source.is_archive() {
+                    true => Some(pg::route(settings).map_err(LoadError::Environment)?.client),
+                    false => None,
+                };
+                let checked = load::check(source, &sidecars, client.as_ref())?;
                 let globals = sidecars
                     .meta
                     .as_ref()
@@ -221,6 +226,7 @@ fn restore_test(
         Input::Backup(source, sidecars),
         Transform::Whole,
         skip,
+        settings.jobs,
     )
     .map(drop)
     .map_err(|e| match e {
