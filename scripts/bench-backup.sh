@@ -138,14 +138,29 @@ for r in $(seq 1 "$rounds"); do
     xtask_size=$(stat -c %s "$out"/bench_*.sql.gz)
     sql_size=$(sed -n 's/.*"uncompressed_bytes": \([0-9]*\).*/\1/p' "$out"/bench_*.meta)
     rm -rf "${out:?}"/*
-    measure xtask-1t "BACKUP_COMPRESSION_THREADS=1 XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench '$xtask' db-backup -q"
+    measure xtask-1t "BACKUP_JOBS=1 XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench '$xtask' db-backup -q"
+    rm -rf "${out:?}"/*
+    # Formats and codecs (issue 16): zstd in-process, and pg_dump's custom archive.
+    measure xtask-zstd "XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench '$xtask' db-backup -q --compress zstd"
+    zstd_size=$(stat -c %s "$out"/bench_*.sql.zst)
+    rm -rf "${out:?}"/*
+    measure devnull-custom "'$bindir/pg_dump' -Fc > /dev/null"
+    measure xtask-custom "XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench '$xtask' db-backup -q --format custom --jobs 2"
+    custom_size=$(stat -c %s "$out"/bench_*.dump)
+    rm -rf "${out:?}"/*
 done
+db_size=$("$bindir/psql" -AtqX -c "SELECT pg_database_size('bench')")
 
 # Verification and restore, on the xtask's last backup (kept in $out).
 if [ "$restore_rounds" -gt 0 ]; then
-    file=$(ls "$out"/bench_*.sql.gz)
-    name=$(basename "$file")
     xenv="XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench"
+    eval "$xenv '$xtask' db-backup -q --no-prune"
+    eval "$xenv '$xtask' db-backup -q --no-prune --compress zstd"
+    eval "$xenv '$xtask' db-backup -q --no-prune --format custom"
+    file=$(ls "$out"/bench_*.sql.gz)
+    zfile=$(ls "$out"/bench_*.sql.zst)
+    cfile=$(ls "$out"/bench_*.dump)
+    name=$(basename "$file")
     for r in $(seq 1 "$restore_rounds"); do
         echo "== restore round $r" >&2
         measure verify-shell "cd '$out' && sha256sum -c --quiet '$name.sha256' && gzip -t '$name'"
@@ -155,30 +170,46 @@ if [ "$restore_rounds" -gt 0 ]; then
         measure restore-xtask "$xenv '$xtask' db-restore -q '$file' --target-db r_xtask"
         "$bindir/dropdb" --if-exists r_table
         measure restore-table "$xenv '$xtask' db-restore -q '$file' --target-db r_table --table public.noise"
+        "$bindir/dropdb" --if-exists r_custom; "$bindir/dropdb" --if-exists r_zstd
+        measure restore-custom "$xenv '$xtask' db-restore -q '$cfile' --target-db r_custom --jobs 2"
+        measure restore-zstd "$xenv '$xtask' db-restore -q '$zfile' --target-db r_zstd"
+        measure verify-zstd "$xenv '$xtask' db-verify -q '$zfile'"
+        measure verify-custom "$xenv '$xtask' db-verify -q '$cfile'"
+        for d in r_shell r_xtask r_table r_custom r_zstd; do "$bindir/dropdb" --if-exists "$d"; done
     done
 fi
 
-python3 - "$work/results" "$gzip_size" "$xtask_size" "$sql_size" <<'EOF'
+python3 - "$work/results" "$gzip_size" "$xtask_size" "$sql_size" "$zstd_size" "$custom_size" "$db_size" <<'EOF'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     name, secs, rss = line.split()
     rows.setdefault(name, []).append((float(secs), int(rss)))
-gzip_size, xtask_size, sql_size = map(int, sys.argv[2:5])
+gzip_size, xtask_size, sql_size, zstd_size, custom_size, db_size = map(int, sys.argv[2:8])
 med = {k: statistics.median(s for s, _ in v) for k, v in rows.items()}
 print(f"plain SQL: {sql_size / 2**20:.0f} MiB; gzip -6: {gzip_size / 2**20:.1f} MiB; xtask: {xtask_size / 2**20:.1f} MiB ({xtask_size / gzip_size:.3f} x gzip)")
 print(f"{'command':<10} {'median s':>9} {'runs':>24} {'peak RSS MiB':>13} {'vs devnull':>10} {'shell/this':>10}")
-for k in ["devnull", "shell", "pigz", "xtask", "xtask-1t"]:
+print(f"zstd: {zstd_size / 2**20:.1f} MiB ({zstd_size / gzip_size:.3f} x gzip -6); custom (pg_dump -Fc): {custom_size / 2**20:.1f} MiB; database: {db_size / 2**20:.0f} MiB")
+for k in ["devnull", "shell", "pigz", "xtask", "xtask-1t", "xtask-zstd", "devnull-custom", "xtask-custom"]:
     runs = " ".join(f"{s:.2f}" for s, _ in rows[k])
     rss = max(r for _, r in rows[k]) / 1024
     print(f"{k:<10} {med[k]:>9.2f} {runs:>24} {rss:>13.1f} {med[k] / med['devnull']:>10.2f} {med['shell'] / med[k]:>10.2f}")
 if "restore-table" in rows:
     runs = " ".join(f"{s:.2f}" for s, _ in rows["restore-table"])
     print(f"restore-table  median {med['restore-table']:>7.2f} s  runs {runs}  (--table public.noise: 1M of the 3M rows)")
-for a, b in [("verify-shell", "verify-xtask"), ("restore-shell", "restore-xtask")]:
+print(f"xtask-zstd / devnull = {med['xtask-zstd'] / med['devnull']:.2f}; xtask-custom / devnull-custom = {med['xtask-custom'] / med['devnull-custom']:.2f}")
+for a, b in [("verify-shell", "verify-xtask"), ("restore-shell", "restore-xtask"), ("restore-shell", "restore-custom"),
+             ("restore-shell", "restore-zstd"), ("verify-shell", "verify-zstd"), ("verify-shell", "verify-custom")]:
     if a in rows:
         for k in (a, b):
             runs = " ".join(f"{s:.2f}" for s, _ in rows[k])
             print(f"{k:<14} median {med[k]:>7.2f} s  runs {runs}  peak RSS {max(r for _, r in rows[k]) / 1024:.1f} MiB")
         print(f"  {a} / {b} = {med[a] / med[b]:.2f}")
+if "restore-custom" in rows:
+    # Linear projection to a 100 GB database on this machine class.
+    f = 100e9 / db_size
+    print(f"projection to 100 GB (x{f:.0f} of this {db_size / 1e9:.2f} GB database), against the one-hour recovery objective:")
+    for label, b, r in [("plain gzip:6", "xtask", "restore-xtask"), ("plain zstd", "xtask-zstd", "restore-zstd"),
+                        ("custom --jobs 2", "xtask-custom", "restore-custom")]:
+        print(f"  {label:<16} backup {med[b] * f / 60:6.1f} min   restore {med[r] * f / 60:6.1f} min")
 EOF

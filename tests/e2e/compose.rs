@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use e2e::{PASSWORD, PgServer, Xtask, files_in, host_pg_dump_major, image_repo, show};
 
 /// A compose project in a workspace root of its own; `down --volumes` on drop.
-struct Project {
-    x: Xtask,
+pub(crate) struct Project {
+    pub(crate) x: Xtask,
     port: u16,
 }
 
 impl Project {
-    fn new() -> Project {
+    pub(crate) fn new() -> Project {
         static N: AtomicU32 = AtomicU32::new(0);
         let x = crate::xtask();
         let root = x.root.path();
@@ -60,7 +60,7 @@ impl Project {
             .expect("docker compose runs")
     }
 
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(crate) fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let env: BTreeMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -69,7 +69,7 @@ impl Project {
     }
 
     /// `cargo xtask db-up`, which must succeed.
-    fn up(&self, env: &[(&str, &str)]) {
+    pub(crate) fn up(&self, env: &[(&str, &str)]) {
         let out = self.run(&["db-up"], env);
         assert!(
             out.status.success(),
@@ -80,7 +80,7 @@ impl Project {
     }
 
     /// psql inside the service, as the superuser the image created.
-    fn psql(&self, user: &str, db: &str, sql: &str) -> String {
+    pub(crate) fn psql(&self, user: &str, db: &str, sql: &str) -> String {
         let out = self.compose(&[
             "exec",
             "-T",

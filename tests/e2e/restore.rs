@@ -16,7 +16,7 @@ per_version! {
 }
 
 /// Loads the public pagila database (schema and data) into `db`.
-fn load_pagila(pg: &PgServer, db: &str) {
+pub(crate) fn load_pagila(pg: &PgServer, db: &str) {
     // Its objects belong to a role `postgres`, which these servers do not have.
     let _ = pg.try_psql(DB, "CREATE ROLE postgres");
     for file in ["pagila-schema.sql.gz", "pagila-data.sql.gz"] {
@@ -30,7 +30,7 @@ fn load_pagila(pg: &PgServer, db: &str) {
 
 /// A fingerprint of a database: its schema (as the server's own pg_dump
 /// prints it) and a content hash of every table.
-fn fingerprint(pg: &PgServer, db: &str) -> (String, BTreeMap<String, String>) {
+pub(crate) fn fingerprint(pg: &PgServer, db: &str) -> (String, BTreeMap<String, String>) {
     let schema = pg.exec(&["pg_dump", "-U", e2e::USER, "--schema-only", db]);
     let schema: String = String::from_utf8_lossy(&schema)
         .lines()

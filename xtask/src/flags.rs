@@ -31,7 +31,7 @@ pub(crate) struct Xtask {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Back up a database: pg_dump streamed through gzip (or zstd) and SHA-256 into BACKUP_DIR
+    /// Back up a database: pg_dump streamed, compressed and hashed into BACKUP_DIR
     DbBackup(DbBackup),
     /// Restore a backup all-or-nothing: loaded into a scratch database, checked, then swapped in
     DbRestore(DbRestore),
@@ -308,7 +308,7 @@ pub(crate) struct DbBackup {
 /// `--jobs`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct JobsArgs {
-    /// Threads that compress, and pg_restore's parallel jobs [env: BACKUP_JOBS]
+    /// Threads that compress and read, and pg_restore's parallel jobs [env: BACKUP_JOBS]
     /// [default: one per core, at most 8]
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) jobs: Option<u16>,

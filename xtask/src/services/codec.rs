@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
 
 use flate2::read::MultiGzDecoder;
@@ -661,6 +662,8 @@ fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<(
     let (work_tx, work_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(in_flight);
     let work_rx = Mutex::new(work_rx);
     let (done_tx, done_rx) = mpsc::sync_channel::<Done>(in_flight);
+    // Set when the consumer stops early: the producer dispatches no more.
+    let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..workers {
             let (work_rx, done_tx) = (&work_rx, done_tx.clone());
@@ -678,9 +681,10 @@ fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<(
             });
         }
         let tail_tx = done_tx;
+        let stop = &stop;
         let producer = s.spawn(move || {
             let mut seq = 0u64;
-            loop {
+            while !stop.load(Ordering::Relaxed) {
                 let mut header = vec![0; HEADER_LEN];
                 let n = match read_full(&mut hashing, &mut header) {
                     Ok(n) => n,
@@ -699,7 +703,9 @@ fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<(
                             buf.truncate(n);
                             buf
                         });
-                        let end = matches!(&r, Ok(b) if b.is_empty()) || r.is_err();
+                        let end = matches!(&r, Ok(b) if b.is_empty())
+                            || r.is_err()
+                            || stop.load(Ordering::Relaxed);
                         if tail_tx.send((seq, r)).is_err() || end {
                             break;
                         }
@@ -747,8 +753,10 @@ fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<(
                 }
             }
         }
-        // Stop the pool; the producer hashes the rest of the file.
-        drop(done_rx);
+        // Stop the producer, and let the pool finish what it holds (a
+        // worker or the producer blocked on a full channel would never end).
+        stop.store(true, Ordering::Relaxed);
+        for _ in done_rx {}
         let mut hashing = producer
             .join()
             .map_err(|_| ReadError::Io(io::Error::other("the reading thread panicked")))?;
@@ -1099,4 +1107,23 @@ mod tests {
             read_checked(&b"PGDMP\x01\x0e"[..], None, None, 2, &mut (), |_| Ok(())).unwrap_err();
         assert!(!err.is_about_the_file(), "{err}");
     }
+
+    #[test]
+    fn a_consumer_that_stops_ends_the_parallel_read() {
+        // Many members in flight, a consumer that fails at the first chunk:
+        // the pool and the producer must wind down (a hang here is the bug).
+        let data = dump_of(2_000_000);
+        let (file, _) = compress(&data, 2);
+        for workers in [2, 4] {
+            let mut calls = 0;
+            let err = read_checked(&file[..], None, None, workers, &mut (), |_| {
+                calls += 1;
+                Err(io::Error::other("psql went away"))
+            })
+            .unwrap_err();
+            assert!(matches!(err, ReadError::Sink(_)), "{err:?}");
+            assert_eq!(calls, 1);
+        }
+    }
+
 }

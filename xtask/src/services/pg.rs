@@ -473,7 +473,7 @@ impl Client {
 
     /// pg_dump's `--compress` for a custom archive: gzip levels everywhere,
     /// zstd from pg_dump 16 on (which also takes the `method:level` form).
-    fn archive_compression(&self, c: Compression) -> Result<String, PgError> {
+    pub(crate) fn archive_compression(&self, c: Compression) -> Result<String, PgError> {
         match c.codec {
             Codec::Gzip => Ok(format!("--compress={}", c.level)),
             Codec::None => Ok("--compress=0".into()),

@@ -380,6 +380,9 @@ fn backup(
         server,
     } = route.connect(Purpose::Dump)?;
     client.check_dump_compat(&server)?;
+    if settings.format == Format::Custom && matches!(what, What::Database(_)) {
+        client.archive_compression(settings.compression)?;
+    }
 
     let clock = Instant::now();
     let globals = match what {
