@@ -1125,5 +1125,4 @@ mod tests {
             assert_eq!(calls, 1);
         }
     }
-
 }
