@@ -25,6 +25,7 @@ mod backup;
 mod cli;
 mod clone;
 mod compose;
+mod encryption;
 mod formats;
 mod harness;
 mod ops;

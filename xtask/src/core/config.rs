@@ -102,6 +102,14 @@ impl Sources {
         self.get(key).map(|(v, _)| v)
     }
 
+    /// The first value of `key` as set, empty included: for settings where
+    /// "set but empty" is a mistake to refuse, not the same as unset.
+    fn as_set(&self, key: &str) -> Option<String> {
+        self.layers()
+            .into_iter()
+            .find_map(|(_, map)| map.get(key).cloned())
+    }
+
     /// Like [`Sources::get`], where each layer may also answer from its `DATABASE_URL`.
     fn get_or_url(
         &self,
@@ -466,6 +474,26 @@ impl HookConfig {
     }
 }
 
+/// Encryption at rest: who can read new backups, and what reads them.
+/// Kept as given; `services::crypto` parses them, failing closed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AgeConfig {
+    /// BACKUP_AGE_RECIPIENTS, comma-separated (a secret key pasted by
+    /// mistake must not reach `Debug`: hence [`Secret`]). `Some("")`: set, empty.
+    pub(crate) recipients: Option<Secret>,
+    /// BACKUP_AGE_RECIPIENTS_FILE: one recipient a line, `#` comments.
+    pub(crate) recipients_file: Option<PathBuf>,
+    /// BACKUP_AGE_IDENTITY_FILE: age identities or an SSH private key.
+    pub(crate) identity_file: Option<PathBuf>,
+}
+
+impl AgeConfig {
+    /// Whether new backups must be encrypted.
+    pub(crate) fn encrypts(&self) -> bool {
+        self.recipients.is_some() || self.recipients_file.is_some()
+    }
+}
+
 /// What a flag set, for the settings that flags can set (no clap types here).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Overrides {
@@ -516,6 +544,8 @@ pub(crate) struct Settings {
     pub(crate) globals_passwords: bool,
     /// The server's name in the globals backup's file name (BACKUP_CLUSTER).
     pub(crate) cluster: Option<String>,
+    /// Encryption at rest with age (BACKUP_AGE_*).
+    pub(crate) age: AgeConfig,
     /// The key of masking's fakes: BACKUP_MASK_SALT, or the file BACKUP_MASK_SALT_FILE names.
     pub(crate) mask_salt: Option<Secret>,
     pub(crate) mask_salt_file: Option<PathBuf>,
@@ -729,6 +759,24 @@ impl Settings {
             exclude_databases: list(sources.value("BACKUP_EXCLUDE_DATABASES")),
             globals_passwords: sources.flag("BACKUP_GLOBALS_PASSWORDS", false)?,
             cluster: sources.value("BACKUP_CLUSTER"),
+            age: AgeConfig {
+                recipients: sources.as_set("BACKUP_AGE_RECIPIENTS").map(Secret::new),
+                // Empty stays empty (a path of nothing), for the one-line refusal.
+                recipients_file: sources.as_set("BACKUP_AGE_RECIPIENTS_FILE").map(|f| {
+                    if f.is_empty() {
+                        PathBuf::new()
+                    } else {
+                        root.join(f)
+                    }
+                }),
+                identity_file: sources.as_set("BACKUP_AGE_IDENTITY_FILE").map(|f| {
+                    if f.is_empty() {
+                        PathBuf::new()
+                    } else {
+                        root.join(f)
+                    }
+                }),
+            },
             mask_salt: sources.value("BACKUP_MASK_SALT").map(Secret::new),
             mask_salt_file: sources.value("BACKUP_MASK_SALT_FILE").map(|f| root.join(f)),
             max_age,

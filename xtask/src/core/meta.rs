@@ -62,6 +62,26 @@ pub(crate) struct BackupMeta {
     /// The `db-backup --all` run it belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) run: Option<Run>,
+    /// The file is encrypted (after compression): to whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) encryption: Option<Encryption>,
+}
+
+/// How a backup file is encrypted: age, to these recipients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Encryption {
+    /// `age` (age-encryption.org/v1).
+    pub(crate) scheme: String,
+    pub(crate) recipients: Vec<RecipientId>,
+}
+
+/// A recipient's public key, by fingerprint: `x25519` (SHA-256 of the
+/// `age1...` text), `ssh-ed25519`/`ssh-rsa` (as `ssh-keygen -l` prints it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RecipientId {
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    pub(crate) fingerprint: String,
 }
 
 /// What a dump holds.
@@ -191,6 +211,7 @@ pub(crate) fn example() -> BackupMeta {
         sensitive: false,
         roles: Roles::default(),
         run: None,
+        encryption: None,
     }
 }
 

@@ -20,6 +20,8 @@ use time::{
 };
 
 pub(crate) const SHA256_SUFFIX: &str = ".sha256";
+/// The extension of a file encrypted with age, after the layout's.
+pub(crate) const AGE_SUFFIX: &str = ".age";
 pub(crate) const META_SUFFIX: &str = ".meta";
 
 const STAMP: &[BorrowedFormatItem<'static>] =
@@ -93,6 +95,8 @@ pub struct BackupName {
     pub(crate) seq: u32,
     /// What the file holds; a new name is a gzip-compressed plain dump.
     pub(crate) layout: Layout,
+    /// Encrypted with age after compression: the name ends in `.age`.
+    pub(crate) encrypted: bool,
 }
 
 impl BackupName {
@@ -107,7 +111,13 @@ impl BackupName {
             timestamp,
             seq: 1,
             layout: Layout::Plain(crate::core::format::Codec::Gzip),
+            encrypted: false,
         }
+    }
+
+    pub(crate) fn with_encryption(mut self, encrypted: bool) -> BackupName {
+        self.encrypted = encrypted;
+        self
     }
 
     pub(crate) fn with_layout(mut self, layout: Layout) -> BackupName {
@@ -141,11 +151,12 @@ impl BackupName {
     /// The dump's file name, e.g. `app_daily_20261124T020000Z.sql.gz`.
     pub fn file_name(&self) -> String {
         format!(
-            "{}_{}_{}{}",
+            "{}_{}_{}{}{}",
             encode_component(&self.database),
             self.kind,
             self.stamp(),
-            self.layout.extension()
+            self.layout.extension(),
+            if self.encrypted { AGE_SUFFIX } else { "" }
         )
     }
 
@@ -159,6 +170,10 @@ impl BackupName {
 
     /// Parses a dump's file name back; `None` for anything the tool did not name.
     pub(crate) fn parse(file_name: &str) -> Option<BackupName> {
+        let (file_name, encrypted) = match file_name.strip_suffix(AGE_SUFFIX) {
+            Some(inner) => (inner, true),
+            None => (file_name, false),
+        };
         let (stem, layout) = Layout::split(file_name)?;
         let (rest, stamp) = stem.rsplit_once('_')?;
         let (database, kind) = rest.rsplit_once('_')?;
@@ -184,6 +199,7 @@ impl BackupName {
             timestamp,
             seq,
             layout,
+            encrypted,
         })
     }
 }
@@ -203,6 +219,7 @@ impl Ord for BackupName {
             &self.database,
             self.kind,
             self.layout,
+            self.encrypted,
         )
             .cmp(&(
                 other.timestamp,
@@ -210,6 +227,7 @@ impl Ord for BackupName {
                 &other.database,
                 other.kind,
                 other.layout,
+                other.encrypted,
             ))
     }
 }
@@ -343,6 +361,11 @@ mod tests {
             assert!(back.same_slot(&n));
         }
         assert!(!n.same_slot(&n.clone().with_seq(2)));
+        let sealed = n.clone().with_encryption(true);
+        assert_eq!(sealed.file_name(), "app_daily_20261124T020000Z.sql.gz.age");
+        assert_eq!(BackupName::parse(&sealed.file_name()), Some(sealed.clone()));
+        assert!(sealed.same_slot(&n));
+        assert_eq!(BackupName::parse("app_daily_20261124T020000Z.age"), None);
         assert_eq!(n.layout, Layout::Plain(Codec::Gzip));
     }
 

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::core::dump::scan::ScanReport;
 use crate::core::dump::{DumpError, Reader, Visitor};
 use crate::core::format::{self, Codec};
+use crate::services::crypto::{self, Identities, Recipients, Sealing};
 
 /// The unit of reading, deflating and writing.
 const CHUNK: usize = 1024 * 1024;
@@ -54,32 +55,6 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// A reader that hashes and counts what passes through it, and keeps the
-/// error of its source (so a failed read is told from a damaged stream).
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
-    error: Option<io::Error>,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match self.inner.read(buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-            Err(e) => {
-                let shown = io::Error::new(e.kind(), e.to_string());
-                self.error = Some(e);
-                return Err(shown);
-            }
-        };
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
 /// Reads until `buf` is full or the source ends; returns the bytes read.
 fn read_full(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
@@ -103,17 +78,45 @@ fn read_full(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// thread puts the members back in order. Concatenated members are one valid
 /// gzip file (RFC 1952) that every gzip reader decompresses whole. Memory is
 /// bounded: at most `2 * workers + 2` chunks are in flight.
+///
+/// With `seal`, the compressed stream is encrypted to those recipients
+/// before it is hashed and written: nothing unencrypted reaches `file`.
 pub(crate) fn compress_into(
     source: impl Read,
     file: &mut (dyn Write + Send),
     compression: format::Compression,
+    seal: Option<&Recipients>,
     workers: usize,
     on_progress: impl FnMut(u64),
 ) -> io::Result<Archived> {
     match compression.codec {
-        Codec::Gzip => gzip_into(source, file, compression.level, workers, on_progress),
-        Codec::Zstd | Codec::None => stream_into(source, file, compression, workers, on_progress),
+        Codec::Gzip => gzip_into(source, file, compression.level, seal, workers, on_progress),
+        Codec::Zstd | Codec::None => {
+            stream_into(source, file, compression, seal, workers, on_progress)
+        }
     }
+}
+
+type Sink<'f> = Sealing<HashingWriter<BufWriter<&'f mut (dyn Write + Send)>>>;
+
+/// The end of every write: (encryption), hashing, buffering, the file.
+fn sink<'f>(file: &'f mut (dyn Write + Send), seal: Option<&Recipients>) -> io::Result<Sink<'f>> {
+    Sealing::new(
+        HashingWriter {
+            inner: BufWriter::with_capacity(CHUNK, file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        },
+        seal,
+    )
+}
+
+/// Ends the stream (the age stream's last chunk), flushes: the SHA-256 and
+/// size of what the file holds.
+fn finish_sink(sink: Sink<'_>) -> io::Result<(String, u64)> {
+    let mut hashing = sink.finish()?;
+    hashing.inner.flush()?;
+    Ok((format!("{:x}", hashing.hasher.finalize()), hashing.bytes))
 }
 
 /// Streams a custom archive from `source` into `file` as it is (pg_dump
@@ -123,6 +126,7 @@ pub(crate) fn compress_into(
 pub(crate) fn archive_into(
     mut source: impl Read,
     file: &mut (dyn Write + Send),
+    seal: Option<&Recipients>,
     unarchive: Unarchive<'_>,
     mut on_progress: impl FnMut(u64),
 ) -> io::Result<Archived> {
@@ -130,11 +134,8 @@ pub(crate) fn archive_into(
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let errors = crate::services::process::drain(child.stderr.take().expect("piped"));
-    let mut sink = HashingWriter {
-        inner: BufWriter::with_capacity(CHUNK, file),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let mut sink = sink(file, seal)?;
+    let mut read = 0u64;
     let (written, scan) = std::thread::scope(|s| {
         let scanner = s.spawn(move || -> io::Result<ScanReport> {
             let mut reader = Reader::new();
@@ -158,7 +159,8 @@ pub(crate) fn archive_into(
                 sink.write_all(&buf[..n])?;
                 // A pg_restore that stopped is reported by its status below.
                 unpacking = unpacking && stdin.write_all(&buf[..n]).is_ok();
-                on_progress(sink.bytes);
+                read += n as u64;
+                on_progress(read);
             }
         })();
         drop(stdin);
@@ -186,10 +188,10 @@ pub(crate) fn archive_into(
         ));
     }
     let scan = scan?;
-    sink.inner.flush()?;
+    let (sha256, compressed_bytes) = finish_sink(sink)?;
     Ok(Archived {
-        sha256: format!("{:x}", sink.hasher.finalize()),
-        compressed_bytes: sink.bytes,
+        sha256,
+        compressed_bytes,
         scan,
     })
 }
@@ -200,14 +202,11 @@ fn stream_into(
     mut source: impl Read,
     file: &mut (dyn Write + Send),
     compression: format::Compression,
+    seal: Option<&Recipients>,
     workers: usize,
     mut on_progress: impl FnMut(u64),
 ) -> io::Result<Archived> {
-    let sink = HashingWriter {
-        inner: BufWriter::with_capacity(CHUNK, file),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let sink = sink(file, seal)?;
     let mut out: Box<dyn FinishWrite<_>> = match compression.codec {
         Codec::Zstd => {
             let mut z = zstd::stream::write::Encoder::new(sink, compression.level as i32)?;
@@ -230,11 +229,10 @@ fn stream_into(
         total += n as u64;
         on_progress(total);
     }
-    let mut sink = out.finish_write()?;
-    sink.inner.flush()?;
+    let (sha256, compressed_bytes) = finish_sink(out.finish_write()?)?;
     Ok(Archived {
-        sha256: format!("{:x}", sink.hasher.finalize()),
-        compressed_bytes: sink.bytes,
+        sha256,
+        compressed_bytes,
         scan: scanner.finish(&mut ()),
     })
 }
@@ -272,6 +270,7 @@ fn gzip_into(
     mut source: impl Read,
     file: &mut (dyn Write + Send),
     level: u32,
+    seal: Option<&Recipients>,
     workers: usize,
     mut on_progress: impl FnMut(u64),
 ) -> io::Result<Archived> {
@@ -306,11 +305,7 @@ fn gzip_into(
         }
         drop(done_tx);
         let writer = s.spawn(move || -> io::Result<(String, u64)> {
-            let mut sink = HashingWriter {
-                inner: BufWriter::with_capacity(CHUNK, file),
-                hasher: Sha256::new(),
-                bytes: 0,
-            };
+            let mut sink = sink(file, seal)?;
             let mut pending = BTreeMap::new();
             let mut next = 0u64;
             for (seq, member, input) in done_rx {
@@ -328,9 +323,7 @@ fn gzip_into(
             if !pending.is_empty() {
                 return Err(io::Error::other("a deflate thread stopped early"));
             }
-            let (digest, bytes) = (sink.hasher.finalize(), sink.bytes);
-            sink.inner.flush()?;
-            Ok((format!("{digest:x}"), bytes))
+            finish_sink(sink)
         });
 
         let mut scanner = Reader::new();
@@ -425,6 +418,8 @@ pub(crate) enum ReadError {
     Io(io::Error),
     /// Whoever consumed the stream failed.
     Sink(io::Error),
+    /// The file is encrypted and no key given can open it (not its fault).
+    Key(String),
 }
 
 impl ReadError {
@@ -449,6 +444,7 @@ impl std::fmt::Display for ReadError {
             ReadError::Dump(e) => write!(f, "{e}"),
             ReadError::Io(e) => write!(f, "cannot read the file ({e})"),
             ReadError::Sink(e) => write!(f, "the stream's consumer failed ({e})"),
+            ReadError::Key(e) => f.write_str(e),
         }
     }
 }
@@ -461,6 +457,11 @@ pub(crate) struct ReadReport {
     pub(crate) sha256: String,
     pub(crate) compressed_bytes: u64,
     pub(crate) scan: ScanReport,
+    /// The file is encrypted with age.
+    pub(crate) encrypted: bool,
+    /// The contents were read (false: an encrypted file read without an
+    /// identity: only its checksum and age header were checked).
+    pub(crate) contents_checked: bool,
 }
 
 /// What a file's first bytes say it is.
@@ -501,12 +502,33 @@ impl Sniffed {
 /// on its stdout (`pg_restore -f -`), stdin, stdout and stderr piped.
 pub(crate) type Unarchive<'a> = &'a dyn Fn() -> io::Result<Child>;
 
+/// What a read needs besides the file: the keys of an encrypted one, the
+/// program that unpacks a custom archive, and how many threads inflate.
+#[derive(Clone, Copy)]
+pub(crate) struct Opening<'a> {
+    pub(crate) identities: Option<&'a Identities>,
+    pub(crate) unarchive: Option<Unarchive<'a>>,
+    pub(crate) workers: usize,
+}
+
+#[cfg(test)]
+impl Opening<'_> {
+    /// No keys, no pg_restore: plain dumps under any codec.
+    pub(crate) fn plain(workers: usize) -> Opening<'static> {
+        Opening {
+            identities: None,
+            unarchive: None,
+            workers,
+        }
+    }
+}
+
 /// The dump reader and the consumer behind it, fed chunk by chunk.
 struct Feeder<'v, V, F> {
     reader: Reader,
     visitor: &'v mut V,
     flush: F,
-    /// A problem in the dump: nothing after it is fed.
+    /// A problem in the dump or its encoding: nothing after it is fed.
     stopped: Option<ReadError>,
 }
 
@@ -522,61 +544,117 @@ impl<V: Visitor, F: FnMut(&mut V) -> io::Result<()>> Feeder<'_, V, F> {
     }
 }
 
-type Hashing<R> = HashingReader<io::BufReader<R>>;
+/// What the reading thread saw of the file itself: every byte of it hashed.
+struct Tee {
+    hasher: Sha256,
+    bytes: u64,
+    error: Option<io::Error>,
+}
 
-/// Reads a backup file in one pass: SHA-256 of the file, the whole
-/// compressed stream (every gzip member with its CRC, zstd frames with their
-/// checksums, or a custom archive through `unarchive`), and the dump through
-/// the reader, whose lines go to `visitor`; `flush` runs after each chunk (a
-/// restore sends what the visitor gathered to psql), and its error stops the
-/// pass as [`ReadError::Sink`]. A problem in the dump stops the visitor
-/// before the line that holds it. The file's first bytes say what it is.
-pub(crate) fn read_checked<V: Visitor>(
-    file: impl Read + Send,
-    expected_sha256: Option<&str>,
-    unarchive: Option<Unarchive<'_>>,
-    workers: usize,
-    visitor: &mut V,
-    flush: impl FnMut(&mut V) -> io::Result<()>,
-) -> Result<ReadReport, ReadError> {
-    let mut hashing = HashingReader {
-        inner: io::BufReader::with_capacity(CHUNK, file),
+/// Reads the whole file, hashing it, and hands its chunks on while someone
+/// takes them; the rest is still hashed (the checksum covers all of it)
+/// unless `abandon` is set.
+fn tee(
+    mut file: impl Read,
+    tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
+    abandon: &AtomicBool,
+) -> Tee {
+    let mut tee = Tee {
         hasher: Sha256::new(),
         bytes: 0,
         error: None,
     };
-    let head = fill_head(&mut hashing.inner).map_err(ReadError::Io)?;
-    let kind = Sniffed::of(&head);
+    let mut taken = true;
+    while !abandon.load(Ordering::Relaxed) {
+        let mut buf = vec![0; CHUNK];
+        match read_full(&mut file, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.truncate(n);
+                tee.hasher.update(&buf);
+                tee.bytes += n as u64;
+                taken = taken && tx.send(Ok(buf)).is_ok();
+            }
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                tee.error = Some(e);
+                break;
+            }
+        }
+    }
+    tee
+}
+
+/// The reading thread's chunks as a stream.
+struct Chunks {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => (self.chunk, self.at) = (chunk, 0),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0), // the file ended
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Reads a backup file in one pass: SHA-256 of the file (on a thread of
+/// its own, every byte, whatever happens to the rest), an age layer when
+/// the file is encrypted (each chunk authenticated), the whole compressed
+/// stream (every gzip member with its CRC, zstd frames with their
+/// checksums, or a custom archive through `pg_restore -f -`), and the dump
+/// through the reader, whose lines go to `visitor`; `flush` runs after each
+/// chunk (a restore sends what the visitor gathered to psql), and its error
+/// stops the pass as [`ReadError::Sink`]. A problem in the dump stops the
+/// visitor before the line that holds it. The bytes say what each layer is.
+pub(crate) fn read_checked<V: Visitor>(
+    file: impl Read + Send,
+    expected_sha256: Option<&str>,
+    opening: Opening<'_>,
+    visitor: &mut V,
+    flush: impl FnMut(&mut V) -> io::Result<()>,
+) -> Result<ReadReport, ReadError> {
     let mut feeder = Feeder {
         reader: Reader::new(),
         visitor,
         flush,
         stopped: None,
     };
-    let mut hashing = match kind {
-        Sniffed::Gzip if member_len(&head).is_some() && workers > 1 => {
-            inflate_parallel(hashing, workers, &mut feeder)?
+    let abandon = AtomicBool::new(false);
+    let (tx, rx) = mpsc::sync_channel(4);
+    let (tee, layers) = std::thread::scope(|s| {
+        let reading = s.spawn(|| tee(file, tx, &abandon));
+        let chunks = Chunks {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        };
+        let layers = decode_all(chunks, opening, &mut feeder);
+        if layers.is_err() {
+            abandon.store(true, Ordering::Relaxed); // nothing more to learn from the file
         }
-        Sniffed::Custom => {
-            let unarchive = unarchive.ok_or_else(|| {
-                ReadError::Io(io::Error::other(
-                    "it is a custom archive and reading one needs pg_restore",
-                ))
-            })?;
-            unpack_archive(hashing, unarchive, &mut feeder)?
-        }
-        _ => {
-            decode_stream(&mut hashing, kind, &mut feeder)?;
-            hashing
-        }
-    };
-    // The rest of the file (all of it after a damaged part) still belongs to
-    // the checksum, which says "corrupt" more plainly than a decoder's error.
-    io::copy(&mut hashing, &mut io::sink()).map_err(ReadError::Io)?;
-    if let Some(e) = hashing.error.take() {
+        let tee = reading
+            .join()
+            .map_err(|_| ReadError::Io(io::Error::other("the reading thread panicked")));
+        (tee, layers)
+    });
+    let mut tee = tee?;
+    // The file's own read error first: it explains whatever the layers saw.
+    if let Some(e) = tee.error.take() {
         return Err(ReadError::Io(e));
     }
-    let sha256 = format!("{:x}", hashing.hasher.finalize());
+    let layers = layers?;
+    let sha256 = format!("{:x}", tee.hasher.finalize());
     if let Some(expected) = expected_sha256
         && !expected.eq_ignore_ascii_case(&sha256)
     {
@@ -589,63 +667,138 @@ pub(crate) fn read_checked<V: Visitor>(
         return Err(e);
     }
     let scan = feeder.reader.finish(feeder.visitor);
-    (feeder.flush)(feeder.visitor).map_err(ReadError::Sink)?;
-    scan.check().map_err(ReadError::Dump)?;
+    if layers.contents_checked {
+        (feeder.flush)(feeder.visitor).map_err(ReadError::Sink)?;
+        scan.check().map_err(ReadError::Dump)?;
+    }
     Ok(ReadReport {
         sha256,
-        compressed_bytes: hashing.bytes,
+        compressed_bytes: tee.bytes,
         scan,
+        encrypted: layers.encrypted,
+        contents_checked: layers.contents_checked,
     })
 }
 
-/// The first bytes of a file, not consumed.
-fn fill_head(inner: &mut impl io::BufRead) -> io::Result<Vec<u8>> {
+/// What the layers of a file were.
+struct Layers {
+    encrypted: bool,
+    contents_checked: bool,
+}
+
+/// The file's layers, outside in: age (when it is encrypted), then the codec.
+/// Damage is recorded in the feeder (the checksum may explain it better);
+/// errors are the consumer's, or a key that cannot open the file.
+fn decode_all<V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
+    chunks: Chunks,
+    opening: Opening<'_>,
+    feeder: &mut Feeder<'_, V, F>,
+) -> Result<Layers, ReadError> {
+    let mut outer = io::BufReader::with_capacity(CHUNK, chunks);
+    let head = fill_head(&mut outer, crypto::HEADER_PREFIX.len());
+    if !crypto::is_age(&head) {
+        decode_codec(outer, opening, feeder)?;
+        return Ok(Layers {
+            encrypted: false,
+            contents_checked: true,
+        });
+    }
+    let Some(identities) = opening.identities else {
+        // Without a key: the header is all there is to check.
+        if let Err(e) = crypto::check_header(&mut outer) {
+            feeder.stopped = Some(ReadError::Damaged(
+                "age header",
+                io::Error::other(e.to_string()),
+            ));
+        }
+        return Ok(Layers {
+            encrypted: true,
+            contents_checked: false,
+        });
+    };
+    match crypto::open(outer, Some(identities)) {
+        Ok(plain) => decode_codec(io::BufReader::with_capacity(CHUNK, plain), opening, feeder)?,
+        Err(crypto::OpenError::Header(e)) => {
+            feeder.stopped = Some(ReadError::Damaged("age header", io::Error::other(e)));
+        }
+        Err(e) => return Err(ReadError::Key(e.to_string())),
+    }
+    Ok(Layers {
+        encrypted: true,
+        contents_checked: true,
+    })
+}
+
+/// The codec layer: what the first bytes say.
+fn decode_codec<R: io::BufRead + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
+    mut input: R,
+    opening: Opening<'_>,
+    feeder: &mut Feeder<'_, V, F>,
+) -> Result<(), ReadError> {
+    let head = fill_head(&mut input, HEADER_LEN);
+    match Sniffed::of(&head) {
+        Sniffed::Gzip if member_len(&head).is_some() && opening.workers > 1 => {
+            inflate_parallel(input, opening.workers, feeder)
+        }
+        Sniffed::Custom => {
+            let unarchive = opening.unarchive.ok_or_else(|| {
+                ReadError::Io(io::Error::other(
+                    "it is a custom archive and reading one needs pg_restore",
+                ))
+            })?;
+            unpack_archive(input, unarchive, feeder)
+        }
+        kind => decode_stream(input, kind, feeder),
+    }
+}
+
+/// Up to `n` first bytes of a stream, not consumed (fewer at its end or
+/// on an error, which the next read reports).
+fn fill_head(inner: &mut impl io::BufRead, n: usize) -> Vec<u8> {
     loop {
         match inner.fill_buf() {
-            Ok(b) => return Ok(b[..b.len().min(HEADER_LEN)].to_vec()),
+            Ok(b) => return b[..b.len().min(n)].to_vec(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(_) => return Vec::new(),
         }
     }
 }
 
 /// One decoder on this thread: gzip members in turn, zstd frames, or SQL as it is.
 fn decode_stream<R: Read, V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
-    hashing: &mut Hashing<R>,
+    input: R,
     kind: Sniffed,
     feeder: &mut Feeder<'_, V, F>,
 ) -> Result<(), ReadError> {
-    let failed = {
-        let mut decoder: Box<dyn Read + '_> = match kind {
-            Sniffed::Gzip => Box::new(MultiGzDecoder::new(&mut *hashing)),
-            Sniffed::Zstd => Box::new(
-                zstd::stream::read::Decoder::new(&mut *hashing)
-                    .map_err(|e| ReadError::Damaged(kind.what(), e))?,
-            ),
-            _ => Box::new(&mut *hashing),
-        };
-        let mut buf = vec![0; CHUNK];
-        loop {
-            match decoder.read(&mut buf) {
-                Ok(0) => break None,
-                Ok(n) => {
-                    if !feeder.feed(&buf[..n])? {
-                        break None;
-                    }
+    let mut decoder: Box<dyn Read> = match kind {
+        Sniffed::Gzip => Box::new(MultiGzDecoder::new(input)),
+        Sniffed::Zstd => match zstd::stream::read::Decoder::new(input) {
+            Ok(d) => Box::new(d),
+            Err(e) => {
+                feeder.stopped = Some(ReadError::Damaged(kind.what(), e));
+                return Ok(());
+            }
+        },
+        _ => Box::new(input),
+    };
+    let mut buf = vec![0; CHUNK];
+    loop {
+        match decoder.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                if !feeder.feed(&buf[..n])? {
+                    return Ok(());
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Some(e),
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Damage in what the file holds (or the file's own read error,
+            // which the reading thread reports first).
+            Err(e) => {
+                feeder.stopped = Some(ReadError::Damaged(kind.what(), e));
+                return Ok(());
             }
         }
-    };
-    if let Some(e) = failed {
-        // A read error of the file itself, or damage in what it holds.
-        if let Some(io) = hashing.error.take() {
-            return Err(ReadError::Io(io));
-        }
-        feeder.stopped = Some(ReadError::Damaged(kind.what(), e));
     }
-    Ok(())
 }
 
 /// The tool's gzip files: whole members (their length is in their header)
@@ -653,10 +806,10 @@ fn decode_stream<R: Read, V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
 /// length (a file gzip or pigz made, concatenated) ends the parallel part:
 /// the rest is inflated in turn.
 fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
-    mut hashing: Hashing<R>,
+    mut input: R,
     workers: usize,
     feeder: &mut Feeder<'_, V, F>,
-) -> Result<Hashing<R>, ReadError> {
+) -> Result<(), ReadError> {
     type Done = (u64, io::Result<Vec<u8>>);
     let in_flight = 2 * workers + 2;
     let (work_tx, work_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(in_flight);
@@ -682,13 +835,16 @@ fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<(
         }
         let tail_tx = done_tx;
         let stop = &stop;
-        let producer = s.spawn(move || {
+        s.spawn(move || {
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let mut header = vec![0; HEADER_LEN];
-                let n = match read_full(&mut hashing, &mut header) {
+                let n = match read_full(&mut input, &mut header) {
                     Ok(n) => n,
-                    Err(_) => break, // recorded in `hashing.error`
+                    Err(e) => {
+                        let _ = tail_tx.send((seq, Err(e)));
+                        break;
+                    }
                 };
                 header.truncate(n);
                 if n == 0 {
@@ -696,7 +852,7 @@ fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<(
                 }
                 let Some(len) = member_len(&header) else {
                     // Not one of ours: inflate the rest in turn, in order.
-                    let mut gz = MultiGzDecoder::new(io::Cursor::new(header).chain(&mut hashing));
+                    let mut gz = MultiGzDecoder::new(io::Cursor::new(header).chain(&mut input));
                     loop {
                         let mut buf = vec![0; CHUNK];
                         let r = read_full(&mut gz, &mut buf).map(|n| {
@@ -715,9 +871,12 @@ fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<(
                 };
                 let mut member = header;
                 member.resize(len, 0);
-                let got = match read_full(&mut hashing, &mut member[HEADER_LEN..]) {
+                let got = match read_full(&mut input, &mut member[HEADER_LEN..]) {
                     Ok(got) => got,
-                    Err(_) => break,
+                    Err(e) => {
+                        let _ = tail_tx.send((seq, Err(e)));
+                        break;
+                    }
                 };
                 member.truncate(HEADER_LEN + got);
                 if work_tx.send((seq, member)).is_err() {
@@ -725,8 +884,6 @@ fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<(
                 }
                 seq += 1;
             }
-            drop(work_tx);
-            hashing
         });
 
         let mut pending = BTreeMap::new();
@@ -757,14 +914,7 @@ fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<(
         // worker or the producer blocked on a full channel would never end).
         stop.store(true, Ordering::Relaxed);
         for _ in done_rx {}
-        let mut hashing = producer
-            .join()
-            .map_err(|_| ReadError::Io(io::Error::other("the reading thread panicked")))?;
-        outcome?;
-        if let Some(e) = hashing.error.take() {
-            return Err(ReadError::Io(e));
-        }
-        Ok(hashing)
+        outcome
     })
 }
 
@@ -782,32 +932,31 @@ fn inflate_member(member: &[u8]) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A custom archive through `pg_restore -f -`: the file's bytes go to its
-/// stdin from a thread (hashed on the way), its SQL comes back to the feeder.
+/// A custom archive through `pg_restore -f -`: the archive's bytes go to its
+/// stdin from a thread, its SQL comes back to the feeder.
 fn unpack_archive<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
-    mut hashing: Hashing<R>,
+    mut input: R,
     unarchive: Unarchive<'_>,
     feeder: &mut Feeder<'_, V, F>,
-) -> Result<Hashing<R>, ReadError> {
+) -> Result<(), ReadError> {
     let mut child = unarchive().map_err(ReadError::Io)?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let errors = crate::services::process::drain(child.stderr.take().expect("piped"));
     std::thread::scope(|s| {
-        let pump = s.spawn(move || {
+        let pump = s.spawn(move || -> Option<io::Error> {
             let mut buf = vec![0; CHUNK];
             loop {
-                match read_full(&mut hashing, &mut buf) {
-                    Ok(0) | Err(_) => break,
+                match read_full(&mut input, &mut buf) {
+                    Ok(0) => return None,
                     Ok(n) => {
                         if stdin.write_all(&buf[..n]).is_err() {
-                            break; // pg_restore stopped: its status says why
+                            return None; // pg_restore stopped: its status says why
                         }
                     }
+                    Err(e) => return Some(e),
                 }
             }
-            drop(stdin);
-            hashing
         });
         let mut buf = vec![0; CHUNK];
         let mut outcome = Ok(());
@@ -834,12 +983,15 @@ fn unpack_archive<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>
         }
         drop(stdout);
         let status = child.wait().map_err(ReadError::Io);
-        let mut hashing = pump
-            .join()
-            .map_err(|_| ReadError::Io(io::Error::other("the reading thread panicked")))?;
+        let input_error = pump.join().unwrap_or(None);
         outcome?;
-        if let Some(e) = hashing.error.take() {
-            return Err(ReadError::Io(e));
+        if let Some(e) = input_error {
+            // The layers beneath (age, or the file) failed: damage, or the
+            // file's read error that the reading thread reports first.
+            feeder
+                .stopped
+                .get_or_insert(ReadError::Damaged("encrypted stream", e));
+            return Ok(());
         }
         let status = status?;
         if !status.success() && feeder.stopped.is_none() {
@@ -863,19 +1015,29 @@ fn unpack_archive<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>
                 io::Error::other(message),
             ));
         }
-        Ok(hashing)
+        Ok(())
     })
 }
 
-/// The `pg_dump` version a plain dump's header names, from its first chunk.
-pub(crate) fn peek_pg_dump_version(file: impl Read) -> Option<String> {
+/// The `pg_dump` version a plain dump's header names, from its first
+/// chunk (through its age layer when there are keys).
+pub(crate) fn peek_pg_dump_version(
+    file: impl Read,
+    identities: Option<&Identities>,
+) -> Option<String> {
     let mut file = io::BufReader::new(file);
-    let head = fill_head(&mut file).ok()?;
+    let head = fill_head(&mut file, crypto::HEADER_PREFIX.len());
+    let mut inner: Box<dyn io::BufRead> = if crypto::is_age(&head) {
+        Box::new(io::BufReader::new(crypto::open(file, identities).ok()?))
+    } else {
+        Box::new(file)
+    };
+    let head = fill_head(&mut inner, HEADER_LEN);
     let mut decoder: Box<dyn Read> = match Sniffed::of(&head) {
-        Sniffed::Gzip => Box::new(MultiGzDecoder::new(file)),
-        Sniffed::Zstd => Box::new(zstd::stream::read::Decoder::new(file).ok()?),
+        Sniffed::Gzip => Box::new(MultiGzDecoder::new(inner)),
+        Sniffed::Zstd => Box::new(zstd::stream::read::Decoder::new(inner).ok()?),
         Sniffed::Custom => return None,
-        Sniffed::Sql => Box::new(file),
+        Sniffed::Sql => Box::new(inner),
     };
     let mut buf = vec![0; 64 * 1024];
     let n = read_full(&mut decoder, &mut buf).ok()?;
@@ -892,7 +1054,7 @@ mod tests {
 
     fn compress(data: &[u8], workers: usize) -> (Vec<u8>, Archived) {
         let mut out = Vec::new();
-        let archived = compress_into(data, &mut out, gzip(6), workers, |_| {}).unwrap();
+        let archived = compress_into(data, &mut out, gzip(6), None, workers, |_| {}).unwrap();
         (out, archived)
     }
 
@@ -904,7 +1066,7 @@ mod tests {
     }
 
     fn check(file: &[u8], sha: Option<&str>) -> Result<ReadReport, ReadError> {
-        read_checked(file, sha, None, 2, &mut (), |_| Ok(()))
+        read_checked(file, sha, Opening::plain(2), &mut (), |_| Ok(()))
     }
 
     #[test]
@@ -917,7 +1079,7 @@ mod tests {
         data.extend_from_slice(b"\\.\n\n--\n-- PostgreSQL database dump complete\n--\n\n");
         let mut seen = 0;
         let mut file = Vec::new();
-        let out = compress_into(&data[..], &mut file, gzip(6), 3, |n| seen = n).unwrap();
+        let out = compress_into(&data[..], &mut file, gzip(6), None, 3, |n| seen = n).unwrap();
         assert_eq!(seen, data.len() as u64);
         assert_eq!(out.scan.check(), Ok(()));
         assert_eq!(out.scan.tables["public.t"], 200_002);
@@ -994,7 +1156,8 @@ mod tests {
                 Ok(1)
             }
         }
-        let err = read_checked(Broken(1), None, None, 2, &mut (), |_| Ok(())).unwrap_err();
+        let err =
+            read_checked(Broken(1), None, Opening::plain(2), &mut (), |_| Ok(())).unwrap_err();
         assert!(matches!(err, ReadError::Io(_)), "{err:?}");
         assert!(!err.is_about_the_file());
     }
@@ -1013,7 +1176,7 @@ mod tests {
             }
         }
         let mut out = Vec::new();
-        let err = compress_into(Broken(10), &mut out, gzip(1), 2, |_| {}).unwrap_err();
+        let err = compress_into(Broken(10), &mut out, gzip(1), None, 2, |_| {}).unwrap_err();
         assert_eq!(err.to_string(), "boom");
     }
 
@@ -1033,14 +1196,17 @@ mod tests {
         for codec in [Codec::Gzip, Codec::Zstd, Codec::None] {
             let c = format::Compression { codec, level: 3 };
             let mut file = Vec::new();
-            let out = compress_into(&data[..], &mut file, c, 2, |_| {}).unwrap();
+            let out = compress_into(&data[..], &mut file, c, None, 2, |_| {}).unwrap();
             assert_eq!(out.scan.tables["public.t"], 300_002, "{codec}");
             for workers in [1, 2, 4] {
-                let report =
-                    read_checked(&file[..], Some(&out.sha256), None, workers, &mut (), |_| {
-                        Ok(())
-                    })
-                    .unwrap();
+                let report = read_checked(
+                    &file[..],
+                    Some(&out.sha256),
+                    Opening::plain(workers),
+                    &mut (),
+                    |_| Ok(()),
+                )
+                .unwrap();
                 assert_eq!(report.scan.bytes, data.len() as u64, "{codec} {workers}");
                 assert_eq!(report.compressed_bytes, file.len() as u64);
             }
@@ -1072,20 +1238,28 @@ mod tests {
         // A flipped byte inside the second member's deflate data.
         let mut bytes = file.clone();
         bytes[second + 100] ^= 0xff;
-        let err = read_checked(&bytes[..], None, None, 2, &mut (), |_| Ok(())).unwrap_err();
+        let err =
+            read_checked(&bytes[..], None, Opening::plain(2), &mut (), |_| Ok(())).unwrap_err();
         assert!(matches!(err, ReadError::Damaged(..)), "{err:?}");
         // With the checksum known, the mismatch is what is said.
-        let err = read_checked(&bytes[..], Some(&out.sha256), None, 2, &mut (), |_| Ok(()));
+        let err = read_checked(
+            &bytes[..],
+            Some(&out.sha256),
+            Opening::plain(2),
+            &mut (),
+            |_| Ok(()),
+        );
         assert!(matches!(err, Err(ReadError::ChecksumMismatch { .. })));
         // A file cut inside a member.
         let cut = &file[..second + 50];
-        let err = read_checked(cut, None, None, 2, &mut (), |_| Ok(())).unwrap_err();
+        let err = read_checked(cut, None, Opening::plain(2), &mut (), |_| Ok(())).unwrap_err();
         assert!(matches!(err, ReadError::Damaged(..)), "{err:?}");
         // A length that lies (bytes after the member's end within it).
         let mut lying = file.clone();
         let len = u32::try_from(second + 8).unwrap();
         lying[SIZE_AT..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
-        let err = read_checked(&lying[..], None, None, 2, &mut (), |_| Ok(())).unwrap_err();
+        let err =
+            read_checked(&lying[..], None, Opening::plain(2), &mut (), |_| Ok(())).unwrap_err();
         assert!(err.is_about_the_file(), "{err:?}");
     }
 
@@ -1097,14 +1271,20 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::new(6));
         gz.write_all(rest).unwrap();
         file.extend_from_slice(&gz.finish().unwrap());
-        let report = read_checked(&file[..], None, None, 2, &mut (), |_| Ok(())).unwrap();
+        let report = read_checked(&file[..], None, Opening::plain(2), &mut (), |_| Ok(())).unwrap();
         assert_eq!(report.scan.bytes, data.len() as u64);
     }
 
     #[test]
     fn a_custom_archive_without_pg_restore_is_not_blamed_on_the_file() {
-        let err =
-            read_checked(&b"PGDMP\x01\x0e"[..], None, None, 2, &mut (), |_| Ok(())).unwrap_err();
+        let err = read_checked(
+            &b"PGDMP\x01\x0e"[..],
+            None,
+            Opening::plain(2),
+            &mut (),
+            |_| Ok(()),
+        )
+        .unwrap_err();
         assert!(!err.is_about_the_file(), "{err}");
     }
 
@@ -1116,7 +1296,7 @@ mod tests {
         let (file, _) = compress(&data, 2);
         for workers in [2, 4] {
             let mut calls = 0;
-            let err = read_checked(&file[..], None, None, workers, &mut (), |_| {
+            let err = read_checked(&file[..], None, Opening::plain(workers), &mut (), |_| {
                 calls += 1;
                 Err(io::Error::other("psql went away"))
             })

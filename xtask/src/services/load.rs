@@ -28,6 +28,7 @@ use anyhow::format_err;
 use time::OffsetDateTime;
 
 use crate::core::config::Connection;
+use crate::core::config::Settings;
 use crate::core::dbprops::{DatabaseProps, Locale, Skip};
 use crate::core::dump::filter::TableFilter;
 use crate::core::dump::globals::GlobalsFilter;
@@ -37,9 +38,11 @@ use crate::core::dump::scan::ScanReport;
 use crate::core::dump::{Line, LineKind, Reader, Visitor};
 use crate::core::format::Layout;
 use crate::core::meta::{BackupMeta, Content, parse_sha256_line};
+use crate::core::naming::AGE_SUFFIX;
 use crate::core::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
 use crate::services::catalog::{self, LocalStore, Store};
-use crate::services::codec::{self, ReadError, ReadReport};
+use crate::services::codec::{self, Opening, ReadError, ReadReport, Unarchive};
+use crate::services::crypto::{self, Identities};
 use crate::services::fsutil;
 use crate::services::interrupt;
 use crate::services::pg::{Client, DumpOptions, PgError, PgVersion, Runner};
@@ -110,14 +113,39 @@ impl Source {
 
     /// Whether it is a custom archive, as its name (or else its first bytes) says.
     pub(crate) fn is_archive(&self) -> bool {
-        match Layout::split(&self.file_name) {
+        let name = self
+            .file_name
+            .strip_suffix(AGE_SUFFIX)
+            .unwrap_or(&self.file_name);
+        match Layout::split(name) {
             Some((_, layout)) => layout == Layout::Custom,
-            None => self.open().is_ok_and(|mut f| {
-                let mut head = [0u8; 5];
-                f.read_exact(&mut head).is_ok()
-                    && codec::Sniffed::of(&head) == codec::Sniffed::Custom
-            }),
+            None => self
+                .head()
+                .is_some_and(|h| codec::Sniffed::of(&h) == codec::Sniffed::Custom),
         }
+    }
+
+    /// Whether it is encrypted with age, as its name (or else its first bytes) says.
+    pub(crate) fn is_encrypted(&self) -> bool {
+        self.file_name.ends_with(AGE_SUFFIX)
+            || (Layout::split(&self.file_name).is_none()
+                && self.head().is_some_and(|h| crypto::is_age(&h)))
+    }
+
+    /// The file's first bytes.
+    fn head(&self) -> Option<Vec<u8>> {
+        let mut f = self.open().ok()?;
+        let mut head = vec![0u8; crypto::HEADER_PREFIX.len()];
+        let mut got = 0;
+        while got < head.len() {
+            match f.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(_) => return None,
+            }
+        }
+        head.truncate(got);
+        Some(head)
     }
 
     /// Where it is, for messages.
@@ -148,6 +176,46 @@ impl Source {
         )?;
         Ok(())
     }
+}
+
+/// What reading backups needs besides the files: the keys of encrypted
+/// ones (BACKUP_AGE_IDENTITY_FILE) and how many threads read.
+#[derive(Debug)]
+pub(crate) struct Access {
+    pub(crate) identities: Option<Identities>,
+    pub(crate) jobs: usize,
+}
+
+impl Access {
+    /// From the settings; an identity file that is set must read.
+    pub(crate) fn of(settings: &Settings) -> anyhow::Result<Access> {
+        Ok(Access {
+            identities: crypto::identities(&settings.age)?,
+            jobs: settings.jobs,
+        })
+    }
+
+    fn opening<'a>(&'a self, unarchive: Option<Unarchive<'a>>) -> Opening<'a> {
+        Opening {
+            identities: self.identities.as_ref(),
+            unarchive,
+            workers: self.jobs,
+        }
+    }
+}
+
+/// Refuses an encrypted backup that the keys cannot open, reading only its
+/// header (before anything is created or touched).
+pub(crate) fn check_keys(source: &Source, access: &Access) -> anyhow::Result<()> {
+    if !source.is_encrypted() {
+        return Ok(());
+    }
+    let file = source
+        .open()
+        .map_err(|e| format_err!("{}: cannot read it: {e}", source.file_name))?;
+    crypto::open(file, access.identities.as_ref())
+        .map(drop)
+        .map_err(|e| format_err!("{}: {e}", source.file_name))
 }
 
 /// `--latest`: the newest usable backup of `database` (of `kind`, of the
@@ -250,8 +318,9 @@ pub(crate) fn check(
     source: &Source,
     sidecars: &Sidecars,
     client: Option<&Client>,
+    access: &Access,
 ) -> Result<Checked, LoadError> {
-    read_backup(source, sidecars, client, &mut (), |_| Ok(()))
+    read_backup(source, sidecars, client, access, &mut (), |_| Ok(()))
 }
 
 /// One read of a backup's dump into `visitor` (its lines, whatever the
@@ -259,6 +328,7 @@ pub(crate) fn check(
 pub(crate) fn visit<V: Visitor>(
     source: &Source,
     client: Option<&Client>,
+    access: &Access,
     visitor: &mut V,
     flush: impl FnMut(&mut V) -> io::Result<()>,
 ) -> Result<(), LoadError> {
@@ -266,16 +336,23 @@ pub(crate) fn visit<V: Visitor>(
         expected: None,
         meta: None,
     };
-    read_backup(source, &unchecked, client, visitor, flush).map(drop)
+    read_backup(source, &unchecked, client, access, visitor, flush).map(drop)
 }
 
 /// The pg_dump version of a backup without reading all of it: `.meta`, else its header.
-pub(crate) fn dump_version(source: &Source, sidecars: &Sidecars) -> Option<PgVersion> {
+pub(crate) fn dump_version(
+    source: &Source,
+    sidecars: &Sidecars,
+    access: &Access,
+) -> Option<PgVersion> {
     sidecars
         .meta
         .as_ref()
         .map(|m| m.pg_dump_version.clone())
-        .or_else(|| source.open().ok().and_then(codec::peek_pg_dump_version))
+        .or_else(|| {
+            let file = source.open().ok()?;
+            codec::peek_pg_dump_version(file, access.identities.as_ref())
+        })
         .and_then(|v| PgVersion::parse(&v))
 }
 
@@ -283,6 +360,7 @@ fn read_backup<V: Visitor>(
     source: &Source,
     sidecars: &Sidecars,
     client: Option<&Client>,
+    access: &Access,
     visitor: &mut V,
     flush: impl FnMut(&mut V) -> io::Result<()>,
 ) -> Result<Checked, LoadError> {
@@ -299,26 +377,21 @@ fn read_backup<V: Visitor>(
         None => None,
     };
     let unarchive = client.map(Client::unarchiver);
-    let report = match codec::read_checked(
-        file,
-        sidecars.expected.as_deref(),
-        unarchive.as_ref().map(|u| u as codec::Unarchive<'_>),
-        crate::core::config::default_jobs(),
-        visitor,
-        flush,
-    ) {
-        Ok(r) => r,
-        Err(ReadError::Sink(e)) => return Err(LoadError::Sink(e)),
-        Err(e) if e.is_about_the_file() => {
-            return Err(LoadError::File(format_err!("{}: {e}", source.file_name)));
-        }
-        Err(e) => {
-            return Err(LoadError::Environment(format_err!(
-                "{}: {e}",
-                source.file_name
-            )));
-        }
-    };
+    let opening = access.opening(unarchive.as_ref().map(|u| u as Unarchive<'_>));
+    let report =
+        match codec::read_checked(file, sidecars.expected.as_deref(), opening, visitor, flush) {
+            Ok(r) => r,
+            Err(ReadError::Sink(e)) => return Err(LoadError::Sink(e)),
+            Err(e) if e.is_about_the_file() => {
+                return Err(LoadError::File(format_err!("{}: {e}", source.file_name)));
+            }
+            Err(e) => {
+                return Err(LoadError::Environment(format_err!(
+                    "{}: {e}",
+                    source.file_name
+                )));
+            }
+        };
     if let Some(meta) = &sidecars.meta {
         if meta.size_bytes != report.compressed_bytes {
             return Err(LoadError::File(format_err!(
@@ -328,7 +401,7 @@ fn read_backup<V: Visitor>(
                 report.compressed_bytes
             )));
         }
-        if meta.tables != report.scan.tables {
+        if report.contents_checked && meta.tables != report.scan.tables {
             return Err(LoadError::File(format_err!(
                 "{}: the row counts in .meta disagree with the dump's data",
                 source.file_name
@@ -485,6 +558,7 @@ pub(crate) fn load_globals(
     admin: &Connection,
     source: &Source,
     dry_run: bool,
+    access: &Access,
 ) -> anyhow::Result<GlobalsCreated> {
     let sidecars = sidecars(source)?;
     if sidecars
@@ -500,7 +574,7 @@ pub(crate) fn load_globals(
     let tablespaces = client.list(admin, "SELECT spcname FROM pg_tablespace")?;
     let mut filter = GlobalsFilter::new(client.roles(admin)?, tablespaces.into_iter().collect());
     let filter = if dry_run {
-        read_backup(source, &sidecars, Some(client), &mut filter, |f| {
+        read_backup(source, &sidecars, Some(client), access, &mut filter, |f| {
             f.out.clear();
             Ok(())
         })
@@ -517,7 +591,7 @@ pub(crate) fn load_globals(
             Input::Backup(source, &sidecars),
             Transform::Globals(filter),
             Skip::default(),
-            1,
+            access,
         )
         .map_err(|e| format_err!("{}: {e}", source.file_name))?;
         let Transform::Globals(g) = loaded.transform else {
@@ -619,13 +693,15 @@ pub(crate) fn load<'a>(
     input: Input<'_>,
     transform: Transform<'a>,
     skip: Skip,
-    jobs: usize,
+    access: &Access,
 ) -> Result<Loaded<'a>, LoadError> {
+    // pg_restore --jobs reads a file: never a decrypted copy on disk.
     if let (Input::Backup(source, sidecars), Transform::Whole) = (&input, &transform)
         && source.is_archive()
+        && !source.is_encrypted()
         && matches!(client.runner, Runner::Host { .. })
     {
-        let tables = load_archive(client, target, source, sidecars, skip, jobs)?;
+        let tables = load_archive(client, target, source, sidecars, skip, access.jobs)?;
         return Ok(Loaded { tables, transform });
     }
     let mut psql = PsqlLoad::spawn(client, target)?;
@@ -650,10 +726,15 @@ pub(crate) fn load<'a>(
             Ok(())
         };
         match input {
-            Input::Backup(source, sidecars) => {
-                read_backup(source, sidecars, Some(client), &mut sink, &mut flush)
-                    .map(|c| c.report.scan)
-            }
+            Input::Backup(source, sidecars) => read_backup(
+                source,
+                sidecars,
+                Some(client),
+                access,
+                &mut sink,
+                &mut flush,
+            )
+            .map(|c| c.report.scan),
             Input::Live { client, conn, opts } => {
                 dump_live(client, conn, &opts, &mut sink, &mut flush)
             }

@@ -7,6 +7,7 @@
 pub(crate) mod catalog;
 pub(crate) mod codec;
 pub(crate) mod compose;
+pub(crate) mod crypto;
 pub(crate) mod fsutil;
 pub(crate) mod hooks;
 pub(crate) mod interrupt;

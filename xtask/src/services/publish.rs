@@ -10,15 +10,18 @@ use anyhow::format_err;
 use crate::core::config::Connection;
 use crate::core::format;
 use crate::services::codec::{self, Archived};
+use crate::services::crypto::Recipients;
 use crate::services::pg::{self, Client, DumpOptions};
 use crate::ui;
 
 /// How the dump is written: plain SQL under a codec with `threads`
-/// workers, or pg_dump's custom archive (`opts.archive`).
+/// workers, or pg_dump's custom archive (`opts.archive`); encrypted to
+/// `seal` when given.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Compression {
+pub(crate) struct Compression<'a> {
     pub(crate) compression: format::Compression,
     pub(crate) threads: usize,
+    pub(crate) seal: Option<&'a Recipients>,
 }
 
 /// pg_dump streamed through the pipeline into `dest`; checks its exit
@@ -27,7 +30,7 @@ pub(crate) fn dump_into(
     client: &Client,
     conn: &Connection,
     opts: &DumpOptions,
-    compression: Compression,
+    compression: Compression<'_>,
     dest: &mut (dyn Write + Send),
     where_: &str,
 ) -> anyhow::Result<Archived> {
@@ -38,12 +41,17 @@ pub(crate) fn dump_into(
             &mut reader,
             dest,
             compression.compression,
+            compression.seal,
             compression.threads,
             |n| progress.update(n),
         ),
-        Some(_) => codec::archive_into(&mut reader, dest, &client.unarchiver(), |n| {
-            progress.update(n)
-        }),
+        Some(_) => codec::archive_into(
+            &mut reader,
+            dest,
+            compression.seal,
+            &client.unarchiver(),
+            |n| progress.update(n),
+        ),
     };
     progress.finish();
     let archived = match archived {

@@ -13,13 +13,14 @@ use time::OffsetDateTime;
 
 use crate::core::config::Settings;
 use crate::core::format::{Format, Layout};
-use crate::core::meta::{self, BackupMeta, Content, Roles, Run, Verification};
+use crate::core::meta::{self, BackupMeta, Content, Encryption, Roles, Run, Verification};
 use crate::core::metrics::{self, Check, Outcome};
 use crate::core::naming::{self, BackupName, BackupType, TypeChoice};
 use crate::core::plan::Placement;
 use crate::flags::DbBackup;
 use crate::services::catalog::{self, LocalStore, PruneReport, Store};
-use crate::services::codec;
+use crate::services::codec::{self, Opening};
+use crate::services::crypto::{self, Recipients};
 use crate::services::fsutil::{self, LockError, RunLock};
 use crate::services::hooks::{self, Event, Status};
 use crate::services::pg::{self, DumpOptions, Purpose, Route};
@@ -33,6 +34,8 @@ struct Stores {
     placement: Placement,
     local: LocalStore,
     remote: Option<S3Store>,
+    /// Every file is encrypted to these (BACKUP_AGE_RECIPIENTS*), when set.
+    seal: Option<Recipients>,
 }
 
 impl Stores {
@@ -62,7 +65,10 @@ pub(crate) fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         args.no_upload,
     )
     .map_err(anyhow::Error::msg)?;
+    // Encryption fails closed: bad recipients stop the run before anything is dumped.
+    let seal = crypto::recipients(&settings.age)?;
     let stores = Stores {
+        seal,
         placement,
         local: LocalStore::of(settings),
         remote: match (placement, &settings.s3) {
@@ -267,7 +273,16 @@ fn one(
             _ => route,
         };
         backup(
-            args, settings, route, primary, what, &db, kind, started_at, run,
+            args,
+            settings,
+            route,
+            primary,
+            stores.seal.as_ref(),
+            what,
+            &db,
+            kind,
+            started_at,
+            run,
         )
         .map(|done| (done, lock))
     });
@@ -361,6 +376,7 @@ fn backup(
     settings: &Settings,
     route: Route,
     store: &dyn Store,
+    seal: Option<&Recipients>,
     what: &What,
     set: &str,
     kind: BackupType,
@@ -422,11 +438,19 @@ fn backup(
     let layout = Layout::of(format, settings.compression);
     let name = catalog::free_name(
         store,
-        BackupName::new(set, kind, started_at).with_layout(layout),
+        BackupName::new(set, kind, started_at)
+            .with_layout(layout)
+            .with_encryption(seal.is_some()),
     )?;
+    if globals == Some(true) && seal.is_none() {
+        ui::warn(
+            "the globals backup holds role passwords and is not encrypted: set BACKUP_AGE_RECIPIENTS (see docs/operations/encryption.md), or keep this store private",
+        );
+    }
     let compression = Compression {
         compression: settings.compression,
         threads: settings.jobs,
+        seal,
     };
     let opts = DumpOptions {
         schema_only: args.schema_only,
@@ -497,6 +521,10 @@ fn backup(
             grantees: archived.scan.grantees.iter().cloned().collect(),
         },
         run: run.cloned(),
+        encryption: seal.map(|r| Encryption {
+            scheme: "age".into(),
+            recipients: r.ids.clone(),
+        }),
     };
     catalog::commit_set(store, file, &name, &meta)?;
     Ok(Done { meta, name, client })
@@ -538,31 +566,37 @@ fn finish(
             .map_err(|e| e.to_string())
             .and_then(|f| {
                 let unarchive = done.client.unarchiver();
-                codec::read_checked(
-                    f,
-                    Some(&done.meta.sha256),
-                    Some(&unarchive),
-                    settings.jobs,
-                    &mut (),
-                    |_| Ok(()),
-                )
-                .map_err(|e| e.to_string())
+                let identities = crypto::identities(&settings.age).map_err(|e| format!("{e:#}"))?;
+                let opening = Opening {
+                    identities: identities.as_ref(),
+                    unarchive: Some(&unarchive),
+                    workers: settings.jobs,
+                };
+                codec::read_checked(f, Some(&done.meta.sha256), opening, &mut (), |_| Ok(()))
+                    .map_err(|e| e.to_string())
             });
-        verify_error = read.err();
-        let ok = verify_error.is_none();
-        done.meta.verification = Some(Verification {
-            verified_at: at,
-            ok,
-            restore_tested: false,
-            error: verify_error.clone(),
-        });
-        if let Err(e) = store.put(&done.name.meta_name(), done.meta.to_json().as_bytes()) {
-            ui::warn(format!("could not record the verification in .meta: {e}"));
+        if read.as_ref().is_ok_and(|r| !r.contents_checked) {
+            // Encrypted, and no key on this machine (as it should be on a server).
+            ui::info(
+                "--verify: checksum and age header ok; the contents were not checked (no BACKUP_AGE_IDENTITY_FILE here: db-verify with the key checks them)",
+            );
+        } else {
+            verify_error = read.err();
+            let ok = verify_error.is_none();
+            done.meta.verification = Some(Verification {
+                verified_at: at,
+                ok,
+                restore_tested: false,
+                error: verify_error.clone(),
+            });
+            if let Err(e) = store.put(&done.name.meta_name(), done.meta.to_json().as_bytes()) {
+                ui::warn(format!("could not record the verification in .meta: {e}"));
+            }
+            let (db, kind) = (&done.meta.database, done.meta.kind);
+            local.record_metrics(|metrics| {
+                metrics::record_check(metrics, Check::Verify, db, kind, at, ok)
+            });
         }
-        let (db, kind) = (&done.meta.database, done.meta.kind);
-        local.record_metrics(|metrics| {
-            metrics::record_check(metrics, Check::Verify, db, kind, at, ok)
-        });
     }
 
     // The off-site copy of a local backup (a good one: a failed --verify is not uploaded).

@@ -199,6 +199,7 @@ fn source_schema(
     from: &From,
     live: Option<&pg::Session>,
     client: Option<&pg::Client>,
+    access: &load::Access,
 ) -> anyhow::Result<BTreeMap<TableName, Vec<String>>> {
     let mut schema: BTreeMap<TableName, Vec<String>> = BTreeMap::new();
     match (from, live) {
@@ -223,7 +224,7 @@ fn source_schema(
             // One read of the dump for its data blocks' headers (every table has one).
             let rules = Rules::default();
             let mut seen = Rewriter::new(&rules, &[], None);
-            load::visit(source, client, &mut seen, |s| {
+            load::visit(source, client, access, &mut seen, |s| {
                 s.out.clear();
                 Ok(())
             })
@@ -256,6 +257,8 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
 
     // 2. The source, and that it is not the target.
     let from = resolve_from(&args, settings)?;
+    // The keys of an encrypted backup (an identity file that is set must read).
+    let access = load::Access::of(settings)?;
     if let From::Live(src, ..) = &from
         && same_server(src, &target_conn)
     {
@@ -290,7 +293,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         session.client.check_dump_compat(&session.server)?;
     }
     if !rules.columns.is_empty() {
-        let schema = source_schema(&from, live.as_ref(), Some(&route.client))?;
+        let schema = source_schema(&from, live.as_ref(), Some(&route.client), &access)?;
         let missing = rules.missing(&schema);
         if !missing.is_empty() {
             bail!(
@@ -311,11 +314,14 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
     .connect(pg::Purpose::Load)?;
     let sidecars = match &from {
-        From::Backup(source) => Some(load::sidecars(source)?),
+        From::Backup(source) => {
+            load::check_keys(source, &access)?;
+            Some(load::sidecars(source)?)
+        }
         From::Live(..) => None,
     };
     let dump_version = match (&from, &live, &sidecars) {
-        (From::Backup(source), _, Some(sidecars)) => load::dump_version(source, sidecars),
+        (From::Backup(source), _, Some(sidecars)) => load::dump_version(source, sidecars, &access),
         (_, Some(session), _) => Some(session.client.version.clone()),
         _ => None,
     };
@@ -399,7 +405,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         input,
         Transform::Mask(rewriter),
         skip,
-        settings.jobs,
+        &access,
     ) {
         Ok(l) => l,
         Err(LoadError::Interrupted(f)) => return Err(f.into()),

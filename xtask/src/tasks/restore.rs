@@ -43,8 +43,10 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         owner: args.roles.no_owner,
         acl: args.roles.no_acl,
     };
+    // The keys of encrypted backups, read once (an identity file that is set must read).
+    let access = load::Access::of(settings)?;
     if args.all {
-        return restore_all(&args, &store, route, skip, settings.jobs);
+        return restore_all(&args, &store, route, skip, &access);
     }
     let conn = route.conn.clone();
     let target = args
@@ -78,16 +80,19 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         false => None,
     };
     let provided = match &globals {
-        Some(g) => load_globals(&session, g, true)?,
+        Some(g) => load_globals(&session, g, true, &access)?,
         None => Vec::new(),
     };
-    let Some(prepared) = prepare(&args, &session, &conn, &source, &target, skip, &provided)? else {
+    let Some(prepared) = prepare(
+        &args, &session, &conn, &source, &target, skip, &provided, &access,
+    )?
+    else {
         return Ok(ExitCode::SUCCESS);
     };
     if let Some(g) = &globals {
-        load_globals(&session, g, false)?;
+        load_globals(&session, g, false, &access)?;
     }
-    restore_one(&session, prepared, ctx.settings.jobs)?.print(args.json);
+    restore_one(&session, prepared, &access)?.print(args.json);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -98,7 +103,7 @@ fn restore_all(
     store: &Arc<dyn Store>,
     route: pg::Route,
     skip: Skip,
-    jobs: usize,
+    access: &load::Access,
 ) -> anyhow::Result<ExitCode> {
     let conn = route.conn.clone();
     let Some((run, sets)) = catalog::latest_run(store.as_ref(), args.source.as_deref())? else {
@@ -127,7 +132,7 @@ fn restore_all(
         false => None,
     };
     let provided = match &globals {
-        Some(g) => load_globals(&session, g, true)?,
+        Some(g) => load_globals(&session, g, true, access)?,
         None => Vec::new(),
     };
     // Every database's checks and consent first: a refusal changes nothing.
@@ -149,7 +154,7 @@ fn restore_all(
             .expect("a complete run has every database");
         let source = Source::of(store.clone(), &listed.set.name);
         let conn = conn.with_db(db);
-        let prepared = prepare(args, &session, &conn, &source, db, skip, &provided)
+        let prepared = prepare(args, &session, &conn, &source, db, skip, &provided, access)
             .with_context(|| format!("database {db}"))?;
         plans.push((db, prepared));
     }
@@ -157,13 +162,13 @@ fn restore_all(
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(g) = &globals {
-        load_globals(&session, g, false)?;
+        load_globals(&session, g, false, access)?;
     }
     let mut results = Vec::new();
     let mut failed = Vec::new();
     for (db, prepared) in plans {
         let prepared = prepared.expect("not a dry run");
-        match restore_one(&session, prepared, jobs) {
+        match restore_one(&session, prepared, access) {
             Ok(r) => {
                 if !args.json {
                     r.print(false);
@@ -215,8 +220,9 @@ fn load_globals(
     session: &pg::Session,
     source: &Source,
     dry_run: bool,
+    access: &load::Access,
 ) -> anyhow::Result<Vec<String>> {
-    let created = load::load_globals(&session.client, &session.conn, source, dry_run)?;
+    let created = load::load_globals(&session.client, &session.conn, source, dry_run, access)?;
     let what: Vec<String> = created
         .roles
         .iter()
@@ -302,6 +308,7 @@ struct Prepared<'a> {
 /// backup's companions (the whole file with `--dry-run`), versions, the roles
 /// it needs (`provided`: those the globals will create), consent. `None`
 /// for a dry run, whose plan is printed.
+#[allow(clippy::too_many_arguments)]
 fn prepare<'a>(
     args: &'a DbRestore,
     session: &pg::Session,
@@ -310,6 +317,7 @@ fn prepare<'a>(
     target: &str,
     skip: Skip,
     provided: &[String],
+    access: &load::Access,
 ) -> anyhow::Result<Option<Prepared<'a>>> {
     let pg::Session {
         client,
@@ -322,6 +330,8 @@ fn prepare<'a>(
     // which the checks must pass before the target is touched.
     let refusing = |e: &dyn std::fmt::Display| format_err!("refusing to restore: {e}");
     let sidecars = load::sidecars(source).map_err(|e| refusing(&format!("{e:#}")))?;
+    // An encrypted backup the keys cannot open is refused before anything exists.
+    load::check_keys(source, access).map_err(|e| refusing(&format!("{e:#}")))?;
     if sidecars
         .meta
         .as_ref()
@@ -334,7 +344,7 @@ fn prepare<'a>(
     }
     let full = if args.dry_run {
         ui::info(format!("checking {}", source.file_name));
-        Some(load::check(source, &sidecars, Some(client)).map_err(|e| refusing(&e))?)
+        Some(load::check(source, &sidecars, Some(client), access).map_err(|e| refusing(&e))?)
     } else {
         None
     };
@@ -343,7 +353,7 @@ fn prepare<'a>(
     let dump_version = full
         .as_ref()
         .and_then(Checked::pg_dump_version)
-        .or_else(|| load::dump_version(source, &sidecars));
+        .or_else(|| load::dump_version(source, &sidecars, access));
     pg::check_load_compat(dump_version.as_ref(), server).map_err(|e| refusing(&e))?;
     let mut missing = load::missing_roles(client, admin, sidecars.meta.as_ref(), skip)?;
     missing.retain(|r| !provided.contains(r));
@@ -408,7 +418,11 @@ fn prepare<'a>(
 }
 
 /// One prepared restore, all or nothing.
-fn restore_one(session: &pg::Session, p: Prepared<'_>, jobs: usize) -> anyhow::Result<Restored> {
+fn restore_one(
+    session: &pg::Session,
+    p: Prepared<'_>,
+    access: &load::Access,
+) -> anyhow::Result<Restored> {
     let pg::Session {
         client,
         conn: admin,
@@ -453,7 +467,7 @@ fn restore_one(session: &pg::Session, p: Prepared<'_>, jobs: usize) -> anyhow::R
         Input::Backup(source, &sidecars),
         transform,
         skip,
-        jobs,
+        access,
     );
     let loaded = match loaded {
         Ok(l) => l,
