@@ -211,6 +211,8 @@ fn stream_into(
         Codec::Zstd => {
             let mut z = zstd::stream::write::Encoder::new(sink, compression.level as i32)?;
             z.multithread(workers.max(1) as u32)?;
+            // Each frame carries a checksum of its content (`zstd -t` checks it).
+            z.include_checksum(true)?;
             Box::new(z)
         }
         _ => Box::new(Plain(sink)),
@@ -374,6 +376,8 @@ const SIZE_FIELD: [u8; 8] = [b'X', b'T', 4, 0, 0, 0, 0, 0];
 /// and the subfield's id and length (4).
 const SIZE_AT: usize = 16;
 const HEADER_LEN: usize = SIZE_AT + 4;
+/// The largest member the tool writes, with room to spare.
+const MEMBER_MAX: usize = CHUNK + CHUNK / 2;
 
 /// One complete gzip member holding `input`, its length in its header.
 fn gzip_member(input: &[u8], level: u32) -> io::Result<Vec<u8>> {
@@ -400,7 +404,9 @@ fn member_len(header: &[u8]) -> Option<usize> {
         return None;
     }
     let len = u32::from_le_bytes(header[SIZE_AT..HEADER_LEN].try_into().ok()?) as usize;
-    (len > HEADER_LEN).then_some(len)
+    // A member holds CHUNK bytes of SQL: deflate never makes that much more
+    // than CHUNK. A length beyond is damage, read in turn (and refused there).
+    (len > HEADER_LEN && len <= MEMBER_MAX).then_some(len)
 }
 
 /// Why reading a backup file failed.
@@ -694,8 +700,16 @@ fn decode_all<V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
     opening: Opening<'_>,
     feeder: &mut Feeder<'_, V, F>,
 ) -> Result<Layers, ReadError> {
-    let mut outer = io::BufReader::with_capacity(CHUNK, chunks);
-    let head = fill_head(&mut outer, crypto::HEADER_PREFIX.len());
+    let (head, mut outer) = match peek(chunks, crypto::HEADER_PREFIX.len()) {
+        Ok(p) => p,
+        Err(e) => {
+            feeder.stopped = Some(ReadError::Damaged("file", e));
+            return Ok(Layers {
+                encrypted: false,
+                contents_checked: true,
+            });
+        }
+    };
     if !crypto::is_age(&head) {
         decode_codec(outer, opening, feeder)?;
         return Ok(Layers {
@@ -717,7 +731,7 @@ fn decode_all<V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
         });
     };
     match crypto::open(outer, Some(identities)) {
-        Ok(plain) => decode_codec(io::BufReader::with_capacity(CHUNK, plain), opening, feeder)?,
+        Ok(plain) => decode_codec(plain, opening, feeder)?,
         Err(crypto::OpenError::Header(e)) => {
             feeder.stopped = Some(ReadError::Damaged("age header", io::Error::other(e)));
         }
@@ -730,12 +744,21 @@ fn decode_all<V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
 }
 
 /// The codec layer: what the first bytes say.
-fn decode_codec<R: io::BufRead + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
-    mut input: R,
+fn decode_codec<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>>(
+    input: R,
     opening: Opening<'_>,
     feeder: &mut Feeder<'_, V, F>,
 ) -> Result<(), ReadError> {
-    let head = fill_head(&mut input, HEADER_LEN);
+    let (head, input) = match peek(input, HEADER_LEN) {
+        Ok(p) => p,
+        Err(e) => {
+            // The age layer's authentication, or the file's own read error
+            // (which the reading thread reports first).
+            feeder.stopped = Some(ReadError::Damaged("encrypted stream", e));
+            return Ok(());
+        }
+    };
+    let input = io::BufReader::with_capacity(CHUNK, input);
     match Sniffed::of(&head) {
         Sniffed::Gzip if member_len(&head).is_some() && opening.workers > 1 => {
             inflate_parallel(input, opening.workers, feeder)
@@ -752,16 +775,17 @@ fn decode_codec<R: io::BufRead + Send, V: Visitor, F: FnMut(&mut V) -> io::Resul
     }
 }
 
-/// Up to `n` first bytes of a stream, not consumed (fewer at its end or
-/// on an error, which the next read reports).
-fn fill_head(inner: &mut impl io::BufRead, n: usize) -> Vec<u8> {
-    loop {
-        match inner.fill_buf() {
-            Ok(b) => return b[..b.len().min(n)].to_vec(),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Vec::new(),
-        }
-    }
+/// A stream whose first bytes were read, with them put back in front.
+type Peeked<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+/// The first `n` bytes of a stream (fewer only at its end), and the whole
+/// stream again, those bytes first. However the source cuts its reads (a
+/// download may hand over one byte first), the head is whole.
+fn peek<R: Read>(mut input: R, n: usize) -> io::Result<(Vec<u8>, Peeked<R>)> {
+    let mut head = vec![0; n];
+    let got = read_full(&mut input, &mut head)?;
+    head.truncate(got);
+    Ok((head.clone(), io::Cursor::new(head).chain(input)))
 }
 
 /// One decoder on this thread: gzip members in turn, zstd frames, or SQL as it is.
@@ -922,7 +946,15 @@ fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<(
 fn inflate_member(member: &[u8]) -> io::Result<Vec<u8>> {
     let mut gz = flate2::bufread::GzDecoder::new(member);
     let mut out = Vec::with_capacity(CHUNK + CHUNK / 4);
-    gz.read_to_end(&mut out)?;
+    // A member of ours holds CHUNK bytes: more is a tampered member, not
+    // something to inflate into memory.
+    (&mut gz).take(CHUNK as u64 + 1).read_to_end(&mut out)?;
+    if out.len() > CHUNK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a member holds more than the tool ever puts in one",
+        ));
+    }
     if !gz.into_inner().is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -1010,6 +1042,13 @@ fn unpack_archive<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>
                     "{message}: use a pg_restore at least as new as the pg_dump that made it"
                 ))));
             }
+            // Only what pg_restore says about the archive's bytes is about
+            // the file; a signal, a container that went away, is not.
+            if !archive_damage(&message) {
+                return Err(ReadError::Io(io::Error::other(format!(
+                    "pg_restore stopped ({status}): {message}"
+                ))));
+            }
             feeder.stopped = Some(ReadError::Damaged(
                 Sniffed::Custom.what(),
                 io::Error::other(message),
@@ -1019,20 +1058,37 @@ fn unpack_archive<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>
     })
 }
 
+/// Whether pg_restore's message is about the archive's bytes.
+fn archive_damage(message: &str) -> bool {
+    [
+        "input file",
+        "end of file",
+        "did not find magic string",
+        "corrupt",
+        "unrecognized data block type",
+        "could not uncompress",
+        "could not decompress",
+        "invalid",
+        "bad dumpId",
+        "unexpected",
+    ]
+    .iter()
+    .any(|p| message.contains(p))
+}
+
 /// The `pg_dump` version a plain dump's header names, from its first
 /// chunk (through its age layer when there are keys).
 pub(crate) fn peek_pg_dump_version(
     file: impl Read,
     identities: Option<&Identities>,
 ) -> Option<String> {
-    let mut file = io::BufReader::new(file);
-    let head = fill_head(&mut file, crypto::HEADER_PREFIX.len());
-    let mut inner: Box<dyn io::BufRead> = if crypto::is_age(&head) {
-        Box::new(io::BufReader::new(crypto::open(file, identities).ok()?))
+    let (head, file) = peek(file, crypto::HEADER_PREFIX.len()).ok()?;
+    let inner: Box<dyn Read> = if crypto::is_age(&head) {
+        Box::new(crypto::open(file, identities).ok()?)
     } else {
         Box::new(file)
     };
-    let head = fill_head(&mut inner, HEADER_LEN);
+    let (head, inner) = peek(inner, HEADER_LEN).ok()?;
     let mut decoder: Box<dyn Read> = match Sniffed::of(&head) {
         Sniffed::Gzip => Box::new(MultiGzDecoder::new(inner)),
         Sniffed::Zstd => Box::new(zstd::stream::read::Decoder::new(inner).ok()?),
@@ -1261,6 +1317,21 @@ mod tests {
         let err =
             read_checked(&lying[..], None, Opening::plain(2), &mut (), |_| Ok(())).unwrap_err();
         assert!(err.is_about_the_file(), "{err:?}");
+        // A flipped bit that makes a length of 4 GiB is no allocation: the
+        // member is read in turn (its data is intact: the header has no CRC),
+        // and the checksum says the file changed.
+        let mut huge = file.clone();
+        huge[SIZE_AT + 3] = 0xff;
+        let report = read_checked(&huge[..], None, Opening::plain(2), &mut (), |_| Ok(())).unwrap();
+        assert_eq!(report.scan.bytes, data.len() as u64);
+        let err = read_checked(
+            &huge[..],
+            Some(&out.sha256),
+            Opening::plain(2),
+            &mut (),
+            |_| Ok(()),
+        );
+        assert!(matches!(err, Err(ReadError::ChecksumMismatch { .. })));
     }
 
     #[test]

@@ -175,15 +175,6 @@ pub(crate) fn remove_stale_partials(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-/// SHA-256 of a file (hex) and its size.
-pub(crate) fn sha256_of(path: &Path) -> io::Result<(String, u64)> {
-    use sha2::{Digest, Sha256};
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let size = io::copy(&mut file, &mut hasher)?;
-    Ok((format!("{:x}", hasher.finalize()), size))
-}
-
 /// Writes a small file atomically: temporary name, fsync, rename, fsync the directory.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let partial = PartialFile::create(path.parent().unwrap_or(Path::new(".")))?;

@@ -43,7 +43,6 @@ use crate::core::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
 use crate::services::catalog::{self, LocalStore, Store};
 use crate::services::codec::{self, Opening, ReadError, ReadReport, Unarchive};
 use crate::services::crypto::{self, Identities};
-use crate::services::fsutil;
 use crate::services::interrupt;
 use crate::services::pg::{Client, DumpOptions, PgError, PgVersion, Runner};
 use crate::{Failure, ui};
@@ -376,6 +375,8 @@ fn read_backup<V: Visitor>(
         }
         None => None,
     };
+    let mut newer = None;
+    let client = client.map(|c| archive_tools(c, sidecars.meta.as_ref(), &mut newer));
     let unarchive = client.map(Client::unarchiver);
     let opening = access.opening(unarchive.as_ref().map(|u| u as Unarchive<'_>));
     let report =
@@ -685,8 +686,8 @@ impl From<PgError> for LoadError {
 ///
 /// A whole custom archive loads with `pg_restore --jobs` instead (tables and
 /// indexes in parallel; the tools on this machine, which read the file by
-/// path): the file's checksum is checked before, the rows of every table
-/// counted after, against `.meta`.
+/// path), while a read of the same file beside it makes every check of a
+/// plain load (checksum, structure, row counts against `.meta`).
 pub(crate) fn load<'a>(
     client: &Client,
     target: &Connection,
@@ -786,6 +787,26 @@ pub(crate) fn load<'a>(
     })
 }
 
+/// The tools that read an archive: `client`, or on the host a newer
+/// installed version when the archive's pg_dump is newer than it (Debian
+/// keeps several side by side; a pg_restore cannot read a newer archive).
+fn archive_tools<'a>(
+    client: &'a Client,
+    meta: Option<&BackupMeta>,
+    newer: &'a mut Option<Client>,
+) -> &'a Client {
+    let wanted = meta.and_then(|m| PgVersion::parse(&m.pg_dump_version));
+    match wanted {
+        Some(v)
+            if v.major > client.version.major && matches!(client.runner, Runner::Host { .. }) =>
+        {
+            *newer = Client::find(Some(v.major)).ok();
+            newer.as_ref().unwrap_or(client)
+        }
+        _ => client,
+    }
+}
+
 /// A whole custom archive into `target` with `pg_restore --jobs`; see [`load`].
 fn load_archive(
     client: &Client,
@@ -795,13 +816,14 @@ fn load_archive(
     skip: Skip,
     jobs: usize,
 ) -> Result<BTreeMap<String, u64>, LoadError> {
-    let file_error = |e: String| LoadError::File(format_err!("{}: {e}", source.file_name));
     // pg_restore --jobs reads the file by path and seeks in it: a copy in
     // another store is downloaded first, to a temporary file that goes on
     // every path (dropped).
+    let mut newer = None;
+    let client = archive_tools(client, sidecars.meta.as_ref(), &mut newer);
     let mut download = None;
-    let path = match source.store.local_path(&source.file_name) {
-        Some(p) => p,
+    let (local, path) = match source.store.local_path(&source.file_name) {
+        Some(p) => (source.clone(), p),
         None => {
             ui::info(format!(
                 "downloading {} for pg_restore --jobs",
@@ -819,32 +841,20 @@ fn load_archive(
             io::copy(&mut from, tmp.as_file_mut()).map_err(|e| {
                 LoadError::Environment(format_err!("downloading {}: {e}", source.file_name))
             })?;
-            download.insert(tmp).path().to_path_buf()
+            let path = download.insert(tmp).path().to_path_buf();
+            let dir = path
+                .parent()
+                .unwrap_or(std::path::Path::new("/"))
+                .to_path_buf();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let copy = Source {
+                store: Arc::new(LocalStore::new(dir)),
+                file_name: name.unwrap_or_default(),
+                name: source.name.clone(),
+            };
+            (copy, path)
         }
     };
-    // The checksum and size before anything loads.
-    let (sha256, size) = fsutil::sha256_of(&path).map_err(|e| {
-        LoadError::Environment(format_err!("{}: cannot read it: {e}", source.file_name))
-    })?;
-    if let Some(expected) = &sidecars.expected
-        && !expected.eq_ignore_ascii_case(&sha256)
-    {
-        return Err(file_error(
-            ReadError::ChecksumMismatch {
-                expected: expected.clone(),
-                actual: sha256,
-            }
-            .to_string(),
-        ));
-    }
-    if let Some(meta) = &sidecars.meta
-        && meta.size_bytes != size
-    {
-        return Err(file_error(format!(
-            ".meta records {} bytes, the file has {size}",
-            meta.size_bytes
-        )));
-    }
     let mut args: Vec<OsString> = vec![
         "--no-password".into(),
         "--exit-on-error".into(),
@@ -858,8 +868,57 @@ fn load_archive(
         args.push("--no-privileges".into());
     }
     args.push(path.into_os_string());
+    // The checks of a plain load (checksum, size, the SQL's structure, row
+    // counts against .meta), on a read of the same file beside the load:
+    // the load is swapped in only when both pass.
+    let checking = Sidecars {
+        expected: sidecars.expected.clone(),
+        meta: sidecars.meta.clone(),
+    };
+    std::thread::scope(|s| {
+        let check = s.spawn(|| {
+            // Not encrypted (that never takes this road): no keys; one thread
+            // to read, the other cores load.
+            let plain = Access {
+                identities: None,
+                jobs: 1,
+            };
+            read_backup(&local, &checking, Some(client), &plain, &mut (), |_| {
+                match interrupt::received() {
+                    Some(_) => Err(io::Error::other("interrupted")),
+                    None => Ok(()),
+                }
+            })
+        });
+        let loaded = run_pg_restore(client, target, &args);
+        let checked = check
+            .join()
+            .map_err(|_| LoadError::Environment(format_err!("the checking thread panicked")))?;
+        drop(download);
+        if interrupt::received().is_some() {
+            return Err(LoadError::Interrupted(interrupt::failure(
+                "the scratch database is dropped and the target was not touched",
+            )));
+        }
+        // Evidence about the file first: it explains a failed load too.
+        let checked = match checked {
+            Err(e @ LoadError::File(_)) => return Err(e),
+            other => other,
+        };
+        loaded?;
+        Ok(checked?.report.scan.tables)
+    })
+}
+
+/// `pg_restore` with `args` to its end (a signal stops it). Its failure is
+/// the server's or the machine's: the file's own checks run beside it.
+fn run_pg_restore(
+    client: &Client,
+    target: &Connection,
+    args: &[OsString],
+) -> Result<(), LoadError> {
     let mut child = client
-        .command("pg_restore", &args, target)
+        .command("pg_restore", args, target)
         .spawn(Stdio::null(), Stdio::null())
         .map_err(|e| LoadError::from(client.spawn_error("pg_restore", e)))?;
     let errors = crate::services::process::drain(child.stderr.take().expect("piped"));
@@ -867,9 +926,7 @@ fn load_archive(
         if interrupt::received().is_some() {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(LoadError::Interrupted(interrupt::failure(
-                "the scratch database is dropped and the target was not touched",
-            )));
+            return Ok(()); // the caller reports the interruption
         }
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -877,93 +934,23 @@ fn load_archive(
             Err(e) => return Err(LoadError::Environment(e.into())),
         }
     };
-    drop(download);
     let stderr = String::from_utf8_lossy(&errors.join().unwrap_or_default()).into_owned();
     if !status.success() {
-        // The checksum held: an archive pg_restore cannot read was made so.
-        let unreadable = [
-            "input file",
-            "end of file",
-            "corrupt",
-            "did not find magic string",
-            "unrecognized data block",
-        ];
-        if let Some(line) = stderr
+        let line = stderr
             .lines()
-            .find(|l| unreadable.iter().any(|u| l.contains(u)))
-        {
-            return Err(file_error(
-                line.trim()
-                    .trim_start_matches("pg_restore: error: ")
-                    .to_string(),
-            ));
-        }
-        return Err(sql_error(&stderr));
+            .map(str::trim)
+            .find(|l| l.starts_with("pg_restore: error:"))
+            .or_else(|| stderr.lines().map(str::trim).find(|l| !l.is_empty()))
+            .unwrap_or("no message")
+            .trim_start_matches("pg_restore: error: ");
+        return Err(LoadError::Environment(format_err!(
+            "pg_restore stopped ({status}): {line}"
+        )));
     }
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         ui::warn(format!("pg_restore: {line}"));
     }
-    // The rows the server holds now, table by table, against the backup's record.
-    let loaded = count_rows(client, target, sidecars.meta.as_ref().map(|m| &m.tables))?;
-    if let Some(meta) = &sidecars.meta
-        && meta.tables != loaded
-    {
-        let differ: Vec<&String> = meta
-            .tables
-            .keys()
-            .chain(loaded.keys())
-            .filter(|t| meta.tables.get(*t) != loaded.get(*t))
-            .collect();
-        return Err(file_error(format!(
-            "the rows loaded disagree with .meta's row counts (first: {})",
-            differ.first().map_or("?", |t| t.as_str())
-        )));
-    }
-    Ok(loaded)
-}
-
-/// Rows per table (`schema.table`, each table's own rows as a data block
-/// holds them) of the tables `expected` names; without a record, none.
-fn count_rows(
-    client: &Client,
-    conn: &Connection,
-    expected: Option<&BTreeMap<String, u64>>,
-) -> Result<BTreeMap<String, u64>, LoadError> {
-    let Some(expected) = expected.filter(|e| !e.is_empty()) else {
-        return Ok(BTreeMap::new());
-    };
-    let mut counted = BTreeMap::new();
-    // A batch of tables a query: one statement, not one per table.
-    let names: Vec<&String> = expected.keys().collect();
-    for batch in names.chunks(200) {
-        let sql = batch
-            .iter()
-            .filter_map(|name| {
-                // Only a name that is exactly a qualified name goes into SQL.
-                let (t, used) = crate::core::dump::parse_qualified(name.as_bytes())?;
-                (used == name.len()).then(|| {
-                    format!(
-                        "SELECT '{}', count(*) FROM ONLY {}",
-                        name.replace('\'', "''"),
-                        t.quoted()
-                    )
-                })
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        if sql.is_empty() {
-            continue;
-        }
-        for line in client.list(
-            conn,
-            &format!("SELECT t || '|' || n FROM ({sql}) AS c(t, n)"),
-        )? {
-            if let Some((t, n)) = line.rsplit_once('|') {
-                counted.insert(t.to_string(), n.parse().unwrap_or(u64::MAX));
-            }
-        }
-    }
-    Ok(counted)
+    Ok(())
 }
 
 /// A live database's dump through the reader; pg_dump's own failure is the error.
