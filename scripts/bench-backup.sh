@@ -5,11 +5,16 @@
 #
 #   bash scripts/bench-backup.sh [--scale N] [--rounds N] [--restore-rounds N] [--keep]
 #   bash scripts/bench-backup.sh --recovery [--scale N]
+#   bash scripts/bench-backup.sh --encryption [--scale N] [--rounds N]
 #
 # --recovery times the runbook's "the server is gone" instead: `db-backup --all`
 # of the throwaway server, then `db-restore --all --latest --with-globals --yes`
 # onto a new PostgreSQL 17 server (the local/postgres:17 image, in a container
 # published on 127.0.0.1).
+#
+# --encryption times what age encryption adds: `db-backup` and
+# `db-restore --target-db` of the same dataset with and without
+# BACKUP_AGE_RECIPIENTS, in alternating pairs (A B A B).
 #
 # After the backup rounds it times, on the xtask's backup, `db-verify` against
 # `sha256sum -c && gzip -t`, and `db-restore --target-db` against
@@ -27,6 +32,7 @@ rounds=3
 restore_rounds=2
 keep=0
 recovery=0
+encryption=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --scale) scale=$2; shift 2 ;;
@@ -34,6 +40,7 @@ while [ $# -gt 0 ]; do
         --restore-rounds) restore_rounds=$2; shift 2 ;;
         --keep) keep=1; shift ;;
         --recovery) recovery=1; shift ;;
+        --encryption) encryption=1; shift ;;
         *) echo "unknown argument $1: expected --scale N, --rounds N, --restore-rounds N, --keep, --recovery" >&2; exit 2 ;;
     esac
 done
@@ -109,6 +116,45 @@ if [ "$recovery" = 1 ]; then
     du -sh "$out" >&2
     python3 -c "import sys; b, r = float(sys.argv[2]) - float(sys.argv[1]), float(sys.argv[4]) - float(sys.argv[3]); print(f'db-backup --all: {b:.1f} s; db-restore --all --latest --with-globals onto PostgreSQL 17: {r:.1f} s; rows checked: {sys.argv[5]}')" \
         "$start" "$backed" "$t0" "$t1" "$rows"
+    exit 0
+fi
+
+if [ "$encryption" = 1 ]; then
+    command -v age-keygen >/dev/null || { apt-get install -y -qq age >/dev/null; }
+    age-keygen -o "$work/key.txt" 2>/dev/null
+    recipient=$(age-keygen -y "$work/key.txt")
+    benv="XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench"
+    : >"$work/enc"
+    for r in $(seq 1 "$rounds"); do
+        echo "== encryption round $r" >&2
+        for mode in plain age; do
+            extra=""
+            [ "$mode" = age ] && extra="BACKUP_AGE_RECIPIENTS=$recipient BACKUP_AGE_IDENTITY_FILE='$work/key.txt'"
+            rm -rf "${out:?}"/*
+            t0=$(date +%s.%N)
+            eval "$benv $extra '$xtask' db-backup -q --no-prune"
+            t1=$(date +%s.%N)
+            file=$(find "$out" -maxdepth 1 \( -name 'bench_*.sql.gz' -o -name 'bench_*.sql.gz.age' \) | head -1)
+            "$bindir/dropdb" --if-exists r_enc
+            t2=$(date +%s.%N)
+            eval "$benv $extra '$xtask' db-restore -q '$file' --target-db r_enc"
+            t3=$(date +%s.%N)
+            echo "$mode $t0 $t1 $t2 $t3 $(stat -c %s "$file")" >>"$work/enc"
+        done
+    done
+    python3 - "$work/enc" <<'EOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    mode, t0, t1, t2, t3, size = line.split()
+    rows.setdefault(mode, []).append((float(t1) - float(t0), float(t3) - float(t2), int(size)))
+for mode in ("plain", "age"):
+    b = [x[0] for x in rows[mode]]; r = [x[1] for x in rows[mode]]
+    print(f"{mode:<6} backup median {statistics.median(b):6.2f} s ({' '.join(f'{x:.2f}' for x in b)})  "
+          f"restore median {statistics.median(r):6.2f} s ({' '.join(f'{x:.2f}' for x in r)})  size {rows[mode][0][2] / 2**20:.1f} MiB")
+mb = lambda m, i: statistics.median(x[i] for x in rows[m])
+print(f"age / plain: backup {mb('age', 0) / mb('plain', 0):.3f}, restore {mb('age', 1) / mb('plain', 1):.3f}")
+EOF
     exit 0
 fi
 

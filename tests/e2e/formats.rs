@@ -69,13 +69,7 @@ fn pagila_round_trips_through_every_format_and_codec() {
     }
     // sha256sum -c accepts every set, db-verify checks every file whole, and
     // db-list shows them all.
-    let check = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("sha256sum -c *.sha256")
-        .current_dir(x.backup_dir())
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{}", show(&check));
+    e2e::assert_sha256sum_passes(&x.backup_dir());
     let out = x.run(&["db-verify", "--all", "--json"], &env);
     assert!(out.status.success(), "{}", show(&out));
     let verified = json_of(&out);

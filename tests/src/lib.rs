@@ -366,6 +366,18 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     v
 }
 
+/// `sha256sum -c *.sha256` in `dir`, as a user checks a backup directory
+/// without the tool: it must pass.
+pub fn assert_sha256sum_passes(dir: &Path) {
+    let check = Command::new("sh")
+        .arg("-c")
+        .arg("sha256sum -c *.sha256")
+        .current_dir(dir)
+        .output()
+        .expect("sh runs");
+    assert!(check.status.success(), "{}", show(&check));
+}
+
 /// stdout and stderr of a run, for assertion messages.
 pub fn show(out: &Output) -> String {
     format!(
