@@ -272,6 +272,42 @@ fn the_age_cli_reads_our_files_and_we_read_its() {
     );
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(pg.psql("theirs", "SELECT count(*) FROM t"), "2000");
+    // The same file under a name without `.age`, and no key: refused from
+    // its bytes, before anything is created.
+    let renamed = x.root.path().join("renamed.sql.gz");
+    std::fs::copy(&theirs, &renamed).unwrap();
+    let before = pg.psql(
+        DB,
+        "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database",
+    );
+    let out = x.run(
+        &[
+            "db-restore",
+            renamed.to_str().unwrap(),
+            "--target-db",
+            "nothing",
+        ],
+        &pg.xtask_env(DB),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set BACKUP_AGE_IDENTITY_FILE"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        pg.psql(
+            DB,
+            "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database"
+        ),
+        before
+    );
+    // A restore test without the key is "not verified", never a pass or a failure.
+    let out = x.run(
+        &["db-verify", "--restore-test", renamed.to_str().unwrap()],
+        &pg.xtask_env(DB),
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", show(&out));
 
     // An SSH key works as a recipient and as the identity.
     let ssh = keys.path().join("id_ed25519");

@@ -572,6 +572,11 @@ fn tee(
     };
     let mut taken = true;
     while !abandon.load(Ordering::Relaxed) {
+        if crate::services::interrupt::received().is_some() {
+            // Stopped, not finished: never a checksum of part of the file.
+            tee.error = Some(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+            break;
+        }
         let mut buf = vec![0; CHUNK];
         match read_full(&mut file, &mut buf) {
             Ok(0) => break,
@@ -646,8 +651,8 @@ pub(crate) fn read_checked<V: Visitor>(
             at: 0,
         };
         let layers = decode_all(chunks, opening, &mut feeder);
-        if layers.is_err() {
-            abandon.store(true, Ordering::Relaxed); // nothing more to learn from the file
+        if matches!(layers, Err(ReadError::Sink(_))) {
+            abandon.store(true, Ordering::Relaxed); // nobody wants the rest
         }
         let tee = reading
             .join()
@@ -659,7 +664,11 @@ pub(crate) fn read_checked<V: Visitor>(
     if let Some(e) = tee.error.take() {
         return Err(ReadError::Io(e));
     }
-    let layers = layers?;
+    if let Err(e @ ReadError::Sink(_)) = layers {
+        return Err(e);
+    }
+    // A key that opens nothing may be a damaged header: the checksum
+    // (over every byte, read to the end) says which.
     let sha256 = format!("{:x}", tee.hasher.finalize());
     if let Some(expected) = expected_sha256
         && !expected.eq_ignore_ascii_case(&sha256)
@@ -669,6 +678,7 @@ pub(crate) fn read_checked<V: Visitor>(
             actual: sha256,
         });
     }
+    let layers = layers?;
     if let Some(e) = feeder.stopped {
         return Err(e);
     }
@@ -1375,5 +1385,58 @@ mod tests {
             assert!(matches!(err, ReadError::Sink(_)), "{err:?}");
             assert_eq!(calls, 1);
         }
+    }
+
+    #[test]
+    fn encrypted_files_read_with_the_key_and_a_damaged_header_is_a_checksum_mismatch() {
+        use crate::core::config::{AgeConfig, Secret};
+        let key = age::x25519::Identity::generate();
+        let dir = tempfile::tempdir().unwrap();
+        let id_file = dir.path().join("key.txt");
+        let secret = age::secrecy::ExposeSecret::expose_secret(&key.to_string()).to_string();
+        std::fs::write(&id_file, secret).unwrap();
+        let config = AgeConfig {
+            recipients: Some(Secret::new(key.to_public().to_string())),
+            identity_file: Some(id_file),
+            ..AgeConfig::default()
+        };
+        let recipients = crypto::recipients(&config).unwrap().unwrap();
+        let identities = crypto::identities(&config).unwrap().unwrap();
+        let data = dump_of(100_000);
+        let mut file = Vec::new();
+        let out =
+            compress_into(&data[..], &mut file, gzip(6), Some(&recipients), 2, |_| {}).unwrap();
+        assert!(crypto::is_age(&file));
+        let keyed = Opening {
+            identities: Some(&identities),
+            ..Opening::plain(2)
+        };
+        let report =
+            read_checked(&file[..], Some(&out.sha256), keyed, &mut (), |_| Ok(())).unwrap();
+        assert!(report.encrypted && report.contents_checked);
+        assert_eq!(report.scan.bytes, data.len() as u64);
+        // Without the key: the header and the checksum only.
+        let report = read_checked(
+            &file[..],
+            Some(&out.sha256),
+            Opening::plain(2),
+            &mut (),
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert!(!report.contents_checked);
+        // A flipped byte in the recipient stanza reads as "no matching key"
+        // to age; the checksum says what it is.
+        let mut damaged = file.clone();
+        damaged[40] ^= 0x01;
+        let err =
+            read_checked(&damaged[..], Some(&out.sha256), keyed, &mut (), |_| Ok(())).unwrap_err();
+        assert!(matches!(err, ReadError::ChecksumMismatch { .. }), "{err:?}");
+        // A flipped byte in the payload: damage (or the checksum first).
+        let mut damaged = file.clone();
+        let at = damaged.len() / 2;
+        damaged[at] ^= 0x01;
+        let err = read_checked(&damaged[..], None, keyed, &mut (), |_| Ok(())).unwrap_err();
+        assert!(err.is_about_the_file(), "{err:?}");
     }
 }

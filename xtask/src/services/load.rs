@@ -124,11 +124,11 @@ impl Source {
         }
     }
 
-    /// Whether it is encrypted with age, as its name (or else its first bytes) says.
+    /// Whether it is encrypted with age, as its first bytes say (a name
+    /// can lose its `.age`; the bytes cannot). Unreadable: as its name says.
     pub(crate) fn is_encrypted(&self) -> bool {
-        self.file_name.ends_with(AGE_SUFFIX)
-            || (Layout::split(&self.file_name).is_none()
-                && self.head().is_some_and(|h| crypto::is_age(&h)))
+        self.head()
+            .map_or(self.file_name.ends_with(AGE_SUFFIX), |h| crypto::is_age(&h))
     }
 
     /// The file's first bytes.
@@ -322,6 +322,22 @@ pub(crate) fn check(
     read_backup(source, sidecars, client, access, &mut (), |_| Ok(()))
 }
 
+/// The contents, read: an encrypted file read without a key is not "read"
+/// (its header and checksum were all that could be checked).
+fn with_contents(
+    checked: Result<Checked, LoadError>,
+    source: &Source,
+) -> Result<Checked, LoadError> {
+    match checked {
+        Ok(c) if !c.report.contents_checked => Err(LoadError::Environment(format_err!(
+            "{}: {}",
+            source.file_name,
+            crypto::OpenError::NoIdentity
+        ))),
+        other => other,
+    }
+}
+
 /// One read of a backup's dump into `visitor` (its lines, whatever the
 /// format), `flush` after each chunk; the sidecars are not consulted.
 pub(crate) fn visit<V: Visitor>(
@@ -335,7 +351,8 @@ pub(crate) fn visit<V: Visitor>(
         expected: None,
         meta: None,
     };
-    read_backup(source, &unchecked, client, access, visitor, flush).map(drop)
+    let read = read_backup(source, &unchecked, client, access, visitor, flush);
+    with_contents(read, source).map(drop)
 }
 
 /// The pg_dump version of a backup without reading all of it: `.meta`, else its header.
@@ -575,11 +592,11 @@ pub(crate) fn load_globals(
     let tablespaces = client.list(admin, "SELECT spcname FROM pg_tablespace")?;
     let mut filter = GlobalsFilter::new(client.roles(admin)?, tablespaces.into_iter().collect());
     let filter = if dry_run {
-        read_backup(source, &sidecars, Some(client), access, &mut filter, |f| {
+        let read = read_backup(source, &sidecars, Some(client), access, &mut filter, |f| {
             f.out.clear();
             Ok(())
-        })
-        .map_err(|e| format_err!("{e}"))?;
+        });
+        with_contents(read, source).map_err(|e| format_err!("{e}"))?;
         filter
     } else {
         ui::info(format!(
@@ -727,15 +744,17 @@ pub(crate) fn load<'a>(
             Ok(())
         };
         match input {
-            Input::Backup(source, sidecars) => read_backup(
-                source,
-                sidecars,
-                Some(client),
-                access,
-                &mut sink,
-                &mut flush,
-            )
-            .map(|c| c.report.scan),
+            Input::Backup(source, sidecars) => {
+                let read = read_backup(
+                    source,
+                    sidecars,
+                    Some(client),
+                    access,
+                    &mut sink,
+                    &mut flush,
+                );
+                with_contents(read, source).map(|c| c.report.scan)
+            }
             Input::Live { client, conn, opts } => {
                 dump_live(client, conn, &opts, &mut sink, &mut flush)
             }

@@ -559,29 +559,35 @@ fn finish(
     });
 
     let mut verify_error = None;
+    let mut not_verified = None;
     if args.verify {
         let at = OffsetDateTime::now_utc();
+        // (about the file?, what): only evidence about the file fails it.
         let read = store
             .open(&done.name.file_name())
-            .map_err(|e| e.to_string())
+            .map_err(|e| (false, e.to_string()))
             .and_then(|f| {
                 let unarchive = done.client.unarchiver();
-                let identities = crypto::identities(&settings.age).map_err(|e| format!("{e:#}"))?;
+                let identities =
+                    crypto::identities(&settings.age).map_err(|e| (false, format!("{e:#}")))?;
                 let opening = Opening {
                     identities: identities.as_ref(),
                     unarchive: Some(&unarchive),
                     workers: settings.jobs,
                 };
                 codec::read_checked(f, Some(&done.meta.sha256), opening, &mut (), |_| Ok(()))
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| (e.is_about_the_file(), e.to_string()))
             });
         if read.as_ref().is_ok_and(|r| !r.contents_checked) {
             // Encrypted, and no key on this machine (as it should be on a server).
             ui::info(
                 "--verify: checksum and age header ok; the contents were not checked (no BACKUP_AGE_IDENTITY_FILE here: db-verify with the key checks them)",
             );
+        } else if let Err((false, why)) = &read {
+            // Nothing learned about the file: nothing recorded, it is still uploaded.
+            not_verified = Some(why.clone());
         } else {
-            verify_error = read.err();
+            verify_error = read.err().map(|(_, why)| why);
             let ok = verify_error.is_none();
             done.meta.verification = Some(Verification {
                 verified_at: at,
@@ -682,6 +688,16 @@ fn finish(
         let failure = Failure {
             code: exit::UPLOAD_FAILED,
             message: format!("the local backup is complete, but its upload failed: {e}"),
+        };
+        return (Err(failure.into()), json);
+    }
+    if let Some(why) = not_verified {
+        let failure = Failure {
+            code: exit::NOT_VERIFIED,
+            message: format!(
+                "{} is complete, but --verify could not be done ({why}); nothing was recorded about it",
+                m.file
+            ),
         };
         return (Err(failure.into()), json);
     }

@@ -257,8 +257,12 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
 
     // 2. The source, and that it is not the target.
     let from = resolve_from(&args, settings)?;
-    // The keys of an encrypted backup (an identity file that is set must read).
+    // The keys of an encrypted backup (an identity file that is set must
+    // read), and a backup they cannot open refused before anything else.
     let access = load::Access::of(settings)?;
+    if let From::Backup(source) = &from {
+        load::check_keys(source, &access)?;
+    }
     if let From::Live(src, ..) = &from
         && same_server(src, &target_conn)
     {
@@ -314,10 +318,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
     .connect(pg::Purpose::Load)?;
     let sidecars = match &from {
-        From::Backup(source) => {
-            load::check_keys(source, &access)?;
-            Some(load::sidecars(source)?)
-        }
+        From::Backup(source) => Some(load::sidecars(source)?),
         From::Live(..) => None,
     };
     let dump_version = match (&from, &live, &sidecars) {

@@ -222,6 +222,7 @@ fn load_globals(
     dry_run: bool,
     access: &load::Access,
 ) -> anyhow::Result<Vec<String>> {
+    load::check_keys(source, access)?;
     let created = load::load_globals(&session.client, &session.conn, source, dry_run, access)?;
     let what: Vec<String> = created
         .roles

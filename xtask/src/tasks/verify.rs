@@ -199,6 +199,8 @@ fn restore_test(
     skip: Skip,
     access: &load::Access,
 ) -> Result<(), LoadError> {
+    // Without a key that opens it, there is nothing to load: say so first.
+    load::check_keys(source, access).map_err(LoadError::Environment)?;
     let route = pg::route(settings).map_err(LoadError::Environment)?;
     let conn = route.conn.clone();
     let pg::Session {
