@@ -487,3 +487,81 @@ fn the_github_restore_test_needs_no_roles() {
     let out = x.shell(&command, &env);
     assert!(out.status.success(), "{command}\n{}", show(&out));
 }
+
+/// `--all` with encryption: every set (the globals with their role
+/// passwords included) is an age file, no password hash is readable in any
+/// of them, and only the key rebuilds the server.
+#[test]
+fn an_encrypted_all_run_rebuilds_the_server_with_the_key_only() {
+    let old = PgServer::start(15);
+    populate(&old);
+    let x = crate::xtask();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key.txt");
+    let made = std::process::Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .expect("age-keygen (Debian package age)");
+    assert!(made.status.success(), "{}", show(&made));
+    let public = std::process::Command::new("age-keygen")
+        .arg("-y")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let public = String::from_utf8_lossy(&public.stdout).trim().to_string();
+    let env = with(
+        old.xtask_env(DB),
+        &[
+            ("BACKUP_GLOBALS_PASSWORDS", "true"),
+            ("BACKUP_AGE_RECIPIENTS", &public),
+        ],
+    );
+    let out = x.run(&["db-backup", "--all", "--json"], &env);
+    assert!(out.status.success(), "{}", show(&out));
+    let report = json_of(&out);
+    for set in report["sets"].as_array().unwrap() {
+        let file = set["meta"]["file"].as_str().unwrap();
+        assert!(file.ends_with(".sql.gz.age"), "{file}");
+    }
+    for f in files_in(&x.backup_dir()) {
+        let bytes = std::fs::read(x.backup_dir().join(&f)).unwrap();
+        assert!(
+            !bytes.windows(13).any(|w| w == b"SCRAM-SHA-256"),
+            "{f} holds a password hash in the clear"
+        );
+    }
+    let before = state(&old);
+    drop(old);
+
+    let new = PgServer::start(17);
+    let out = x.run(
+        &["db-restore", "--all", "--latest", "--with-globals", "--yes"],
+        &new.xtask_env(DB),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "without the key: {}",
+        show(&out)
+    );
+    assert!(
+        stderr(&out).contains("BACKUP_AGE_IDENTITY_FILE"),
+        "{}",
+        stderr(&out)
+    );
+    let env = with(
+        new.xtask_env(DB),
+        &[("BACKUP_AGE_IDENTITY_FILE", &key.display().to_string())],
+    );
+    let out = x.run(
+        &["db-restore", "--all", "--latest", "--with-globals", "--yes"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(state(&new), before);
+    assert_eq!(
+        login(&new, "Lecteur é", PASSWORD, "shop").unwrap(),
+        "Lecteur é"
+    );
+}
