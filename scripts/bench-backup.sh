@@ -123,7 +123,7 @@ if [ "$encryption" = 1 ]; then
     command -v age-keygen >/dev/null || { apt-get install -y -qq age >/dev/null; }
     age-keygen -o "$work/key.txt" 2>/dev/null
     recipient=$(age-keygen -y "$work/key.txt")
-    benv="XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench"
+    eenv="XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench"
     : >"$work/enc"
     for r in $(seq 1 "$rounds"); do
         echo "== encryption round $r" >&2
@@ -132,12 +132,12 @@ if [ "$encryption" = 1 ]; then
             [ "$mode" = age ] && extra="BACKUP_AGE_RECIPIENTS=$recipient BACKUP_AGE_IDENTITY_FILE='$work/key.txt'"
             rm -rf "${out:?}"/*
             t0=$(date +%s.%N)
-            eval "$benv $extra '$xtask' db-backup -q --no-prune"
+            eval "$eenv $extra '$xtask' db-backup -q --no-prune"
             t1=$(date +%s.%N)
             file=$(find "$out" -maxdepth 1 \( -name 'bench_*.sql.gz' -o -name 'bench_*.sql.gz.age' \) | head -1)
             "$bindir/dropdb" --if-exists r_enc
             t2=$(date +%s.%N)
-            eval "$benv $extra '$xtask' db-restore -q '$file' --target-db r_enc"
+            eval "$eenv $extra '$xtask' db-restore -q '$file' --target-db r_enc"
             t3=$(date +%s.%N)
             echo "$mode $t0 $t1 $t2 $t3 $(stat -c %s "$file")" >>"$work/enc"
         done
