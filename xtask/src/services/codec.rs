@@ -176,14 +176,12 @@ pub(crate) fn archive_into(
     written?;
     let status = child.wait()?;
     if !status.success() {
-        let stderr = errors.join().unwrap_or_default();
-        let stderr = String::from_utf8_lossy(&stderr);
         // InvalidData: the whole stream was read (pg_dump's own status may say more).
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
                 "pg_restore could not read the archive pg_dump wrote: {}",
-                stderr.lines().next().unwrap_or("no message").trim()
+                pg_restore_error(&errors.join().unwrap_or_default())
             ),
         ));
     }
@@ -1037,15 +1035,7 @@ fn unpack_archive<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>
         }
         let status = status?;
         if !status.success() && feeder.stopped.is_none() {
-            let stderr = errors.join().unwrap_or_default();
-            let stderr = String::from_utf8_lossy(&stderr);
-            let message = stderr
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("pg_restore failed")
-                .trim()
-                .trim_start_matches("pg_restore: error: ")
-                .to_string();
+            let message = pg_restore_error(&errors.join().unwrap_or_default());
             // A pg_restore too old for the archive is the machine's problem.
             if message.contains("unsupported version") {
                 return Err(ReadError::Io(io::Error::other(format!(
@@ -1066,6 +1056,19 @@ fn unpack_archive<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<()>
         }
         Ok(())
     })
+}
+
+/// pg_restore's error, as one line: its first `error:` line (warnings come
+/// before it), else its first line.
+pub(crate) fn pg_restore_error(stderr: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(stderr);
+    let lines = || stderr.lines().map(str::trim);
+    lines()
+        .find(|l| l.starts_with("pg_restore: error:"))
+        .or_else(|| lines().find(|l| !l.is_empty()))
+        .unwrap_or("no message")
+        .trim_start_matches("pg_restore: error: ")
+        .to_string()
 }
 
 /// Whether pg_restore's message is about the archive's bytes.

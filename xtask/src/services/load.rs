@@ -133,17 +133,9 @@ impl Source {
 
     /// The file's first bytes.
     fn head(&self) -> Option<Vec<u8>> {
-        let mut f = self.open().ok()?;
-        let mut head = vec![0u8; crypto::HEADER_PREFIX.len()];
-        let mut got = 0;
-        while got < head.len() {
-            match f.read(&mut head[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(_) => return None,
-            }
-        }
-        head.truncate(got);
+        let mut head = Vec::new();
+        let wanted = crypto::HEADER_PREFIX.len() as u64;
+        self.open().ok()?.take(wanted).read_to_end(&mut head).ok()?;
         Some(head)
     }
 
@@ -953,19 +945,14 @@ fn run_pg_restore(
             Err(e) => return Err(LoadError::Environment(e.into())),
         }
     };
-    let stderr = String::from_utf8_lossy(&errors.join().unwrap_or_default()).into_owned();
+    let stderr = errors.join().unwrap_or_default();
     if !status.success() {
-        let line = stderr
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with("pg_restore: error:"))
-            .or_else(|| stderr.lines().map(str::trim).find(|l| !l.is_empty()))
-            .unwrap_or("no message")
-            .trim_start_matches("pg_restore: error: ");
         return Err(LoadError::Environment(format_err!(
-            "pg_restore stopped ({status}): {line}"
+            "pg_restore stopped ({status}): {}",
+            codec::pg_restore_error(&stderr)
         )));
     }
+    let stderr = String::from_utf8_lossy(&stderr);
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         ui::warn(format!("pg_restore: {line}"));
     }
