@@ -35,3 +35,4 @@ mod remote;
 mod restore;
 mod runbook;
 mod safety;
+mod subset;

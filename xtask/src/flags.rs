@@ -80,7 +80,8 @@ pub(crate) struct DbStatus {
 
 #[derive(Debug, Clone, Args)]
 #[command(
-    after_help = "Masking rules: xtask/masking.toml ([mask] \"schema.table.column\" = \"null|fixed:VALUE|email|name|phone|text|keep\"). \
+    after_help = "Masking rules: xtask/masking.toml ([mask] \"schema.table.column\" = \"null|fixed:VALUE|email|name|phone|text|keep\"; \
+[subset] \"schema.table\" = \"condition\" or { where = \"condition\", fraction = 0.05 }). \
 The fakes are keyed by BACKUP_MASK_SALT (or the file BACKUP_MASK_SALT_FILE), never by a committed file. \
 Environments: xtask/environments.toml ([name] host, port, dbname, user, password_env, sslmode)."
 )]
@@ -98,8 +99,22 @@ pub(crate) struct DbClone {
     #[arg(long = "exclude-table-data", value_name = "PATTERN")]
     pub(crate) exclude_table_data: Vec<String>,
     /// Only the schema, no data (a live source)
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["subset", "subset_fraction"])]
     pub(crate) schema_only: bool,
+    /// A slice: this table's rows that match CONDITION, the rows that reference them, and every
+    /// row those reference, so every foreign key holds ('schema.table: condition'; repeatable)
+    #[arg(long = "subset", value_name = "TABLE: CONDITION")]
+    pub(crate) subset: Vec<String>,
+    /// A deterministic share of a table's rows, the same rows every run (schema.table=0.05;
+    /// repeatable); the slice then follows the foreign keys as with --subset
+    #[arg(long = "subset-fraction", value_name = "TABLE=FRACTION")]
+    pub(crate) subset_fraction: Vec<String>,
+    /// Clone every row even though the masking rules file has a [subset] section
+    #[arg(long, conflicts_with_all = ["subset", "subset_fraction"])]
+    pub(crate) no_subset: bool,
+    /// Print what the subset keeps, table by table, and write nothing to the target
+    #[arg(long)]
+    pub(crate) dry_run: bool,
     /// Masking rules [default: xtask/masking.toml]; required for any source but a database on
     /// this machine
     #[arg(long, value_name = "FILE", conflicts_with = "no_mask")]

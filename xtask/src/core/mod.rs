@@ -14,3 +14,4 @@ pub(crate) mod metrics;
 pub(crate) mod naming;
 pub(crate) mod plan;
 pub(crate) mod retention;
+pub(crate) mod subset;

@@ -1,7 +1,7 @@
 //! What the tasks stand on: running processes and PostgreSQL's tools
 //! ([`process`], [`pg`], [`compose`]), the stores of backups
 //! ([`catalog`], [`s3`]), writing and reading backup files ([`codec`],
-//! [`publish`]), loading dumps ([`load`]), notifications ([`hooks`]),
+//! [`publish`]), loading dumps ([`load`]), a live source's one snapshot ([`snapshot`]), notifications ([`hooks`]),
 //! files in the backup directory ([`fsutil`]) and signals ([`interrupt`]).
 
 pub(crate) mod catalog;
@@ -16,3 +16,4 @@ pub(crate) mod pg;
 pub(crate) mod process;
 pub(crate) mod publish;
 pub(crate) mod s3;
+pub(crate) mod snapshot;

@@ -463,6 +463,9 @@ impl Client {
                 if opts.schema_only {
                     args.push("--schema-only".into());
                 }
+                if let Some(id) = &opts.snapshot {
+                    args.push(format!("--snapshot={id}").into());
+                }
                 "pg_dump"
             }
         };
@@ -797,6 +800,8 @@ pub(crate) struct DumpOptions {
     pub(crate) globals: Option<bool>,
     /// pg_dump's custom archive compressed so, instead of plain SQL.
     pub(crate) archive: Option<Compression>,
+    /// Dump at this exported snapshot (`pg_dump --snapshot`).
+    pub(crate) snapshot: Option<String>,
 }
 
 /// The git commit of the workspace, if it is a git checkout.

@@ -456,6 +456,7 @@ fn backup(
         schema_only: args.schema_only,
         globals,
         archive: (format == Format::Custom).then_some(settings.compression),
+        snapshot: None,
     };
     let mut file = store
         .create(&name.file_name())

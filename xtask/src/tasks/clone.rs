@@ -29,11 +29,13 @@ use crate::core::dump::mask::{Rewriter, Rules};
 use crate::core::environments;
 use crate::core::meta::Content;
 use crate::core::plan::{self, Consent, Replace};
+use crate::core::subset::{self, Subset};
 use crate::flags::DbClone;
 use crate::services::catalog::Backups;
 use crate::services::interrupt;
 use crate::services::load::{self, Input, LoadError, Scratch, Source, Transform, derived_name};
 use crate::services::pg::{self, Client, DumpOptions, Route};
+use crate::services::snapshot::Snapshot;
 use crate::tasks::Context;
 use crate::{Failure, ui};
 
@@ -283,6 +285,17 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
     // 3. The masking rules, checked against the source before anything is written.
     let (rules, salt) = masking(&args, settings, &from)?;
+    let slice = subset_rules(&args, &rules)?;
+    if args.dry_run && slice.is_empty() {
+        bail!(
+            "--dry-run shows what a subset keeps: add --subset or --subset-fraction (or a [subset] section in the masking rules)"
+        );
+    }
+    if args.schema_only && !slice.is_empty() {
+        bail!(
+            "--schema-only copies no rows, and the masking rules' [subset] slices them: pass --no-subset with --schema-only"
+        );
+    }
     let live = match &from {
         From::Live(conn, ..) => Some(
             Route {
@@ -295,6 +308,17 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
     if let Some(session) = &live {
         session.client.check_dump_compat(&session.server)?;
+    }
+    // A slice of a live source: decided at one exported snapshot, which the
+    // dump below reads at too.
+    let live_slice = match &live {
+        Some(session) if !slice.is_empty() => {
+            Some(decide(&session.client, &session.conn, &slice, &from.label())?)
+        }
+        _ => None,
+    };
+    if let (true, Some((_, decided))) = (args.dry_run, &live_slice) {
+        return dry_run(&args, &from.label(), decided);
     }
     if !rules.columns.is_empty() {
         let schema = source_schema(&from, live.as_ref(), Some(&route.client), &access)?;
@@ -346,7 +370,10 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
     let exists = existing.is_some();
     let where_ = target_conn.server_label();
     let source_label = from.label();
-    match plan::consent(Replace {
+    let consent = if args.dry_run {
+        Consent::Proceed
+    } else {
+        plan::consent(Replace {
         target: &target,
         server: &where_,
         source: &source_label,
@@ -355,7 +382,9 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         yes: args.yes,
         local: true,
         interactive: io::stdin().is_terminal(),
-    }) {
+        })
+    };
+    match consent {
         Consent::Proceed => {}
         Consent::Refuse(why) => bail!("{why}"),
         Consent::Ask(question) => {
@@ -385,21 +414,74 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         .and_then(|s| s.meta.as_ref())
         .and_then(|m| m.database_props.as_ref());
     let locale = existing.as_ref().or(backup_props).map(|p| &p.locale);
+    // A slice of a backup: the backup is loaded, masked, into a staging
+    // database on this server (dropped on every path), and sliced from there
+    // as from a live source. Conditions see the masked values.
+    let mut staging = None;
+    let staged_slice = match (&from, &sidecars) {
+        (From::Backup(source), Some(sidecars)) if !slice.is_empty() => {
+            let name = derived_name(&target, &format!("_subset_{stamp}"));
+            let db = Scratch::create(&client, &admin, &server, &name, locale)?;
+            let conn = db.conn(&target_conn);
+            ui::info(format!(
+                "loading {source_label}, masked, into the staging database {name} to slice it"
+            ));
+            let rewriter = Rewriter::new(&rules, &args.exclude_table_data, salt.as_ref());
+            match load::load(
+                &client,
+                &conn,
+                Input::Backup(source, sidecars),
+                Transform::Mask(rewriter),
+                skip,
+                &access,
+            ) {
+                Ok(_) => {}
+                Err(LoadError::Interrupted(f)) => return Err(f.into()),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context("the clone failed; the target database was not touched"));
+                }
+            }
+            staging = Some((db, conn));
+            let (_, conn) = staging.as_ref().expect("just set");
+            Some(decide(&client, conn, &slice, &source_label)?)
+        }
+        _ => None,
+    };
+    if let (true, Some((_, decided))) = (args.dry_run, &staged_slice) {
+        return dry_run(&args, &source_label, decided);
+    }
+    let sliced = live_slice.as_ref().or(staged_slice.as_ref());
     let scratch = Scratch::create(&client, &admin, &server, &scratch_name, locale)?;
     ui::info(format!("cloning {source_label} into {target} at {where_}"));
-    let input = match (&from, &live, &sidecars) {
-        (From::Backup(source), _, Some(sidecars)) => Input::Backup(source, sidecars),
-        (From::Live(..), Some(session), _) => Input::Live {
+    let input = match (&from, &live, &sidecars, &staging, sliced) {
+        (From::Backup(_), _, _, Some((_, conn)), Some((snapshot, _))) => Input::Live {
+            client: &client,
+            conn,
+            opts: DumpOptions {
+                snapshot: Some(snapshot.id.clone()),
+                ..DumpOptions::default()
+            },
+        },
+        (From::Backup(source), _, Some(sidecars), _, _) => Input::Backup(source, sidecars),
+        (From::Live(..), Some(session), _, _, _) => Input::Live {
             client: &session.client,
             conn: &session.conn,
             opts: DumpOptions {
                 schema_only: args.schema_only,
+                snapshot: sliced.map(|(snapshot, _)| snapshot.id.clone()),
                 ..DumpOptions::default()
             },
         },
         _ => unreachable!("a backup has sidecars, a live source a session"),
     };
-    let rewriter = Rewriter::new(&rules, &args.exclude_table_data, salt.as_ref());
+    // Rows of a staging database are masked already.
+    let unmasked = Rules::default();
+    let rewriter = match &staging {
+        Some(_) => Rewriter::new(&unmasked, &args.exclude_table_data, None),
+        None => Rewriter::new(&rules, &args.exclude_table_data, salt.as_ref()),
+    }
+    .with_subset(sliced.map(|(_, decided)| decided));
     let loaded = match load::load(
         &client,
         &scratch.conn(&target_conn),
@@ -419,6 +501,11 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         unreachable!("the clone's transform is the rewriter")
     };
     interrupt::check("the scratch database is dropped and the target was not touched")?;
+    if let Some(e) = &rewriter.subset_error {
+        bail!("the subset could not decide for every table ({e}); the target database was not touched");
+    }
+    // The snapshot is needed no more; the staging database goes now.
+    drop(staging);
 
     // 6. Swap in; of the copies of earlier clones, only this one stays.
     let props = load::props_for(&target, backup_props, existing.as_ref(), skip);
@@ -435,7 +522,8 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
             json!({"status": "ok", "source": source_label, "target": target, "host": where_,
                 "previous": previous, "dropped_older_copies": dropped, "tables": rewriter.rows.len(), "rows": rows, "rows_per_table": rewriter.rows,
                 "masked_columns": masked, "masked_in": rewriter.masked, "excluded_tables": excluded,
-                "schema_only": args.schema_only, "duration_seconds": (secs * 1000.0).round() / 1000.0})
+                "schema_only": args.schema_only, "subset": sliced.map(|(_, d)| d.report()),
+                "duration_seconds": (secs * 1000.0).round() / 1000.0})
         );
     } else if ui::verbosity() >= ui::Verbosity::Normal {
         println!(
@@ -444,6 +532,9 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
             masked.len(),
             excluded.len()
         );
+        if let Some((_, decided)) = sliced {
+            print!("{}", decided.report().render());
+        }
         if let Some(prev) = &previous {
             println!(
                 "the previous database is kept as {prev} (drop it with DROP DATABASE when done){}",
@@ -454,6 +545,59 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
                 }
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The slice: the rules file's `[subset]`, with `--subset` and
+/// `--subset-fraction` replacing it table by table; none with `--no-subset`.
+fn subset_rules(args: &DbClone, rules: &Rules) -> anyhow::Result<subset::Rules> {
+    if args.no_subset {
+        return Ok(subset::Rules::default());
+    }
+    let mut cli = subset::Rules::default();
+    for spec in &args.subset {
+        cli.add_condition(spec).map_err(anyhow::Error::msg)?;
+    }
+    for spec in &args.subset_fraction {
+        cli.add_fraction(spec).map_err(anyhow::Error::msg)?;
+    }
+    Ok(rules.subset.clone().overridden_by(cli))
+}
+
+/// Reads the source at one exported snapshot and decides the slice. The
+/// snapshot stays open (for pg_dump) as long as it is kept.
+fn decide<'c>(
+    client: &'c Client,
+    conn: &Connection,
+    rules: &subset::Rules,
+    label: &str,
+) -> anyhow::Result<(Snapshot<'c>, Subset)> {
+    let clock = Instant::now();
+    let mut snapshot = Snapshot::export(client, conn)
+        .map_err(|e| format_err!("cannot take a snapshot of {label}: {e}"))?;
+    let catalog = snapshot.catalog()?;
+    let plan = subset::plan(&catalog, rules)
+        .map_err(|e| format_err!("{e}: fix the subset; nothing was written"))?;
+    let decided = Subset::compute(catalog, plan, rules, &mut snapshot)?;
+    ui::detail(format!(
+        "decided the subset in {:.1}s ({} table reads)",
+        clock.elapsed().as_secs_f64(),
+        decided.reads
+    ));
+    Ok((snapshot, decided))
+}
+
+fn dry_run(args: &DbClone, label: &str, decided: &Subset) -> anyhow::Result<ExitCode> {
+    let report = decided.report();
+    if args.json {
+        println!(
+            "{}",
+            json!({"status": "dry-run", "source": label, "subset": report})
+        );
+    } else {
+        print!("{}", report.render());
+        println!("dry run: nothing was written to the target");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
+use crate::core::subset::{Filter, Subset};
 use super::{Line, LineKind, TableName, Visitor, filter::target_table};
 use crate::core::config::Secret;
 
@@ -57,9 +58,11 @@ impl Strategy {
 }
 
 /// Which tables' columns are masked (table → column → strategy).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Rules {
     pub(crate) columns: BTreeMap<TableName, BTreeMap<String, Strategy>>,
+    /// The `[subset]` section: the slice a team commits once.
+    pub(crate) subset: crate::core::subset::Rules,
 }
 
 impl Rules {
@@ -73,6 +76,7 @@ impl Rules {
         for key in value.keys() {
             match key.as_str() {
                 "mask" => {}
+                "subset" => rules.subset = crate::core::subset::Rules::from_toml(&value["subset"])?,
                 "salt" => {
                     return Err(
                         "it holds a `salt`, and this file is committed: anyone with the salt can test guesses against the fakes. Remove it and set BACKUP_MASK_SALT (or BACKUP_MASK_SALT_FILE, a file outside the repository)"
@@ -81,7 +85,7 @@ impl Rules {
                 }
                 other => {
                     return Err(format!(
-                        "unknown key '{other}': the file has a [mask] table"
+                        "unknown key '{other}': the file has a [mask] table (and a [subset] one)"
                     ));
                 }
             }
@@ -265,13 +269,14 @@ fn encode(value: Option<&str>, out: &mut Vec<u8>) {
 }
 
 /// The current data block.
-#[derive(Debug)]
-struct Block {
+struct Block<'a> {
     table: TableName,
     raw: String,
     /// (column index, strategy) to mask.
     masks: Vec<(usize, Strategy)>,
     excluded: bool,
+    /// The subset's decision for this block's rows (before masking).
+    filter: Option<Filter<'a>>,
 }
 
 /// The streaming rewriter: a [`Visitor`] whose `out` is the dump to load.
@@ -279,9 +284,10 @@ pub(crate) struct Rewriter<'a> {
     rules: &'a Rules,
     exclude: &'a [String],
     salt: Option<&'a Secret>,
+    subset: Option<&'a Subset>,
     /// child → parents, from `ATTACH PARTITION` and `INHERITS`.
     parents: BTreeMap<TableName, Vec<TableName>>,
-    block: Option<Block>,
+    block: Option<Block<'a>>,
     row: Vec<u8>,
     /// Rows per table (as the dump names it) that went out; left-out tables: 0.
     pub(crate) rows: BTreeMap<String, u64>,
@@ -292,6 +298,11 @@ pub(crate) struct Rewriter<'a> {
     pub(crate) seen: BTreeMap<TableName, Vec<String>>,
     /// Columns masked, per table actually rewritten (partitions count on their own).
     pub(crate) masked: BTreeSet<String>,
+    /// Rows the subset left out, per table as the dump names it.
+    pub(crate) left_out: BTreeMap<String, u64>,
+    /// A data block the subset could not decide for: its rows were all left
+    /// out, and the clone must fail (fail closed, never unfiltered).
+    pub(crate) subset_error: Option<String>,
     pub(crate) out: Vec<u8>,
 }
 
@@ -306,6 +317,7 @@ impl<'a> Rewriter<'a> {
             rules,
             exclude,
             salt,
+            subset: None,
             parents: BTreeMap::new(),
             block: None,
             row: Vec::new(),
@@ -314,8 +326,16 @@ impl<'a> Rewriter<'a> {
             excluded_tables: BTreeSet::new(),
             seen: BTreeMap::new(),
             masked: BTreeSet::new(),
+            left_out: BTreeMap::new(),
+            subset_error: None,
             out: Vec::new(),
         }
+    }
+
+    /// Keeps only the rows `subset` decided on, in the tables it decided for.
+    pub(crate) fn with_subset(mut self, subset: Option<&'a Subset>) -> Rewriter<'a> {
+        self.subset = subset;
+        self
     }
 
     /// The tables the stream showed with their columns: those with a data
@@ -399,6 +419,16 @@ impl<'a> Rewriter<'a> {
         self.seen
             .insert(header.table.clone(), header.columns.clone());
         self.rows.entry(header.raw.clone()).or_insert(0);
+        let mut excluded = excluded;
+        let filter = match self.subset.map(|s| s.filter(&header.table, &header.columns)) {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                self.subset_error.get_or_insert(e);
+                excluded = true;
+                None
+            }
+            None => None,
+        };
         if excluded {
             self.excluded_tables.insert(header.raw.clone());
         } else {
@@ -409,6 +439,7 @@ impl<'a> Rewriter<'a> {
             raw: header.raw.clone(),
             masks,
             excluded,
+            filter,
         });
     }
 
@@ -439,8 +470,30 @@ impl Visitor for Rewriter<'_> {
         match line.kind {
             LineKind::CopyStart(header) => self.start_block(header, bytes),
             LineKind::CopyRow => {
-                let block = self.block.as_ref().expect("a row is in a block");
+                let block = self.block.as_mut().expect("a row is in a block");
                 if block.excluded {
+                    return;
+                }
+                if let Some(filter) = block.filter.as_mut() {
+                    // The whole row decides: gather its pieces first.
+                    self.row.extend_from_slice(bytes);
+                    if !line.last {
+                        return;
+                    }
+                    let row = std::mem::take(&mut self.row);
+                    if !filter.keeps(&row) {
+                        *self.left_out.entry(block.raw.clone()).or_insert(0) += 1;
+                        return;
+                    }
+                    *self
+                        .rows
+                        .get_mut(&block.raw)
+                        .expect("counted at the header") += 1;
+                    if block.masks.is_empty() {
+                        self.out.extend_from_slice(&row);
+                    } else {
+                        self.mask_row(&row);
+                    }
                     return;
                 }
                 if line.first {
