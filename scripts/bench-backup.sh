@@ -6,6 +6,7 @@
 #   bash scripts/bench-backup.sh [--scale N] [--rounds N] [--restore-rounds N] [--keep]
 #   bash scripts/bench-backup.sh --recovery [--scale N]
 #   bash scripts/bench-backup.sh --encryption [--scale N] [--rounds N]
+#   bash scripts/bench-backup.sh --subset [--rounds N]
 #
 # --recovery times the runbook's "the server is gone" instead: `db-backup --all`
 # of the throwaway server, then `db-restore --all --latest --with-globals --yes`
@@ -15,6 +16,10 @@
 # --encryption times what age encryption adds: `db-backup` and
 # `db-restore --target-db` of the same dataset with and without
 # BACKUP_AGE_RECIPIENTS, in alternating pairs (A B A B).
+#
+# --subset times `db-clone --subset` (1% of the orders) against a whole
+# `db-clone` of the clone dataset instead (200 000 customers, 2 000 000 orders,
+# in a database of its own on the same throwaway server), in alternating pairs.
 #
 # After the backup rounds it times, on the xtask's backup, `db-verify` against
 # `sha256sum -c && gzip -t`, and `db-restore --target-db` against
@@ -33,6 +38,7 @@ restore_rounds=2
 keep=0
 recovery=0
 encryption=0
+subset=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --scale) scale=$2; shift 2 ;;
@@ -41,7 +47,8 @@ while [ $# -gt 0 ]; do
         --keep) keep=1; shift ;;
         --recovery) recovery=1; shift ;;
         --encryption) encryption=1; shift ;;
-        *) echo "unknown argument $1: expected --scale N, --rounds N, --restore-rounds N, --keep, --recovery" >&2; exit 2 ;;
+        --subset) subset=1; shift ;;
+        *) echo "unknown argument $1: expected --scale N, --rounds N, --restore-rounds N, --keep, --recovery, --encryption, --subset" >&2; exit 2 ;;
     esac
 done
 
@@ -76,6 +83,47 @@ runuser -u postgres -- "$bindir/pg_ctl" -D "$data" -w -l "$work/server.log" \
 
 export PGHOST=127.0.0.1 PGPORT=$port PGUSER=bench PGDATABASE=bench
 "$bindir/createdb" bench
+
+if [ "$subset" = 1 ]; then
+    "$bindir/createdb" shop
+    echo "== building the clone dataset" >&2
+    "$bindir/psql" -qX -v ON_ERROR_STOP=1 -d shop -c "CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL UNIQUE, name text NOT NULL, city text)" \
+        -c "INSERT INTO customers SELECT i, 'person' || i || '@corp.example', 'Person ' || i, (ARRAY['Berlin','Köln','Lyon','Oslo'])[1 + i % 4] FROM generate_series(1, 200000) i" \
+        -c "CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES customers, placed_at timestamptz NOT NULL, total numeric(10, 2), note text)" \
+        -c "INSERT INTO orders SELECT i, 1 + (i::bigint * 7919) % 200000, now() - i * interval '13 seconds', i % 1000 * 1.25, 'order note ' || md5(i::text) FROM generate_series(1, 2000000) i" \
+        -c "CREATE INDEX ON orders (customer_id)" -c "VACUUM ANALYZE"
+    (cd "$here" && cargo build -q -p xtask)
+    xtask="$here/target/debug/xtask"
+    from="postgres://bench@127.0.0.1:$port/shop"
+    : >"$work/subset"
+    for r in $(seq 1 "$rounds"); do
+        echo "== subset round $r" >&2
+        for mode in whole slice; do
+            slice=()
+            [ "$mode" = slice ] && slice=(--subset 'public.orders: id % 100 = 0')
+            t0=$(date +%s.%N)
+            /usr/bin/time -f "%M" -o "$work/rss" env XTASK_ROOT="$work" POSTGRES_HOST=127.0.0.1 POSTGRES_PORT="$port" POSTGRES_USER=bench \
+                POSTGRES_DB="shop_$mode" "$xtask" db-clone --from "$from" --no-mask --yes -q "${slice[@]}"
+            t1=$(date +%s.%N)
+            rows=$("$bindir/psql" -AtqX -d "shop_$mode" -c "SELECT (SELECT count(*) FROM customers) || ' ' || (SELECT count(*) FROM orders) || ' ' || pg_database_size(current_database())")
+            echo "$mode $t0 $t1 $(cat "$work/rss") $rows" >>"$work/subset"
+        done
+    done
+    python3 - "$work/subset" <<'EOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    mode, t0, t1, rss, customers, orders, size = line.split()
+    rows.setdefault(mode, []).append((float(t1) - float(t0), int(rss), int(customers), int(orders), int(size)))
+for mode in ("whole", "slice"):
+    t = [x[0] for x in rows[mode]]; last = rows[mode][-1]
+    print(f"{mode:<6} median {statistics.median(t):6.2f} s ({' '.join(f'{x:.2f}' for x in t)})  max RSS {max(x[1] for x in rows[mode]) / 1024:.1f} MiB  "
+          f"customers {last[2]}  orders {last[3]}  database {last[4] / 2**20:.1f} MiB")
+w = statistics.median(x[0] for x in rows["whole"]); s = statistics.median(x[0] for x in rows["slice"])
+print(f"slice / whole: time {s / w:.3f}, database {rows['slice'][-1][4] / rows['whole'][-1][4]:.3f}")
+EOF
+    exit 0
+fi
 echo "== building the dataset" >&2
 "$bindir/pgbench" -i -q -s "$scale" >/dev/null 2>&1
 # Rows like an application's: a uuid, an email, amounts, timestamps, a

@@ -73,7 +73,10 @@ fn env(target: &PgServer) -> BTreeMap<String, String> {
     let mut env = target.xtask_env(DB);
     env.insert("PROD_DB_PASSWORD".into(), PASSWORD.into());
     env.insert("BACKUP_VIA".into(), "host".into());
-    env.insert("BACKUP_MASK_SALT".into(), "subset-salt/with@odd?chars".into());
+    env.insert(
+        "BACKUP_MASK_SALT".into(),
+        "subset-salt/with@odd?chars".into(),
+    );
     env
 }
 
@@ -96,7 +99,9 @@ fn check_slice(source: &PgServer, target: &PgServer, db: &str) {
     let q = |sql: &str| target.psql(db, sql);
     // Every foreign key was created valid (the load would have failed otherwise).
     assert_eq!(
-        q("SELECT count(*) FILTER (WHERE convalidated) || '/' || count(*) FROM pg_constraint WHERE contype = 'f' AND conparentid = 0"),
+        q(
+            "SELECT count(*) FILTER (WHERE convalidated) || '/' || count(*) FROM pg_constraint WHERE contype = 'f' AND conparentid = 0"
+        ),
         "11/11"
     );
     assert_eq!(q("SELECT count(*) FROM orders"), "100");
@@ -122,7 +127,9 @@ fn check_slice(source: &PgServer, target: &PgServer, db: &str) {
         "only the customers of kept orders"
     );
     assert_eq!(
-        q("SELECT count(*) FROM customers c WHERE NOT EXISTS (SELECT FROM orders o WHERE o.customer_email = c.email)"),
+        q(
+            "SELECT count(*) FROM customers c WHERE NOT EXISTS (SELECT FROM orders o WHERE o.customer_email = c.email)"
+        ),
         "0",
         "no unreferenced customer; the masked key still joins"
     );
@@ -150,7 +157,11 @@ fn check_slice(source: &PgServer, target: &PgServer, db: &str) {
             "SELECT count(DISTINCT (region, wh_code)) FROM shipments WHERE id % 100 = 7 AND region IS NOT NULL"
         )
     );
-    assert_eq!(q("SELECT count(*) FROM settings"), "2", "no relations: whole");
+    assert_eq!(
+        q("SELECT count(*) FROM settings"),
+        "2",
+        "no relations: whole"
+    );
     // The rows themselves are the source's (bar the masked columns).
     let unmasked = "SELECT md5(string_agg(id || placed_at::text || coalesce(note, '-'), ',' ORDER BY id)) FROM orders";
     assert_eq!(
@@ -161,7 +172,9 @@ fn check_slice(source: &PgServer, target: &PgServer, db: &str) {
         )
     );
     assert_eq!(
-        q("SELECT count(*) FROM customers WHERE email LIKE '%@corp.example' OR name LIKE 'Person %'"),
+        q(
+            "SELECT count(*) FROM customers WHERE email LIKE '%@corp.example' OR name LIKE 'Person %'"
+        ),
         "0",
         "masked"
     );
@@ -179,7 +192,15 @@ fn a_subset_from_a_live_source_and_from_a_backup_keeps_every_foreign_key() {
     let databases = "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database";
     let before = target.psql("postgres", databases);
     let out = x.run(
-        &["db-clone", "--from", "prod", "--subset", ORDERS, "--dry-run", "--json"],
+        &[
+            "db-clone",
+            "--from",
+            "prod",
+            "--subset",
+            ORDERS,
+            "--dry-run",
+            "--json",
+        ],
         &env,
     );
     assert!(out.status.success(), "{}", show(&out));
@@ -203,9 +224,16 @@ fn a_subset_from_a_live_source_and_from_a_backup_keeps_every_foreign_key() {
     assert_eq!(reasons["public.order_items"], ("referencing".into(), 300));
     assert_eq!(reasons["public.events"].0, "referencing");
     assert_eq!(reasons["public.customers"].0, "referenced");
-    assert_eq!(plan["subset"]["whole_tables"], serde_json::json!(["public.settings"]));
+    assert_eq!(
+        plan["subset"]["whole_tables"],
+        serde_json::json!(["public.settings"])
+    );
     assert!(plan["subset"]["bytes_saved"].as_u64().unwrap() > 0);
-    assert_eq!(target.psql("postgres", databases), before, "nothing written");
+    assert_eq!(
+        target.psql("postgres", databases),
+        before,
+        "nothing written"
+    );
 
     // Live: one snapshot, read-only; the slice loads with every key valid.
     let out = x.run(
@@ -214,13 +242,18 @@ fn a_subset_from_a_live_source_and_from_a_backup_keeps_every_foreign_key() {
     );
     assert!(out.status.success(), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("public.orders") && stdout.contains("condition"), "{stdout}");
+    assert!(
+        stdout.contains("public.orders") && stdout.contains("condition"),
+        "{stdout}"
+    );
     check_slice(&source, &target, DB);
     let live = target.psql(DB, CONTENT);
 
     // The same subset twice: the same data.
     let out = x.run(
-        &["db-clone", "--from", "prod", "--subset", ORDERS, "--yes", "-q"],
+        &[
+            "db-clone", "--from", "prod", "--subset", ORDERS, "--yes", "-q",
+        ],
         &env,
     );
     assert!(out.status.success(), "{}", show(&out));
@@ -231,7 +264,15 @@ fn a_subset_from_a_live_source_and_from_a_backup_keeps_every_foreign_key() {
     let out = x.run(&["db-backup", "-q"], &source.xtask_env(DB));
     assert!(out.status.success(), "{}", show(&out));
     let out = x.run(
-        &["db-clone", "--from", "latest", "--to", "app_slice", "--subset", ORDERS],
+        &[
+            "db-clone",
+            "--from",
+            "latest",
+            "--to",
+            "app_slice",
+            "--subset",
+            ORDERS,
+        ],
         &env,
     );
     assert!(out.status.success(), "{}", show(&out));
@@ -259,8 +300,14 @@ fn a_sample_from_the_rules_file_is_deterministic_and_bad_slices_are_refused() {
     let out = x.run(&["db-clone", "--from", "prod", "--yes", "--json"], &env);
     assert!(out.status.success(), "{}", show(&out));
     let first = target.psql(DB, CONTENT);
-    let orders: u64 = target.psql(DB, "SELECT count(*) FROM orders").parse().unwrap();
-    assert!((50..=150).contains(&orders), "{orders} orders at 1% of 10000");
+    let orders: u64 = target
+        .psql(DB, "SELECT count(*) FROM orders")
+        .parse()
+        .unwrap();
+    assert!(
+        (50..=150).contains(&orders),
+        "{orders} orders at 1% of 10000"
+    );
     assert_eq!(
         target.psql(DB, "SELECT count(*) FROM order_items"),
         (orders * 3).to_string()
@@ -269,7 +316,10 @@ fn a_sample_from_the_rules_file_is_deterministic_and_bad_slices_are_refused() {
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(target.psql(DB, CONTENT), first, "the same sample every run");
     // --no-subset: every row.
-    let out = x.run(&["db-clone", "--from", "prod", "--no-subset", "--yes", "-q"], &env);
+    let out = x.run(
+        &["db-clone", "--from", "prod", "--no-subset", "--yes", "-q"],
+        &env,
+    );
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(target.psql(DB, "SELECT count(*) FROM orders"), "10000");
 
@@ -279,10 +329,19 @@ fn a_sample_from_the_rules_file_is_deterministic_and_bad_slices_are_refused() {
     let content = target.psql(DB, CONTENT);
     for (args, says) in [
         (vec!["--subset", "public.nope: true"], "does not have"),
-        (vec!["--subset", "events_2026a: true"], "name the partitioned table"),
-        (vec!["--subset", "orders: true; DELETE FROM orders"], "without ';'"),
+        (
+            vec!["--subset", "events_2026a: true"],
+            "name the partitioned table",
+        ),
+        (
+            vec!["--subset", "orders: true; DELETE FROM orders"],
+            "without ';'",
+        ),
         (vec!["--subset-fraction", "orders=2"], "at most 1"),
-        (vec!["--subset", "orders: no_such_column > 1"], "no_such_column"),
+        (
+            vec!["--subset", "orders: no_such_column > 1"],
+            "no_such_column",
+        ),
     ] {
         let mut argv = vec!["db-clone", "--from", "prod", "--yes"];
         argv.extend(args.iter().copied());

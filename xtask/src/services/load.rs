@@ -442,7 +442,7 @@ pub(crate) enum Input<'a> {
 pub(crate) enum Transform<'a> {
     Whole,
     Tables(TableFilter),
-    Mask(Rewriter<'a>),
+    Mask(Box<Rewriter<'a>>),
     Globals(GlobalsFilter),
 }
 

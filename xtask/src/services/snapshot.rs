@@ -13,8 +13,8 @@ use serde::Deserialize;
 use crate::core::config::Connection;
 use crate::core::dump::{TableName, quote_ident};
 use crate::core::subset::{Catalog, ForeignKey, Leaf, Rows, Table};
-use crate::services::pg::{Client, PgError, classify};
 use crate::services::interrupt;
+use crate::services::pg::{Client, PgError, classify};
 use crate::services::process::drain;
 
 /// The exporting transaction, held by a psql that waits on its stdin.
@@ -42,7 +42,7 @@ impl<'c> Snapshot<'c> {
         let stderr = drain(holder.stderr.take().expect("stderr is piped"));
         let mut stdin = holder.stdin.take().expect("stdin is piped");
         let started = stdin.write_all(
-            b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n",
+            b"SET idle_in_transaction_session_timeout = 0;\nBEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n",
         );
         let mut line = String::new();
         let mut out = BufReader::new(holder.stdout.take().expect("stdout is piped"));
@@ -89,7 +89,8 @@ impl<'c> Snapshot<'c> {
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(script.as_bytes());
         });
-        let mut out = BufReader::with_capacity(1 << 16, child.stdout.take().expect("stdout is piped"));
+        let mut out =
+            BufReader::with_capacity(1 << 16, child.stdout.take().expect("stdout is piped"));
         let mut buf = Vec::new();
         loop {
             buf.clear();
@@ -155,7 +156,9 @@ impl Rows for Snapshot<'_> {
         match self.stream(&sql, row) {
             Ok(()) => Ok(()),
             // psql got the same Ctrl-C: say what happened, not how psql ended.
-            Err(_) if interrupt::received().is_some() => Err(interrupt::failure(interrupted).into()),
+            Err(_) if interrupt::received().is_some() => {
+                Err(interrupt::failure(interrupted).into())
+            }
             Err(e) => Err(e.context(match condition {
                 Some(c) => format!("reading {} WHERE {c}", leaf.name),
                 None => format!("reading {}", leaf.name),

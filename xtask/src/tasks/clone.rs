@@ -312,9 +312,13 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
     // A slice of a live source: decided at one exported snapshot, which the
     // dump below reads at too.
     let live_slice = match &live {
-        Some(session) if !slice.is_empty() => {
-            Some(decide(&session.client, &session.conn, &slice, &from.label())?)
-        }
+        Some(session) if !slice.is_empty() => Some(decide(
+            &session.client,
+            &session.conn,
+            &slice,
+            &from.label(),
+            args.dry_run,
+        )?),
         _ => None,
     };
     if let (true, Some((_, decided))) = (args.dry_run, &live_slice) {
@@ -374,14 +378,14 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         Consent::Proceed
     } else {
         plan::consent(Replace {
-        target: &target,
-        server: &where_,
-        source: &source_label,
-        exists,
-        explicit_target: false,
-        yes: args.yes,
-        local: true,
-        interactive: io::stdin().is_terminal(),
+            target: &target,
+            server: &where_,
+            source: &source_label,
+            exists,
+            explicit_target: false,
+            yes: args.yes,
+            local: true,
+            interactive: io::stdin().is_terminal(),
         })
     };
     match consent {
@@ -431,7 +435,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
                 &client,
                 &conn,
                 Input::Backup(source, sidecars),
-                Transform::Mask(rewriter),
+                Transform::Mask(Box::new(rewriter)),
                 skip,
                 &access,
             ) {
@@ -444,7 +448,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
             }
             staging = Some((db, conn));
             let (_, conn) = staging.as_ref().expect("just set");
-            Some(decide(&client, conn, &slice, &source_label)?)
+            Some(decide(&client, conn, &slice, &source_label, args.dry_run)?)
         }
         _ => None,
     };
@@ -486,7 +490,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         &client,
         &scratch.conn(&target_conn),
         input,
-        Transform::Mask(rewriter),
+        Transform::Mask(Box::new(rewriter)),
         skip,
         &access,
     ) {
@@ -502,7 +506,9 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
     interrupt::check("the scratch database is dropped and the target was not touched")?;
     if let Some(e) = &rewriter.subset_error {
-        bail!("the subset could not decide for every table ({e}); the target database was not touched");
+        bail!(
+            "the subset could not decide for every table ({e}); the target database was not touched"
+        );
     }
     // The snapshot is needed no more; the staging database goes now.
     drop(staging);
@@ -522,7 +528,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
             json!({"status": "ok", "source": source_label, "target": target, "host": where_,
                 "previous": previous, "dropped_older_copies": dropped, "tables": rewriter.rows.len(), "rows": rows, "rows_per_table": rewriter.rows,
                 "masked_columns": masked, "masked_in": rewriter.masked, "excluded_tables": excluded,
-                "schema_only": args.schema_only, "subset": sliced.map(|(_, d)| d.report()),
+                "schema_only": args.schema_only, "subset": sliced.map(|(_, d)| d.report(Some(&rewriter.subset_counts))),
                 "duration_seconds": (secs * 1000.0).round() / 1000.0})
         );
     } else if ui::verbosity() >= ui::Verbosity::Normal {
@@ -533,7 +539,7 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
             excluded.len()
         );
         if let Some((_, decided)) = sliced {
-            print!("{}", decided.report().render());
+            print!("{}", decided.report(Some(&rewriter.subset_counts)).render());
         }
         if let Some(prev) = &previous {
             println!(
@@ -572,6 +578,7 @@ fn decide<'c>(
     conn: &Connection,
     rules: &subset::Rules,
     label: &str,
+    exact: bool,
 ) -> anyhow::Result<(Snapshot<'c>, Subset)> {
     let clock = Instant::now();
     let mut snapshot = Snapshot::export(client, conn)
@@ -579,7 +586,12 @@ fn decide<'c>(
     let catalog = snapshot.catalog()?;
     let plan = subset::plan(&catalog, rules)
         .map_err(|e| format_err!("{e}: fix the subset; nothing was written"))?;
-    let decided = Subset::compute(catalog, plan, rules, &mut snapshot)?;
+    let decided = Subset::compute(catalog, plan, rules, &mut snapshot, exact).map_err(|e| {
+        match e.downcast::<crate::Failure>() {
+            Ok(interrupted) => interrupted.into(),
+            Err(e) => format_err!("{e:#}; fix the subset: nothing was written"),
+        }
+    })?;
     ui::detail(format!(
         "decided the subset in {:.1}s ({} table reads)",
         clock.elapsed().as_secs_f64(),
@@ -589,7 +601,7 @@ fn decide<'c>(
 }
 
 fn dry_run(args: &DbClone, label: &str, decided: &Subset) -> anyhow::Result<ExitCode> {
-    let report = decided.report();
+    let report = decided.report(None);
     if args.json {
         println!(
             "{}",

@@ -18,9 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use crate::core::subset::{Filter, Subset};
 use super::{Line, LineKind, TableName, Visitor, filter::target_table};
 use crate::core::config::Secret;
+use crate::core::subset::{Count, Filter, Subset};
 
 /// What becomes of a column's values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,8 +298,8 @@ pub(crate) struct Rewriter<'a> {
     pub(crate) seen: BTreeMap<TableName, Vec<String>>,
     /// Columns masked, per table actually rewritten (partitions count on their own).
     pub(crate) masked: BTreeSet<String>,
-    /// Rows the subset left out, per table as the dump names it.
-    pub(crate) left_out: BTreeMap<String, u64>,
+    /// Rows the subset read and kept, per relation.
+    pub(crate) subset_counts: BTreeMap<TableName, Count>,
     /// A data block the subset could not decide for: its rows were all left
     /// out, and the clone must fail (fail closed, never unfiltered).
     pub(crate) subset_error: Option<String>,
@@ -326,7 +326,7 @@ impl<'a> Rewriter<'a> {
             excluded_tables: BTreeSet::new(),
             seen: BTreeMap::new(),
             masked: BTreeSet::new(),
-            left_out: BTreeMap::new(),
+            subset_counts: BTreeMap::new(),
             subset_error: None,
             out: Vec::new(),
         }
@@ -420,7 +420,10 @@ impl<'a> Rewriter<'a> {
             .insert(header.table.clone(), header.columns.clone());
         self.rows.entry(header.raw.clone()).or_insert(0);
         let mut excluded = excluded;
-        let filter = match self.subset.map(|s| s.filter(&header.table, &header.columns)) {
+        let filter = match self
+            .subset
+            .map(|s| s.filter(&header.table, &header.columns))
+        {
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 self.subset_error.get_or_insert(e);
@@ -481,8 +484,12 @@ impl Visitor for Rewriter<'_> {
                         return;
                     }
                     let row = std::mem::take(&mut self.row);
-                    if !filter.keeps(&row) {
-                        *self.left_out.entry(block.raw.clone()).or_insert(0) += 1;
+                    let kept = filter.keeps(&row);
+                    self.subset_counts
+                        .entry(block.table.clone())
+                        .or_default()
+                        .add(&row, kept);
+                    if kept.is_none() {
                         return;
                     }
                     *self
