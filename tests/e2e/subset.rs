@@ -323,6 +323,31 @@ fn a_sample_from_the_rules_file_is_deterministic_and_bad_slices_are_refused() {
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(target.psql(DB, "SELECT count(*) FROM orders"), "10000");
 
+    // A condition on a partitioned table, naming it: read in each partition.
+    let out = x.run(
+        &[
+            "db-clone",
+            "--from",
+            "prod",
+            "--subset",
+            "events: events.at < '2026-01-05'",
+            "--dry-run",
+            "--json",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let events = json_of(&out)["subset"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "public.events")
+        .cloned()
+        .unwrap();
+    assert_eq!(events["reason"], "condition");
+    assert_eq!(events["kept"], 159);
+    assert_eq!(events["rows"], 10000);
+
     // Refusals: one line, nothing written, the source never written.
     let databases = "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database";
     let before = target.psql("postgres", databases);

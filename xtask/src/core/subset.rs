@@ -435,12 +435,14 @@ fn strongly_connected(n: usize, edges: &[ForeignKey]) -> Vec<Vec<usize>> {
     groups
 }
 
-/// Reads rows of the source: `leaf`'s rows as COPY text lines without
-/// their newline, in `leaf.columns` order; with `condition`, only the
-/// rows it holds for.
+/// Reads rows of the source: `leaf`'s rows (a relation of `table`) as COPY
+/// text lines without their newline, in `leaf.columns` order; with
+/// `condition`, only the rows it holds for (it may name `table`'s columns
+/// as `table.column`).
 pub(crate) trait Rows {
     fn scan(
         &mut self,
+        table: &TableName,
         leaf: &Leaf,
         condition: Option<&str>,
         row: &mut dyn FnMut(&[u8]),
@@ -621,7 +623,8 @@ impl Subset {
                 let mut buf = Vec::new();
                 let mut tabs = Vec::new();
                 s.reads += 1;
-                rows.scan(&leaf, rule.condition.as_deref(), &mut |row| {
+                let table = s.catalog.tables[t].name.clone();
+                rows.scan(&table, &leaf, rule.condition.as_deref(), &mut |row| {
                     let fields = split(row, &mut tabs);
                     let id = identity(&fields, &shape, &mut buf);
                     if rule.fraction.is_none_or(|f| sampled(&id, f)) {
@@ -734,7 +737,7 @@ impl Subset {
             let mut tabs = Vec::new();
             self.reads += 1;
             let mut kept = Vec::new();
-            rows.scan(&leaf, None, &mut |row| {
+            rows.scan(&self.catalog.tables[t].name, &leaf, None, &mut |row| {
                 let fields = split(row, &mut tabs);
                 let mut tied = 0;
                 for (edge, at) in &shape.outgoing {
@@ -780,7 +783,7 @@ impl Subset {
             let mut tabs = Vec::new();
             let mut found: Vec<(usize, Key)> = Vec::new();
             self.reads += 1;
-            rows.scan(&leaf, None, &mut |row| {
+            rows.scan(&self.catalog.tables[t].name, &leaf, None, &mut |row| {
                 let fields = split(row, &mut tabs);
                 count.rows += 1;
                 count.bytes += row.len() as u64 + 1;
@@ -1043,6 +1046,7 @@ mod tests {
     impl Rows for Memory {
         fn scan(
             &mut self,
+            _: &TableName,
             leaf: &Leaf,
             condition: Option<&str>,
             row: &mut dyn FnMut(&[u8]),

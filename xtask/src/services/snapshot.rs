@@ -133,19 +133,19 @@ impl Drop for Snapshot<'_> {
 impl Rows for Snapshot<'_> {
     fn scan(
         &mut self,
+        table: &TableName,
         leaf: &Leaf,
         condition: Option<&str>,
         row: &mut dyn FnMut(&[u8]),
     ) -> anyhow::Result<()> {
         let columns: Vec<String> = leaf.columns.iter().map(|c| quote_ident(c)).collect();
+        // A partition is read under its table's name: a condition may say
+        // `orders.placed_at`.
         let mut sql = format!(
-            "COPY (SELECT {} FROM ONLY {}",
-            if columns.is_empty() {
-                "".to_string()
-            } else {
-                columns.join(", ")
-            },
-            leaf.name.quoted()
+            "COPY (SELECT {} FROM ONLY {} AS {}",
+            columns.join(", "),
+            leaf.name.quoted(),
+            quote_ident(&table.name)
         );
         if let Some(c) = condition {
             sql.push_str(&format!(" WHERE ({c})"));
