@@ -27,10 +27,15 @@ const MASKING: &str = r#"
 
 /// The workspace: masking rules and the `prod` environment, committed files.
 fn workspace(source: &PgServer) -> Xtask {
+    workspace_with(source, MASKING)
+}
+
+/// The same workspace with other masking rules.
+pub(crate) fn workspace_with(source: &PgServer, masking: &str) -> Xtask {
     let x = crate::xtask();
     let dir = x.root.path().join("xtask");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("masking.toml"), MASKING).unwrap();
+    std::fs::write(dir.join("masking.toml"), masking).unwrap();
     std::fs::write(
         dir.join("environments.toml"),
         format!(
@@ -42,7 +47,8 @@ fn workspace(source: &PgServer) -> Xtask {
     x
 }
 
-fn env(target: &PgServer) -> BTreeMap<String, String> {
+/// The developer's environment: the target, the `prod` password, the salt.
+pub(crate) fn env(target: &PgServer) -> BTreeMap<String, String> {
     let mut env = target.xtask_env(DB);
     env.insert("PROD_DB_PASSWORD".into(), PASSWORD.into());
     env.insert("BACKUP_VIA".into(), "host".into());

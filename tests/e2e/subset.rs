@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::clone::env;
 use e2e::{DB, PASSWORD, PgServer, Xtask, json_of, show};
 
 /// customers ← orders ← order_items → products → categories (a tree);
@@ -54,30 +55,7 @@ const MASKING: &str = r#"
 const ORDERS: &str = "public.orders: id % 100 = 7";
 
 fn workspace(source: &PgServer) -> Xtask {
-    let x = crate::xtask();
-    let dir = x.root.path().join("xtask");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("masking.toml"), MASKING).unwrap();
-    std::fs::write(
-        dir.join("environments.toml"),
-        format!(
-            "[prod]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"app\"\nuser = \"app\"\npassword_env = \"PROD_DB_PASSWORD\"\n",
-            source.port
-        ),
-    )
-    .unwrap();
-    x
-}
-
-fn env(target: &PgServer) -> BTreeMap<String, String> {
-    let mut env = target.xtask_env(DB);
-    env.insert("PROD_DB_PASSWORD".into(), PASSWORD.into());
-    env.insert("BACKUP_VIA".into(), "host".into());
-    env.insert(
-        "BACKUP_MASK_SALT".into(),
-        "subset-salt/with@odd?chars".into(),
-    );
-    env
+    crate::clone::workspace_with(source, MASKING)
 }
 
 /// Every table's rows, hashed in a stable order.
