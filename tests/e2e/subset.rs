@@ -10,7 +10,8 @@ use e2e::{DB, PASSWORD, PgServer, Xtask, json_of, show};
 /// customers ← orders ← order_items → products → categories (a tree);
 /// orders ← invoices ⇄ invoice_versions (deferrable, both ways);
 /// orders ← shipments → warehouses (a composite key); orders ← events
-/// (partitioned); settings (no relations). Orders reference customers by
+/// (partitioned); "group" (keyword names), audit (no primary key, a
+/// regclass); settings (no relations). Orders reference customers by
 /// email, a unique key other than the primary one, and masked.
 const SOURCE: &str = "
 CREATE TABLE categories (id int PRIMARY KEY, parent_id int REFERENCES categories, name text NOT NULL);
@@ -40,6 +41,10 @@ CREATE TABLE events (id int, order_id int REFERENCES orders, at date NOT NULL, w
 CREATE TABLE events_2026a PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2026-04-01');
 CREATE TABLE events_rest PARTITION OF events FOR VALUES FROM ('2026-04-01') TO (MAXVALUE);
 INSERT INTO events SELECT i, i, date '2026-01-01' + (i / 40), 'made' FROM generate_series(1, 10000) i;
+CREATE TABLE \"group\" (id int PRIMARY KEY, \"user\" int REFERENCES orders, \"order\" text);
+INSERT INTO \"group\" SELECT i, i, 'g' || i FROM generate_series(1, 10000) i;
+CREATE TABLE audit (order_id int REFERENCES orders, rel regclass, at timestamptz);
+INSERT INTO audit SELECT i, 'orders'::regclass, timestamptz '2026-01-01 00:00+00' + i * interval '1 hour' FROM generate_series(1, 10000) i;
 CREATE TABLE settings (k text PRIMARY KEY, v text);
 INSERT INTO settings VALUES ('theme', 'dark'), ('limit', '10');
 ";
@@ -80,7 +85,7 @@ fn check_slice(source: &PgServer, target: &PgServer, db: &str) {
         q(
             "SELECT count(*) FILTER (WHERE convalidated) || '/' || count(*) FROM pg_constraint WHERE contype = 'f' AND conparentid = 0"
         ),
-        "11/11"
+        "13/13"
     );
     assert_eq!(q("SELECT count(*) FROM orders"), "100");
     assert_eq!(q("SELECT count(*) FROM orders WHERE id % 100 <> 7"), "0");
@@ -93,6 +98,17 @@ fn check_slice(source: &PgServer, target: &PgServer, db: &str) {
         "both partitions"
     );
     assert_eq!(q("SELECT count(*) FROM invoices"), "100");
+    // Keyword names, and a table without a primary key whose rows hold a
+    // regclass (printed as pg_dump prints it, schema-qualified).
+    assert_eq!(
+        q("SELECT count(*) FROM \"group\" WHERE \"user\" % 100 = 7"),
+        "100"
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM audit WHERE order_id % 100 = 7"),
+        "100"
+    );
+    assert_eq!(q("SELECT count(*) FROM audit"), "100");
     assert_eq!(q("SELECT count(*) FROM invoice_versions"), "200");
     // Referenced rows come along, and nothing else does.
     let customers = q("SELECT count(*) FROM customers");

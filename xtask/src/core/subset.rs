@@ -536,13 +536,18 @@ fn key(fields: &Fields, at: &[usize], buf: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-/// Whether the sample of `fraction` takes the row whose identity is `id`:
-/// the same rows every run (SHA-256 of the identity; no secret in it).
-pub(crate) fn sampled(id: &[u8], fraction: f64) -> bool {
+/// Whether the sample of `fraction` of `table` takes the row whose identity
+/// is `id`: the same rows every run (SHA-256 of the table's name and the
+/// identity, so two tables' samples are not the same ids; no secret in it).
+pub(crate) fn sampled(table: &TableName, id: &[u8], fraction: f64) -> bool {
     if fraction >= 1.0 {
         return true;
     }
-    let digest = Sha256::digest(id);
+    let mut h = Sha256::new();
+    h.update(table.to_string().as_bytes());
+    h.update([0]);
+    h.update(id);
+    let digest = h.finalize();
     let x = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
     (x as f64) < fraction * (u64::MAX as f64)
 }
@@ -627,8 +632,9 @@ impl Subset {
                 rows.scan(&table, &leaf, rule.condition.as_deref(), &mut |row| {
                     let fields = split(row, &mut tabs);
                     let id = identity(&fields, &shape, &mut buf);
-                    if rule.fraction.is_none_or(|f| sampled(&id, f)) {
-                        s.keep_down(t, &shape, &fields, id, &mut buf);
+                    if rule.fraction.is_none_or(|f| sampled(&table, &id, f)) {
+                        let keys = keys_of(&fields, &shape, &mut buf);
+                        s.keep_down(t, id, keys);
                     }
                 })?;
             }
@@ -692,21 +698,16 @@ impl Subset {
 
     /// A row kept by its rule or as referencing: what references it tests
     /// against, and what it references comes along.
-    fn keep_down(&mut self, t: usize, shape: &Shape, fields: &Fields, id: Key, buf: &mut Vec<u8>) {
+    fn keep_down(&mut self, t: usize, id: Key, keys: RowKeys) {
         if !self.down[t].insert(id) {
             return;
         }
-        for (c, at) in shape.incoming.iter().enumerate() {
-            if key(fields, at, buf).is_some() {
-                self.down_keys[t][c].insert(buf.as_slice().into());
-            }
+        for (c, k) in keys.incoming {
+            self.down_keys[t][c].insert(k);
         }
-        for (edge, at) in &shape.outgoing {
-            if key(fields, at, buf).is_some() {
-                let fk = &self.catalog.foreign_keys[*edge];
-                self.referenced[fk.parent][self.plan.edge_colset[*edge]]
-                    .insert(buf.as_slice().into());
-            }
+        for (edge, k) in keys.outgoing {
+            let fk = &self.catalog.foreign_keys[edge];
+            self.referenced[fk.parent][self.plan.edge_colset[edge]].insert(k);
         }
     }
 
@@ -759,15 +760,15 @@ impl Subset {
                     // tied: what it points at is pulled in upward.
                 }
                 if tied > 0 {
-                    kept.push(row.to_vec());
+                    // Only its keys wait for the end of the read, not the row.
+                    let id = identity(&fields, &shape, &mut buf);
+                    kept.push((id, keys_of(&fields, &shape, &mut buf)));
                 }
             })?;
             // Kept after the read: a self-reference settles over reads, not
             // within one (the loop in `compute` reads again).
-            for row in kept {
-                let fields = split(&row, &mut tabs);
-                let id = identity(&fields, &shape, &mut buf);
-                self.keep_down(t, &shape, &fields, id, &mut buf);
+            for (id, keys) in kept {
+                self.keep_down(t, id, keys);
             }
         }
         Ok(())
@@ -837,8 +838,17 @@ impl Subset {
         leaf: &TableName,
         columns: &[String],
     ) -> Result<Option<Filter<'_>>, String> {
-        let Some(t) = self.catalog.owner_of(leaf) else {
-            return Ok(None);
+        // pg_dump may load a partitioned table through its root (hash
+        // partitions on an enum): the root's name then heads the block.
+        // A name the catalog does not know is never copied unfiltered.
+        let Some(t) = self
+            .catalog
+            .owner_of(leaf)
+            .or_else(|| self.catalog.find(leaf))
+        else {
+            return Err(format!(
+                "the dump holds rows of {leaf}, which the source's catalog did not show"
+            ));
         };
         if self.plan.roles[t] == Role::Whole {
             return Ok(None);
@@ -890,7 +900,13 @@ impl Subset {
                         None => self.counts[t].clone(),
                         Some(stream) => {
                             let mut sum = Count::default();
-                            for c in table.leaves.iter().filter_map(|l| stream.get(&l.name)) {
+                            let names = table.leaves.iter().map(|l| &l.name);
+                            let blocks = names.chain(
+                                // Loaded through its root: one block for all.
+                                (!table.leaves.iter().any(|l| l.name == table.name))
+                                    .then_some(&table.name),
+                            );
+                            for c in blocks.filter_map(|name| stream.get(name)) {
                                 sum.rows += c.rows;
                                 sum.kept += c.kept;
                                 sum.kept_down += c.kept_down;
@@ -950,11 +966,37 @@ impl Report {
     }
 }
 
+/// The values a kept row's neighbours are tested against: its referenced
+/// column lists (by index), and its foreign keys' columns (by key), non-NULL.
+struct RowKeys {
+    incoming: Vec<(usize, Key)>,
+    outgoing: Vec<(usize, Key)>,
+}
+
+fn keys_of(fields: &Fields, shape: &Shape, buf: &mut Vec<u8>) -> RowKeys {
+    let mut keys = RowKeys {
+        incoming: Vec::new(),
+        outgoing: Vec::new(),
+    };
+    for (c, at) in shape.incoming.iter().enumerate() {
+        if key(fields, at, buf).is_some() {
+            keys.incoming.push((c, buf.as_slice().into()));
+        }
+    }
+    for (edge, at) in &shape.outgoing {
+        if key(fields, at, buf).is_some() {
+            keys.outgoing.push((*edge, buf.as_slice().into()));
+        }
+    }
+    keys
+}
+
 fn identity(fields: &Fields, shape: &Shape, buf: &mut Vec<u8>) -> Key {
     identity_ref(fields, shape, buf).into()
 }
 
-/// A primary key is never NULL; without one the whole row is the identity.
+/// A primary key is never NULL; without one the whole row is the identity,
+/// held as 16 bytes of its SHA-256 (memory is for keys, not rows).
 fn identity_ref<'b>(fields: &Fields<'b>, shape: &Shape, buf: &'b mut Vec<u8>) -> &'b [u8] {
     match &shape.identity {
         Some(at) => {
@@ -967,7 +1009,11 @@ fn identity_ref<'b>(fields: &Fields<'b>, shape: &Shape, buf: &'b mut Vec<u8>) ->
             }
             buf.as_slice()
         }
-        None => fields.row,
+        None => {
+            buf.clear();
+            buf.extend_from_slice(&Sha256::digest(fields.row)[..16]);
+            buf.as_slice()
+        }
     }
 }
 
@@ -1418,6 +1464,32 @@ mod tests {
             let file: toml::Table = toml::from_str(bad).unwrap();
             assert!(Rules::from_toml(&file["subset"]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_block_under_a_partitioned_root_is_filtered_and_an_unknown_one_refused() {
+        let mut db = shop();
+        db.catalog.tables[3].leaves[0].name = TableName::new("public", "orders_p1");
+        db.memory.rows.insert(
+            TableName::new("public", "orders_p1"),
+            db.memory.rows[&TableName::new("public", "orders")].clone(),
+        );
+        let rules = rule("orders", "region=eu");
+        let p = plan(&db.catalog, &rules).unwrap();
+        let s = Subset::compute(db.catalog.clone(), p, &rules, &mut db.memory, false).unwrap();
+        let cols: Vec<String> = ["id", "customer_id", "region"].map(String::from).to_vec();
+        // pg_dump's load through the root names the root.
+        let mut f = s
+            .filter(&TableName::new("public", "orders"), &cols)
+            .unwrap()
+            .expect("filtered, not whole");
+        assert_eq!(f.keeps(b"1000\t100\teu"), Some(Kept::Down));
+        assert_eq!(f.keeps(b"1001\t101\tus"), None);
+        let e = s
+            .filter(&TableName::new("public", "orders_new"), &cols)
+            .err()
+            .unwrap();
+        assert!(e.contains("did not show"), "{e}");
     }
 
     #[test]

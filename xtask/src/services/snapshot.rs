@@ -11,7 +11,7 @@ use anyhow::{Context as _, format_err};
 use serde::Deserialize;
 
 use crate::core::config::Connection;
-use crate::core::dump::{TableName, quote_ident};
+use crate::core::dump::TableName;
 use crate::core::subset::{Catalog, ForeignKey, Leaf, Rows, Table};
 use crate::services::interrupt;
 use crate::services::pg::{Client, PgError, classify};
@@ -27,13 +27,34 @@ pub(crate) struct Snapshot<'c> {
 }
 
 /// What every reading session sets first: the snapshot, then pg_dump's own
-/// output settings, so values read here are byte for byte the text pg_dump
-/// writes for them.
-const SETTINGS: &str = "SET datestyle = ISO;\nSET intervalstyle = postgres;\nSET extra_float_digits = 3;\nSET row_security = off;\nSET statement_timeout = 0;\n";
+/// output settings (its `setup_connection`), so values read here are byte
+/// for byte the text pg_dump writes for them: an empty search_path prints
+/// `regclass` values schema-qualified, as pg_dump does.
+const SETTINGS: &str = "SET datestyle = ISO;\nSET intervalstyle = postgres;\nSET extra_float_digits = 3;\nSET row_security = off;\nSET statement_timeout = 0;\nSET lock_timeout = 0;\nSET search_path = '';\n";
+
+/// No timeout may end the snapshot's transaction while the slice is decided
+/// (`transaction_timeout` exists from PostgreSQL 17 on).
+/// Nothing here may print: every line these sessions print is a row.
+const NO_TIMEOUTS: &str = "SET idle_in_transaction_session_timeout = 0;\nDO $$BEGIN IF pg_catalog.current_setting('server_version_num')::int >= 170000 THEN PERFORM pg_catalog.set_config('transaction_timeout', '0', false); END IF; END$$;\n";
+
+/// An identifier always in double quotes (a column named `user` or `order`
+/// is a keyword unquoted).
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn qualified(t: &TableName) -> String {
+    format!("{}.{}", ident(&t.schema), ident(&t.name))
+}
 
 impl<'c> Snapshot<'c> {
     pub(crate) fn export(client: &'c Client, conn: &Connection) -> Result<Snapshot<'c>, PgError> {
-        let encoding = client.query(conn, "SHOW server_encoding")?;
+        // pg_dump writes in PGCLIENTENCODING when it is set, else in the
+        // database's encoding: the reads here must match it.
+        let encoding = match std::env::var("PGCLIENTENCODING") {
+            Ok(e) if !e.trim().is_empty() => e.trim().to_string(),
+            _ => client.query(conn, "SHOW server_encoding")?,
+        };
         let args = ["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1"].map(Into::into);
         let mut holder = client
             .command("psql", &args, conn)
@@ -42,7 +63,7 @@ impl<'c> Snapshot<'c> {
         let stderr = drain(holder.stderr.take().expect("stderr is piped"));
         let mut stdin = holder.stdin.take().expect("stdin is piped");
         let started = stdin.write_all(
-            b"SET idle_in_transaction_session_timeout = 0;\nBEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n",
+            format!("{NO_TIMEOUTS}BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n").as_bytes(),
         );
         let mut line = String::new();
         let mut out = BufReader::new(holder.stdout.take().expect("stdout is piped"));
@@ -66,10 +87,26 @@ impl<'c> Snapshot<'c> {
         })
     }
 
+    /// Locks `tables` in the holder's transaction as pg_dump would (ACCESS
+    /// SHARE): until the dump has read them, no TRUNCATE or rewrite can
+    /// empty a table the slice was decided on. A failure ends the holder,
+    /// and with it the snapshot: the dump then fails, nothing is written.
+    pub(crate) fn lock(&mut self, tables: &[&TableName]) {
+        if tables.is_empty() {
+            return;
+        }
+        let list: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
+        if let Some(stdin) = self.holder.stdin.as_mut() {
+            let _ = stdin.write_all(
+                format!("LOCK TABLE {} IN ACCESS SHARE MODE;\n", list.join(", ")).as_bytes(),
+            );
+        }
+    }
+
     /// A session script at this snapshot, ending with `body`.
     fn script(&self, body: &str) -> String {
         format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSET TRANSACTION SNAPSHOT '{}';\nSET client_encoding = '{}';\n{SETTINGS}{body}\nCOMMIT;\n",
+            "{NO_TIMEOUTS}BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSET TRANSACTION SNAPSHOT '{}';\nSET client_encoding = '{}';\n{SETTINGS}{body}\nCOMMIT;\n",
             self.id,
             self.encoding.replace('\'', "''")
         )
@@ -138,14 +175,14 @@ impl Rows for Snapshot<'_> {
         condition: Option<&str>,
         row: &mut dyn FnMut(&[u8]),
     ) -> anyhow::Result<()> {
-        let columns: Vec<String> = leaf.columns.iter().map(|c| quote_ident(c)).collect();
+        let columns: Vec<String> = leaf.columns.iter().map(|c| ident(c)).collect();
         // A partition is read under its table's name: a condition may say
         // `orders.placed_at`.
         let mut sql = format!(
             "COPY (SELECT {} FROM ONLY {} AS {}",
             columns.join(", "),
-            leaf.name.quoted(),
-            quote_ident(&table.name)
+            qualified(&leaf.name),
+            ident(&table.name)
         );
         if let Some(c) = condition {
             sql.push_str(&format!(" WHERE ({c})"));

@@ -309,20 +309,12 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
     if let Some(session) = &live {
         session.client.check_dump_compat(&session.server)?;
     }
-    // A slice of a live source: decided at one exported snapshot, which the
-    // dump below reads at too.
-    let live_slice = match &live {
-        Some(session) if !slice.is_empty() => Some(decide(
-            &session.client,
-            &session.conn,
-            &slice,
-            &from.label(),
-            args.dry_run,
-        )?),
-        _ => None,
-    };
-    if let (true, Some((_, decided))) = (args.dry_run, &live_slice) {
-        return dry_run(&args, &from.label(), decided);
+    // A dry run of a live slice: decided, shown, nothing else.
+    if args.dry_run
+        && let Some(session) = &live
+    {
+        let (_, decided) = decide(&session.client, &session.conn, &slice, &from.label(), true)?;
+        return dry_run(&args, &from.label(), &decided);
     }
     if !rules.columns.is_empty() {
         let schema = source_schema(&from, live.as_ref(), Some(&route.client), &access)?;
@@ -418,6 +410,19 @@ pub(crate) fn run(args: DbClone, ctx: &Context) -> anyhow::Result<ExitCode> {
         .and_then(|s| s.meta.as_ref())
         .and_then(|m| m.database_props.as_ref());
     let locale = existing.as_ref().or(backup_props).map(|p| &p.locale);
+    // A slice of a live source: decided at one exported snapshot, which the
+    // dump below reads at too (after consent: the snapshot holds back the
+    // source's vacuum while it is open).
+    let live_slice = match &live {
+        Some(session) if !slice.is_empty() => Some(decide(
+            &session.client,
+            &session.conn,
+            &slice,
+            &source_label,
+            false,
+        )?),
+        _ => None,
+    };
     // A slice of a backup: the backup is loaded, masked, into a staging
     // database on this server (dropped on every path), and sliced from there
     // as from a live source. Conditions see the masked values.
@@ -584,6 +589,7 @@ fn decide<'c>(
     let mut snapshot = Snapshot::export(client, conn)
         .map_err(|e| format_err!("cannot take a snapshot of {label}: {e}"))?;
     let catalog = snapshot.catalog()?;
+    snapshot.lock(&catalog.tables.iter().map(|t| &t.name).collect::<Vec<_>>());
     let plan = subset::plan(&catalog, rules)
         .map_err(|e| format_err!("{e}: fix the subset; nothing was written"))?;
     let decided = Subset::compute(catalog, plan, rules, &mut snapshot, exact).map_err(|e| {
