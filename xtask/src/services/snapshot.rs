@@ -23,7 +23,6 @@ pub(crate) struct Snapshot<'c> {
     conn: Connection,
     holder: Child,
     pub(crate) id: String,
-    encoding: String,
 }
 
 /// What every reading session sets first: the snapshot, then pg_dump's own
@@ -49,12 +48,6 @@ fn qualified(t: &TableName) -> String {
 
 impl<'c> Snapshot<'c> {
     pub(crate) fn export(client: &'c Client, conn: &Connection) -> Result<Snapshot<'c>, PgError> {
-        // pg_dump writes in PGCLIENTENCODING when it is set, else in the
-        // database's encoding: the reads here must match it.
-        let encoding = match std::env::var("PGCLIENTENCODING") {
-            Ok(e) if !e.trim().is_empty() => e.trim().to_string(),
-            _ => client.query(conn, "SHOW server_encoding")?,
-        };
         let args = ["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1"].map(Into::into);
         let mut holder = client
             .command("psql", &args, conn)
@@ -83,32 +76,16 @@ impl<'c> Snapshot<'c> {
             conn: conn.clone(),
             holder,
             id,
-            encoding,
         })
     }
 
-    /// Locks `tables` in the holder's transaction as pg_dump would (ACCESS
-    /// SHARE): until the dump has read them, no TRUNCATE or rewrite can
-    /// empty a table the slice was decided on. A failure ends the holder,
-    /// and with it the snapshot: the dump then fails, nothing is written.
-    pub(crate) fn lock(&mut self, tables: &[&TableName]) {
-        if tables.is_empty() {
-            return;
-        }
-        let list: Vec<String> = tables.iter().map(|t| qualified(t)).collect();
-        if let Some(stdin) = self.holder.stdin.as_mut() {
-            let _ = stdin.write_all(
-                format!("LOCK TABLE {} IN ACCESS SHARE MODE;\n", list.join(", ")).as_bytes(),
-            );
-        }
-    }
-
-    /// A session script at this snapshot, ending with `body`.
+    /// A session script at this snapshot, ending with `body`. The client
+    /// encoding is left alone: psql without a terminal takes the default
+    /// pg_dump takes (PGCLIENTENCODING, the role's, the database's).
     fn script(&self, body: &str) -> String {
         format!(
-            "{NO_TIMEOUTS}BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSET TRANSACTION SNAPSHOT '{}';\nSET client_encoding = '{}';\n{SETTINGS}{body}\nCOMMIT;\n",
-            self.id,
-            self.encoding.replace('\'', "''")
+            "{NO_TIMEOUTS}BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSET TRANSACTION SNAPSHOT '{}';\n{SETTINGS}{body}\nCOMMIT;\n",
+            self.id
         )
     }
 
@@ -131,6 +108,12 @@ impl<'c> Snapshot<'c> {
         let mut buf = Vec::new();
         loop {
             buf.clear();
+            // SIGTERM to this process alone: stop the read, not wait for it.
+            if interrupt::received().is_some() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(interrupt::failure("nothing was written to the target").into());
+            }
             if out.read_until(b'\n', &mut buf)? == 0 {
                 break;
             }

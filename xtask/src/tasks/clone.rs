@@ -589,7 +589,6 @@ fn decide<'c>(
     let mut snapshot = Snapshot::export(client, conn)
         .map_err(|e| format_err!("cannot take a snapshot of {label}: {e}"))?;
     let catalog = snapshot.catalog()?;
-    snapshot.lock(&catalog.tables.iter().map(|t| &t.name).collect::<Vec<_>>());
     let plan = subset::plan(&catalog, rules)
         .map_err(|e| format_err!("{e}: fix the subset; nothing was written"))?;
     let decided = Subset::compute(catalog, plan, rules, &mut snapshot, exact).map_err(|e| {
