@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds local PostgreSQL images from Debian packages, with no container
-# registry: debootstrap a minimal Debian with the server package, add our
+# registry: debootstrap a minimal Debian with the server package and
+# pgBackRest (the engine of `db-pitr` and `db-backup --physical`), add our
 # entrypoint (docker/postgres/docker-entrypoint.sh, the official image's
 # interface), and `docker import` the tree.
 #
@@ -56,7 +57,7 @@ build() {
     root=$(mktemp -d "/tmp/pg$major-root.XXXXXX")
     log "debootstrap $suite with postgresql-$major into $root"
     # policy-rc.d keeps the package scripts from starting a server inside the chroot.
-    if ! debootstrap --variant=minbase --include="postgresql-$major" "$suite" "$root" "$(mirror)" \
+    if ! debootstrap --variant=minbase --include="postgresql-$major,pgbackrest" "$suite" "$root" "$(mirror)" \
         >"$root.log" 2>&1; then
         log "debootstrap failed for $major; last lines of $root.log:"
         tail -n 20 "$root.log" >&2

@@ -51,7 +51,7 @@ impl Project {
     }
 
     /// A `docker compose` command in the project, as the developer would type it.
-    fn compose(&self, args: &[&str]) -> Output {
+    pub(crate) fn compose(&self, args: &[&str]) -> Output {
         Command::new("docker")
             .arg("compose")
             .args(args)

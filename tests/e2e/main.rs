@@ -29,6 +29,7 @@ mod encryption;
 mod formats;
 mod harness;
 mod ops;
+mod pitr;
 mod prune;
 mod recovery;
 mod remote;

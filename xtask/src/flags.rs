@@ -53,6 +53,39 @@ pub(crate) enum Command {
     DbDown(DbDown),
     /// Open psql on the database, by the same route as the other tasks (arguments after -- go to psql)
     DbPsql(DbPsql),
+    /// Point-in-time recovery for the compose service: WAL archiving and physical backups with pgBackRest
+    DbPitr(DbPitr),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DbPitr {
+    #[command(subcommand)]
+    pub(crate) action: PitrAction,
+    #[command(flatten)]
+    pub(crate) dir: DirArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum PitrAction {
+    /// Archive every WAL segment with pgBackRest (stanza, repository on the db-pitr volume,
+    /// archive_mode, archive_command, archive_timeout), restart if needed, then check it end to end
+    Enable {
+        /// Show the changes and make none
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Stop archiving WAL (the repository and its backups are kept)
+    Disable {
+        /// Show the changes and make none
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// What is archived and backed up: the stanza, physical backups, the archive's lag
+    Status {
+        /// Print the result as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -318,6 +351,19 @@ pub(crate) struct DbBackup {
     pub(crate) format: Option<Format>,
     #[command(flatten)]
     pub(crate) jobs: JobsArgs,
+    /// A physical backup of the compose service's whole server with pgBackRest (db-pitr enable
+    /// first): full when none exists, else incremental
+    #[arg(long, conflicts_with_all = ["globals", "all", "schema_only", "format", "compress", "compression_level", "remote_only", "verify"])]
+    pub(crate) physical: bool,
+    /// With --physical: a full backup
+    #[arg(long, requires = "physical", conflicts_with_all = ["diff", "incr"])]
+    pub(crate) full: bool,
+    /// With --physical: what changed since the last full backup
+    #[arg(long, requires = "physical", conflicts_with = "incr")]
+    pub(crate) diff: bool,
+    /// With --physical: what changed since the last backup of any type
+    #[arg(long, requires = "physical")]
+    pub(crate) incr: bool,
 }
 
 /// `--jobs`.
@@ -386,7 +432,7 @@ pub(crate) struct DbRestore {
     #[command(flatten)]
     pub(crate) common: CommonArgs,
     /// The backup to restore: a path, or a file name in BACKUP_DIR
-    #[arg(value_name = "FILE", required_unless_present_any = ["latest", "list"], conflicts_with = "latest")]
+    #[arg(value_name = "FILE", required_unless_present_any = ["latest", "list", "to_time", "to_latest"], conflicts_with = "latest")]
     pub(crate) file: Option<String>,
     /// Restore the newest usable backup of the database (decided by .meta, skipping failed ones)
     #[arg(long)]
@@ -434,6 +480,14 @@ pub(crate) struct DbRestore {
     /// Print one JSON object describing the result on stdout
     #[arg(long)]
     pub(crate) json: bool,
+    /// Point-in-time recovery of the compose service's whole server to this moment, e.g.
+    /// '2026-11-27 10:15:00+00' (pgBackRest: db-pitr enable, db-backup --physical); the old data
+    /// is set aside
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["file", "latest", "list", "remote", "target_db", "all", "with_globals", "table", "drop_previous", "dry_run", "to_latest"])]
+    pub(crate) to_time: Option<String>,
+    /// Point-in-time recovery of the compose service's whole server to the end of the archived WAL
+    #[arg(long, conflicts_with_all = ["file", "latest", "list", "remote", "target_db", "all", "with_globals", "table", "drop_previous", "dry_run"])]
+    pub(crate) to_latest: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -511,6 +565,7 @@ impl Command {
             },
             Command::DbClone(a) => a.connection.overrides(),
             Command::DbPsql(a) => a.connection.overrides(),
+            Command::DbPitr(a) => a.dir.overrides(),
             Command::DbUp(_) | Command::DbDown(_) | Command::Demo(_) => Overrides::default(),
         }
     }
@@ -529,6 +584,7 @@ impl Command {
             Command::DbUp(a) => (a.quiet, false),
             Command::DbDown(a) => (a.quiet, false),
             Command::Demo(a) => (a.quiet, false),
+            Command::DbPitr(a) => (a.dir.quiet, a.dir.verbose),
         }
     }
 }

@@ -106,5 +106,6 @@ fn run(flags: flags::Xtask) -> anyhow::Result<ExitCode> {
         flags::Command::DbUp(args) => tasks::dev::up(args, &ctx),
         flags::Command::DbDown(args) => tasks::dev::down(args, &ctx),
         flags::Command::DbPsql(args) => tasks::dev::psql(args, &ctx),
+        flags::Command::DbPitr(args) => tasks::pitr::run(args, &ctx),
     }
 }

@@ -62,6 +62,34 @@ const KNOWN: &[(&str, &str)] = &[
         "backup_last_upload_failure_timestamp",
         "Unix time of the last failed upload to the off-site copy.",
     ),
+    (
+        "backup_physical_last_success_timestamp",
+        "Unix time of the last successful physical backup (pgBackRest) of this type.",
+    ),
+    (
+        "backup_physical_last_failure_timestamp",
+        "Unix time of the last failed physical backup (pgBackRest).",
+    ),
+    (
+        "backup_physical_size_bytes",
+        "What the last physical backup of this type added to the repository, in bytes.",
+    ),
+    (
+        "backup_physical_database_size_bytes",
+        "Size of the server's data in the last physical backup of this type, in bytes.",
+    ),
+    (
+        "backup_physical_duration_seconds",
+        "Duration of the last physical backup of this type in seconds.",
+    ),
+    (
+        "backup_wal_archive_lag_seconds",
+        "Seconds of WAL at risk when last measured: since the last archived segment while a finished one waits or a push failed, else 0.",
+    ),
+    (
+        "backup_wal_archive_checked_timestamp",
+        "Unix time the archive lag was last measured.",
+    ),
 ];
 
 /// The names of the metrics this tool writes (alert rules and dashboards may use only these).
@@ -223,6 +251,49 @@ pub(crate) fn record_backup(
             m.set("backup_last_status", &labels, 0);
         }
     }
+}
+
+/// A physical backup's result, for the stanza's series.
+pub(crate) fn record_physical(
+    m: &mut Metrics,
+    stanza: &str,
+    at: OffsetDateTime,
+    outcome: Option<(&str, u64, u64, f64)>,
+) {
+    let ts = at.unix_timestamp();
+    match outcome {
+        Some((kind, repo_bytes, db_bytes, secs)) => {
+            let labels = [("stanza", stanza), ("type", kind)];
+            m.set("backup_physical_last_success_timestamp", &labels, ts);
+            m.set("backup_physical_size_bytes", &labels, repo_bytes);
+            m.set("backup_physical_database_size_bytes", &labels, db_bytes);
+            m.set(
+                "backup_physical_duration_seconds",
+                &labels,
+                format!("{secs:.3}"),
+            );
+        }
+        None => m.set(
+            "backup_physical_last_failure_timestamp",
+            &[("stanza", stanza)],
+            ts,
+        ),
+    }
+}
+
+/// The WAL archive's lag, measured now.
+pub(crate) fn record_archive_lag(m: &mut Metrics, stanza: &str, at: OffsetDateTime, lag: f64) {
+    let labels = [("stanza", stanza)];
+    m.set(
+        "backup_wal_archive_lag_seconds",
+        &labels,
+        format!("{lag:.0}"),
+    );
+    m.set(
+        "backup_wal_archive_checked_timestamp",
+        &labels,
+        at.unix_timestamp(),
+    );
 }
 
 /// A check of a backup set that the metrics follow.

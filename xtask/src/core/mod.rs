@@ -12,6 +12,7 @@ pub(crate) mod human;
 pub(crate) mod meta;
 pub(crate) mod metrics;
 pub(crate) mod naming;
+pub(crate) mod pitr;
 pub(crate) mod plan;
 pub(crate) mod retention;
 pub(crate) mod subset;

@@ -14,6 +14,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use crate::services::process::{Finished, ToolCommand};
 
@@ -199,6 +200,39 @@ impl Compose {
         self.known(service)?;
         self.run("stopping the service", &["stop", service])
             .map(drop)
+    }
+
+    /// Restarts `service`'s container (a setting that needs a server restart).
+    pub(crate) fn restart(&self, service: &str) -> Result<(), ComposeError> {
+        self.known(service)?;
+        self.run("restarting the service", &["restart", service])
+            .map(drop)
+    }
+
+    /// Waits until `service` is running and healthy (or running, without a
+    /// healthcheck); one line saying what to look at when it does not come up.
+    pub(crate) fn wait_healthy(&self, service: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.state(service)?.unwrap_or_default();
+            match state.as_str() {
+                "running healthy" | "running" => return Ok(()),
+                s if s.starts_with("exited")
+                    || s.starts_with("dead")
+                    || s.contains("unhealthy") =>
+                {
+                    anyhow::bail!(
+                        "the compose service '{service}' did not start ({s}): see `docker compose logs {service}`"
+                    )
+                }
+                s if Instant::now() > deadline => anyhow::bail!(
+                    "the compose service '{service}' is not healthy after {} s ({}): see `docker compose logs {service}`",
+                    timeout.as_secs(),
+                    if s.is_empty() { "no container" } else { s }
+                ),
+                _ => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
     }
 
     /// The state of the service's container: `running healthy`, `running`

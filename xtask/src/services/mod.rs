@@ -13,6 +13,7 @@ pub(crate) mod hooks;
 pub(crate) mod interrupt;
 pub(crate) mod load;
 pub(crate) mod pg;
+pub(crate) mod pitr;
 pub(crate) mod process;
 pub(crate) mod publish;
 pub(crate) mod s3;

@@ -13,9 +13,11 @@ use time::OffsetDateTime;
 
 use crate::core::config::Settings;
 use crate::core::format::{Format, Layout};
+use crate::core::human;
 use crate::core::meta::{self, BackupMeta, Content, Encryption, Roles, Run, Verification};
 use crate::core::metrics::{self, Check, Outcome};
 use crate::core::naming::{self, BackupName, BackupType, TypeChoice};
+use crate::core::pitr::BackupKind;
 use crate::core::plan::Placement;
 use crate::flags::DbBackup;
 use crate::services::catalog::{self, LocalStore, PruneReport, Store};
@@ -24,6 +26,7 @@ use crate::services::crypto::{self, Recipients};
 use crate::services::fsutil::{self, LockError, RunLock};
 use crate::services::hooks::{self, Event, Status};
 use crate::services::pg::{self, DumpOptions, Purpose, Route};
+use crate::services::pitr::Pitr;
 use crate::services::publish::{self, Compression};
 use crate::services::s3::S3Store;
 use crate::tasks::Context;
@@ -57,6 +60,9 @@ enum What {
 }
 
 pub(crate) fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
+    if args.physical {
+        return physical(&args, ctx);
+    }
     let settings = &ctx.settings;
     let placement = Placement::decide(
         settings.s3.is_some(),
@@ -711,4 +717,64 @@ fn finish(
         println!("uploaded to {to}");
     }
     (Ok(ExitCode::SUCCESS), json)
+}
+
+/// `--physical`: a pgBackRest backup of the compose service's whole server.
+fn physical(args: &DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let engine = Pitr::connect(&ctx.settings)?;
+    let stanza = engine.settings.stanza.clone();
+    if engine.info()?.is_none() {
+        anyhow::bail!(
+            "point-in-time recovery is not enabled for the compose service '{}': run `cargo xtask db-pitr enable` first",
+            engine.service()
+        );
+    }
+    let kind = if args.full {
+        Some(BackupKind::Full)
+    } else if args.diff {
+        Some(BackupKind::Diff)
+    } else if args.incr {
+        Some(BackupKind::Incr)
+    } else {
+        None
+    };
+    let store = LocalStore::of(&ctx.settings);
+    let clock = Instant::now();
+    let done = match engine.backup(kind) {
+        Ok(done) => done,
+        Err(e) => {
+            store.record_metrics(|m| {
+                metrics::record_physical(m, &stanza, OffsetDateTime::now_utc(), None)
+            });
+            return Err(e);
+        }
+    };
+    let secs = clock.elapsed().as_secs_f64();
+    store.record_metrics(|m| {
+        metrics::record_physical(
+            m,
+            &stanza,
+            OffsetDateTime::now_utc(),
+            Some((done.kind.as_str(), done.repo_size, done.size, secs)),
+        )
+    });
+    if args.json {
+        println!(
+            "{}",
+            json!({"stanza": stanza, "label": done.label, "type": done.kind.as_str(), "size_bytes": done.size,
+                "repo_bytes": done.repo_size, "wal_start": done.wal_start, "wal_stop": done.wal_stop,
+                "prior": done.prior, "secs": secs})
+        );
+    }
+    ui::info(format!(
+        "physical backup {} ({}) of the compose service '{}' in {secs:.1} s: {} of data, {} added to the repository; WAL {}..{}",
+        done.label,
+        done.kind.as_str(),
+        engine.service(),
+        human::bytes(done.size),
+        human::bytes(done.repo_size),
+        done.wal_start,
+        done.wal_stop
+    ));
+    Ok(ExitCode::SUCCESS)
 }

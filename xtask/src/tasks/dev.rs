@@ -4,9 +4,7 @@
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
-
-use anyhow::bail;
+use std::time::Duration;
 
 use crate::flags::{DbDown, DbPsql, DbUp};
 use crate::services::compose::Compose;
@@ -23,24 +21,14 @@ pub(crate) fn up(args: DbUp, ctx: &Context) -> anyhow::Result<ExitCode> {
     let settings = &ctx.settings;
     let (compose, service) = compose_and_service(ctx)?;
     compose.up(&service, args.quiet)?;
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    loop {
-        let state = compose.state(&service)?.unwrap_or_default();
-        match state.as_str() {
-            "running healthy" | "running" => break,
-            s if s.starts_with("exited") || s.starts_with("dead") || s.contains("unhealthy") => {
-                bail!(
-                    "the compose service '{service}' did not start ({s}): see `docker compose logs {service}`"
-                )
+    compose
+        .wait_healthy(&service, Duration::from_secs(args.timeout))
+        .map_err(|e| match e.to_string() {
+            m if m.contains("is not healthy after") => {
+                anyhow::format_err!("{m}, or wait longer with --timeout")
             }
-            s if Instant::now() > deadline => bail!(
-                "the compose service '{service}' is not healthy after {} s ({}): see `docker compose logs {service}`, or wait longer with --timeout",
-                args.timeout,
-                if s.is_empty() { "no container" } else { s }
-            ),
-            _ => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
+            _ => e,
+        })?;
     let published = compose
         .published(&service, 5432)
         .map(|p| format!(", published on {p}"))

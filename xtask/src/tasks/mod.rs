@@ -7,6 +7,7 @@ pub(crate) mod clone;
 pub(crate) mod demo;
 pub(crate) mod dev;
 pub(crate) mod list;
+pub(crate) mod pitr;
 pub(crate) mod prune;
 pub(crate) mod restore;
 pub(crate) mod status;

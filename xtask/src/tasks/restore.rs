@@ -19,6 +19,7 @@ use crate::core::dbprops::Skip;
 use crate::core::dump::filter::TableFilter;
 use crate::core::human;
 use crate::core::meta::Content;
+use crate::core::pitr::{self, Target};
 use crate::core::plan::{self, Consent, Replace};
 use crate::flags::DbRestore;
 use crate::services::catalog::{self, Backups, Store};
@@ -27,10 +28,14 @@ use crate::services::load::{
     self, Checked, Input, LoadError, Scratch, Source, Transform, derived_name,
 };
 use crate::services::pg::{self, PgVersion};
+use crate::services::pitr::Pitr;
 use crate::tasks::Context;
 use crate::{Failure, ui};
 
 pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
+    if args.to_time.is_some() || args.to_latest {
+        return to_a_point(&args, ctx);
+    }
     let settings = &ctx.settings;
     let backups = Backups::open(settings, args.remote)?;
     let store = backups.store();
@@ -524,6 +529,63 @@ fn restore_one(
         tables: loaded.tables,
         secs: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// `--to-time` / `--to-latest`: the compose service's whole server,
+/// recovered with pgBackRest to a moment, all-or-nothing.
+fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let engine = Pitr::connect(&ctx.settings)?;
+    let service = engine.service().to_string();
+    let Some(info) = engine.info()? else {
+        return Err(format_err!(
+            "point-in-time recovery is not enabled for the compose service '{service}': run `cargo xtask db-pitr enable`, then `cargo xtask db-backup --physical`; nothing was changed"
+        ));
+    };
+    let spaces = engine.tablespaces()?;
+    if !spaces.is_empty() {
+        return Err(format_err!(
+            "the server has tablespaces outside its data directory ({}): a restore beside the running server would write over them; nothing was changed",
+            spaces.join(", ")
+        ));
+    }
+    let target = match &args.to_time {
+        Some(text) => Target::Time {
+            text: text.clone(),
+            epoch: engine.parse_time(text)?,
+        },
+        None => Target::Latest,
+    };
+    pitr::check_covered(&info, &target, engine.now()?)
+        .map_err(|why| format_err!("{why}; nothing was changed"))?;
+    confirm(pitr::consent(
+        &target,
+        &service,
+        args.yes,
+        io::stdin().is_terminal(),
+    ))?;
+    interrupt::watch()?;
+    // Everything committed until now goes to the archive first.
+    let archived = engine.archive_now()?;
+    let stamp = OffsetDateTime::now_utc().format(format_description!(
+        "[year][month][day]_[hour][minute][second]"
+    ))?;
+    let restored = engine.restore(&target, &archived, &stamp)?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"service": service, "target": match &target { Target::Time { text, .. } => text.as_str(), Target::Latest => "latest" },
+                "set_aside": restored.set_aside, "secs": restored.secs, "stanza": engine.settings.stanza})
+        );
+    }
+    ui::info(format!(
+        "restored the compose service '{service}' to {} in {:.1} s; the previous data is set aside in {} on its data volume (remove it with `{} exec {service} rm -rf {}` once you no longer need it)",
+        target.describe(),
+        restored.secs,
+        restored.set_aside,
+        engine.compose_name(),
+        restored.set_aside
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Goes ahead, asks on the terminal, or refuses.

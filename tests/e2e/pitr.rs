@@ -1,0 +1,205 @@
+//! Point-in-time recovery on the compose service (PostgreSQL 17 with
+//! pgBackRest, from scripts/build-pg-image.sh): `db-pitr enable`, physical
+//! backups, `db-restore --to-time` / `--to-latest`, and the refusals that
+//! must leave the service on its data.
+
+use e2e::{json_of, show};
+
+use crate::compose::Project;
+
+fn rows(p: &Project) -> String {
+    p.psql("app", "app", "SELECT string_agg(x, ',' ORDER BY x) FROM t")
+}
+
+fn ok(p: &Project, args: &[&str]) -> std::process::Output {
+    let out = p.run(args, &[]);
+    assert!(out.status.success(), "{args:?}: {}", show(&out));
+    out
+}
+
+fn refused(p: &Project, args: &[&str], says: &str) {
+    let out = p.run(args, &[]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "{args:?} should fail: {}",
+        show(&out)
+    );
+    assert!(
+        err.contains(says),
+        "{args:?}: expected '{says}' in: {}",
+        show(&out)
+    );
+    let errors: Vec<_> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one line: {err}");
+}
+
+/// A file name in the repository's archive of this stanza, by WAL segment.
+fn archived_segment(p: &Project, segment: &str) -> String {
+    let out = p.compose(&[
+        "exec",
+        "-T",
+        "db",
+        "sh",
+        "-c",
+        &format!("ls /var/lib/pgbackrest/archive/app/17-1/*/{segment}-*"),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn pitr_restores_to_a_time_and_to_the_latest_state_and_leaves_the_data_on_failure() {
+    let p = Project::new();
+    p.up(&[]);
+
+    // Nothing to back up or restore from before it is enabled.
+    refused(
+        &p,
+        &["db-backup", "--physical"],
+        "run `cargo xtask db-pitr enable` first",
+    );
+    refused(
+        &p,
+        &["db-restore", "--to-latest", "-y"],
+        "point-in-time recovery is not enabled",
+    );
+
+    // The dry run shows the changes and makes none.
+    let out = ok(&p, &["db-pitr", "enable", "--dry-run"]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.contains("archive_mode: off -> on"), "{plan}");
+    assert!(plan.contains("archive_timeout: 0 -> 60"), "{plan}");
+    assert_eq!(p.psql("app", "app", "SHOW archive_mode"), "off");
+
+    ok(&p, &["db-pitr", "enable"]);
+    assert_eq!(p.psql("app", "app", "SHOW archive_mode"), "on");
+    assert_eq!(p.psql("app", "app", "SHOW archive_timeout"), "1min");
+    // Idempotent: nothing to change, no restart.
+    let out = ok(&p, &["db-pitr", "enable"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already as wanted"),
+        "{}",
+        show(&out)
+    );
+
+    let full = json_of(&ok(&p, &["db-backup", "--physical", "--json"]));
+    assert_eq!(full["type"], "full", "{full}");
+
+    p.psql(
+        "app",
+        "app",
+        "CREATE TABLE t (x text); INSERT INTO t VALUES ('A')",
+    );
+    let t = p.psql("app", "app", "SELECT now()");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    p.psql("app", "app", "INSERT INTO t VALUES ('B')");
+
+    // Refusals touch nothing: before the first backup, in the future, not a time, no consent.
+    refused(
+        &p,
+        &["db-restore", "--to-time", "2000-01-01 00:00:00+00", "-y"],
+        "is before the end of the oldest physical backup",
+    );
+    refused(
+        &p,
+        &["db-restore", "--to-time", "2999-01-01 00:00:00+00", "-y"],
+        "is in the future",
+    );
+    refused(
+        &p,
+        &["db-restore", "--to-time", "yesterday-ish", "-y"],
+        "is not a time PostgreSQL reads",
+    );
+    refused(&p, &["db-restore", "--to-latest"], "add --yes");
+    assert_eq!(rows(&p), "A,B");
+
+    // The latest state: everything committed.
+    ok(&p, &["db-restore", "--to-latest", "-y"]);
+    assert_eq!(rows(&p), "A,B");
+
+    // To the time between A and B.
+    let done = json_of(&ok(&p, &["db-restore", "--to-time", &t, "-y", "--json"]));
+    assert_eq!(rows(&p), "A");
+    assert_eq!(p.psql("app", "app", "SELECT pg_is_in_recovery()"), "f");
+    // The old data is set aside, not deleted, and never part of a backup.
+    let aside = done["set_aside"].as_str().unwrap().to_string();
+    let out = p.compose(&[
+        "exec",
+        "-T",
+        "db",
+        "test",
+        "-s",
+        &format!("{aside}/PG_VERSION"),
+    ]);
+    assert!(out.status.success(), "{aside} is kept: {}", show(&out));
+
+    // Writes go on from there, on a new timeline that a later recovery follows.
+    p.psql(
+        "app",
+        "app",
+        "INSERT INTO t SELECT 'C' || i FROM generate_series(1, 1000) i",
+    );
+    let incr = json_of(&ok(&p, &["db-backup", "--physical", "--json"]));
+    assert_eq!(incr["type"], "incr", "{incr}");
+    assert!(
+        incr["repo_bytes"].as_u64().unwrap() < full["repo_bytes"].as_u64().unwrap(),
+        "an incremental backup is smaller: {incr} vs {full}"
+    );
+    ok(&p, &["db-restore", "--to-latest", "-y"]);
+    assert_eq!(p.psql("app", "app", "SELECT count(*) FROM t"), "1001");
+
+    // A segment missing from the archive: the restore fails, the service keeps its data.
+    p.psql("app", "app", "INSERT INTO t VALUES ('D')");
+    let gone = p.psql("app", "app", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    p.psql("app", "app", "SELECT pg_switch_wal()");
+    p.psql("app", "app", "INSERT INTO t VALUES ('E')");
+    let status = json_of(&ok(&p, &["db-pitr", "status", "--json"]));
+    assert_eq!(status["backups"].as_array().unwrap().len(), 2, "{status}");
+    let file = archived_segment(&p, &gone);
+    let out = p.compose(&["exec", "-T", "db", "mv", &file, "/tmp/"]);
+    assert!(out.status.success(), "{}", show(&out));
+    refused(
+        &p,
+        &["db-restore", "--to-latest", "-y"],
+        "a WAL segment is missing from the archive",
+    );
+    assert_eq!(p.psql("app", "app", "SELECT count(*) FROM t"), "1003");
+    assert_eq!(p.psql("app", "app", "SELECT pg_is_in_recovery()"), "f");
+    let left = p.compose(&[
+        "exec",
+        "-T",
+        "db",
+        "sh",
+        "-c",
+        "ls /var/lib/postgresql/data/.xtask-pitr",
+    ]);
+    let left = String::from_utf8_lossy(&left.stdout).to_string();
+    assert!(
+        !left.lines().any(|l| l.starts_with("restore-")),
+        "no partial restore is left: {left}"
+    );
+
+    // The metrics carry the physical backups and the archive's lag.
+    let prom = std::fs::read_to_string(p.x.backup_dir().join("metrics/backup.prom")).unwrap();
+    assert!(
+        prom.contains("backup_physical_last_success_timestamp{stanza=\"app\",type=\"full\"}"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("backup_physical_last_success_timestamp{stanza=\"app\",type=\"incr\"}"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("backup_wal_archive_lag_seconds{stanza=\"app\"}"),
+        "{prom}"
+    );
+
+    let out = ok(&p, &["db-pitr", "disable"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("backups are kept"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(p.psql("app", "app", "SHOW archive_mode"), "off");
+}

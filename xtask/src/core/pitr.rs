@@ -1,0 +1,681 @@
+//! Point-in-time recovery on pgBackRest, the pure part: the settings and the
+//! pgBackRest configuration they become, the server settings `db-pitr`
+//! changes, what `pgbackrest info --output=json` says, whether a target time
+//! is covered, and how far the WAL archive lags.
+//!
+//! pgBackRest runs inside the compose service (its image carries the Debian
+//! package); its configuration and repository live on the service's second
+//! volume, mounted at [`REPO`], so they survive a recreated container.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use crate::core::config::{Secret, Sources};
+use crate::core::plan::Consent;
+
+/// The repository's mount point in the service (the Debian package's default).
+pub(crate) const REPO: &str = "/var/lib/pgbackrest";
+/// Our pgBackRest configuration, on the repository's volume.
+pub(crate) const CONF: &str = "/var/lib/pgbackrest/pgbackrest.conf";
+/// Under the data directory: restores in progress and data set aside by a
+/// restore. Excluded from physical backups.
+pub(crate) const WORK_DIR: &str = ".xtask-pitr";
+pub(crate) const DEFAULT_RETENTION_FULL: u32 = 2;
+pub(crate) const DEFAULT_ARCHIVE_TIMEOUT: u32 = 60;
+
+/// What `db-pitr` and the physical commands are configured with.
+#[derive(Debug, Clone)]
+pub(crate) struct PitrSettings {
+    /// pgBackRest's stanza: BACKUP_PITR_STANZA, else the database's name.
+    pub(crate) stanza: String,
+    /// Full backups kept, with the WAL they need (BACKUP_PITR_RETENTION_FULL).
+    pub(crate) retention_full: u32,
+    /// Seconds before a partly filled WAL segment is archived anyway: the
+    /// bound on data lost (BACKUP_PITR_ARCHIVE_TIMEOUT).
+    pub(crate) archive_timeout: u32,
+    /// The repository's cipher pass (BACKUP_PITR_CIPHER_PASS, or the file
+    /// BACKUP_PITR_CIPHER_PASS_FILE names): aes-256-cbc when set.
+    pub(crate) cipher: Option<Secret>,
+}
+
+impl PitrSettings {
+    pub(crate) fn resolve(sources: &Sources, dbname: &str) -> anyhow::Result<PitrSettings> {
+        let stanza = match sources.get("BACKUP_PITR_STANZA") {
+            Some((s, _)) => s,
+            None => stanza_for(dbname),
+        };
+        if stanza.is_empty()
+            || !stanza
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!("BACKUP_PITR_STANZA '{stanza}' is not valid: use letters, digits, '_' and '-'");
+        }
+        let number = |key: &str, default: u32, range: std::ops::RangeInclusive<u32>| match sources
+            .get(key)
+        {
+            None => Ok(default),
+            Some((v, _)) => match v.trim().parse::<u32>() {
+                Ok(n) if range.contains(&n) => Ok(n),
+                _ => Err(anyhow::format_err!(
+                    "{key} '{v}' is not valid: use a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                )),
+            },
+        };
+        let retention_full = number(
+            "BACKUP_PITR_RETENTION_FULL",
+            DEFAULT_RETENTION_FULL,
+            1..=9999,
+        )?;
+        let archive_timeout = number(
+            "BACKUP_PITR_ARCHIVE_TIMEOUT",
+            DEFAULT_ARCHIVE_TIMEOUT,
+            1..=86_400,
+        )?;
+        let cipher = match (
+            sources.get("BACKUP_PITR_CIPHER_PASS"),
+            sources.get("BACKUP_PITR_CIPHER_PASS_FILE"),
+        ) {
+            (Some(_), Some(_)) => bail!(
+                "both BACKUP_PITR_CIPHER_PASS and BACKUP_PITR_CIPHER_PASS_FILE are set: keep one"
+            ),
+            (Some((pass, _)), None) => Some(Secret::new(pass)),
+            (None, Some((path, _))) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading BACKUP_PITR_CIPHER_PASS_FILE {path}"))?;
+                Some(Secret::new(text.trim_end_matches(['\n', '\r'])))
+            }
+            (None, None) => None,
+        };
+        if let Some(pass) = &cipher
+            && (pass.expose().is_empty() || pass.expose().contains(['\n', '\r']))
+        {
+            bail!(
+                "the pgBackRest cipher pass is empty or spans lines: use one line of at least one character"
+            );
+        }
+        Ok(PitrSettings {
+            stanza,
+            retention_full,
+            archive_timeout,
+            cipher,
+        })
+    }
+}
+
+/// A stanza name from a database name: what pgBackRest accepts, kept readable.
+pub(crate) fn stanza_for(dbname: &str) -> String {
+    let s: String = dbname
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() { "main".into() } else { s }
+}
+
+/// The server pgBackRest backs up, as the service runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Server {
+    /// The data directory (the container's PGDATA).
+    pub(crate) pg_path: String,
+    /// A superuser reachable on the local socket without a password.
+    pub(crate) user: String,
+}
+
+/// The whole pgbackrest.conf. The cipher pass is in it (the file is 0600,
+/// owned by postgres): archive-push runs from the server, which has no
+/// other way to receive a secret.
+pub(crate) fn render_conf(s: &PitrSettings, server: &Server) -> String {
+    let mut out = String::new();
+    out.push_str("# Written by `cargo xtask db-pitr enable`; rewritten on every enable.\n");
+    out.push_str("[global]\n");
+    let _ = writeln!(out, "repo1-path={REPO}");
+    let _ = writeln!(out, "repo1-retention-full={}", s.retention_full);
+    if let Some(pass) = &s.cipher {
+        out.push_str("repo1-cipher-type=aes-256-cbc\n");
+        let _ = writeln!(out, "repo1-cipher-pass={}", pass.expose());
+    }
+    // Checksummed, compressed and parallel: pgBackRest's own strengths.
+    out.push_str("compress-type=zst\n");
+    out.push_str("process-max=2\n");
+    // A backup starts with an immediate checkpoint instead of waiting for the next one.
+    out.push_str("start-fast=y\n");
+    // Warnings and errors on stderr (the xtask reports them; archive-push's
+    // go to the server's log); the container's log directory would be lost
+    // with the container anyway.
+    out.push_str("log-level-console=off\n");
+    out.push_str("log-level-stderr=warn\n");
+    out.push_str("log-level-file=off\n");
+    out.push_str("lock-path=/tmp/pgbackrest\n");
+    let _ = writeln!(out, "\n[{}]", s.stanza);
+    let _ = writeln!(out, "pg1-path={}", server.pg_path);
+    out.push_str("pg1-socket-path=/var/run/postgresql\n");
+    let _ = writeln!(out, "pg1-user={}", server.user);
+    out.push_str("pg1-database=postgres\n");
+    // Data a restore set aside lives under the data directory: never in a backup.
+    let _ = writeln!(out, "exclude={WORK_DIR}/");
+    out
+}
+
+/// What the server runs to push each WAL segment.
+pub(crate) fn archive_command(stanza: &str) -> String {
+    format!("pgbackrest --config={CONF} --stanza={stanza} archive-push %p")
+}
+
+/// One server setting `db-pitr` changes: `to: None` resets it to the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub(crate) name: &'static str,
+    pub(crate) from: String,
+    pub(crate) to: Option<String>,
+}
+
+/// The settings `enable` wants, each compared with the server's (`current`:
+/// name → value as `SHOW` gives it). Only real changes are listed.
+pub(crate) fn enable_changes(current: &BTreeMap<String, String>, s: &PitrSettings) -> Vec<Change> {
+    let wanted = [
+        ("archive_mode", "on".to_string()),
+        ("archive_command", archive_command(&s.stanza)),
+        ("archive_timeout", s.archive_timeout.to_string()),
+        // `minimal` cannot be archived; replica is the default since 10.
+        ("wal_level", "replica".to_string()),
+    ];
+    wanted
+        .into_iter()
+        .filter_map(|(name, to)| {
+            let from = current.get(name).cloned().unwrap_or_default();
+            let same = match name {
+                "archive_timeout" => seconds(&from) == Some(s.archive_timeout),
+                "wal_level" => from == "replica" || from == "logical",
+                _ => from == to,
+            };
+            (!same).then_some(Change {
+                name,
+                from,
+                to: Some(to),
+            })
+        })
+        .collect()
+}
+
+/// The settings `disable` resets, where they differ from the defaults.
+pub(crate) fn disable_changes(current: &BTreeMap<String, String>) -> Vec<Change> {
+    ["archive_mode", "archive_command", "archive_timeout"]
+        .into_iter()
+        .filter_map(|name| {
+            let from = current.get(name).cloned().unwrap_or_default();
+            let default = matches!(
+                (name, from.as_str()),
+                ("archive_mode", "off") | ("archive_command", "" | "(disabled)")
+            ) || (name == "archive_timeout" && seconds(&from) == Some(0));
+            (!default).then_some(Change {
+                name,
+                from,
+                to: None,
+            })
+        })
+        .collect()
+}
+
+/// Whether the changes need a server restart (postmaster-context settings).
+pub(crate) fn needs_restart(changes: &[Change]) -> bool {
+    changes
+        .iter()
+        .any(|c| matches!(c.name, "archive_mode" | "wal_level"))
+}
+
+/// `60`, `60s`, `1min`, `1h`: SHOW's forms of a duration, in seconds.
+fn seconds(text: &str) -> Option<u32> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u32 = n.parse().ok()?;
+    match unit.trim() {
+        "" | "s" => Some(n),
+        "min" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        "ms" => Some(n / 1000),
+        _ => None,
+    }
+}
+
+/// pgBackRest's backup types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BackupKind {
+    Full,
+    Diff,
+    Incr,
+}
+
+impl BackupKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Full => "full",
+            BackupKind::Diff => "diff",
+            BackupKind::Incr => "incr",
+        }
+    }
+    fn parse(s: &str) -> Option<BackupKind> {
+        match s {
+            "full" => Some(BackupKind::Full),
+            "diff" => Some(BackupKind::Diff),
+            "incr" => Some(BackupKind::Incr),
+            _ => None,
+        }
+    }
+}
+
+/// One physical backup in the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Physical {
+    pub(crate) label: String,
+    pub(crate) kind: BackupKind,
+    /// Unix seconds.
+    pub(crate) started: i64,
+    pub(crate) stopped: i64,
+    /// The cluster's size, and what this backup added to the repository.
+    pub(crate) size: u64,
+    pub(crate) repo_size: u64,
+    pub(crate) wal_start: String,
+    pub(crate) wal_stop: String,
+    /// The backup this one builds on (diff and incr).
+    pub(crate) prior: Option<String>,
+}
+
+/// What `pgbackrest info --output=json` says about one stanza.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StanzaInfo {
+    /// 0 ok; 1 missing stanza path; 2 no valid backups; others: trouble.
+    pub(crate) code: i64,
+    pub(crate) message: String,
+    /// Oldest first.
+    pub(crate) backups: Vec<Physical>,
+    pub(crate) wal_min: Option<String>,
+    pub(crate) wal_max: Option<String>,
+    pub(crate) cipher: String,
+}
+
+/// Parses the info of `stanza` from the JSON array pgBackRest prints.
+pub(crate) fn parse_info(json: &str, stanza: &str) -> anyhow::Result<StanzaInfo> {
+    let all: Value = serde_json::from_str(json).context("pgbackrest info printed no JSON")?;
+    let entry = all
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == stanza))
+        .with_context(|| format!("pgbackrest info does not show the stanza '{stanza}'"))?;
+    let text = |v: &Value| v.as_str().map(String::from);
+    let mut backups = Vec::new();
+    for b in entry["backup"].as_array().into_iter().flatten() {
+        if b["error"].as_bool() == Some(true) {
+            // A backup with page checksum errors is still listed; it is not trusted here.
+            continue;
+        }
+        let Some(kind) = b["type"].as_str().and_then(BackupKind::parse) else {
+            continue;
+        };
+        backups.push(Physical {
+            label: text(&b["label"]).unwrap_or_default(),
+            kind,
+            started: b["timestamp"]["start"].as_i64().unwrap_or(0),
+            stopped: b["timestamp"]["stop"].as_i64().unwrap_or(0),
+            size: b["info"]["size"].as_u64().unwrap_or(0),
+            repo_size: b["info"]["repository"]["delta"].as_u64().unwrap_or(0),
+            wal_start: text(&b["archive"]["start"]).unwrap_or_default(),
+            wal_stop: text(&b["archive"]["stop"]).unwrap_or_default(),
+            prior: text(&b["prior"]),
+        });
+    }
+    backups.sort_by_key(|b| b.stopped);
+    // The archive of the current database system (the last one listed).
+    let archive = entry["archive"].as_array().and_then(|a| a.last());
+    Ok(StanzaInfo {
+        code: entry["status"]["code"].as_i64().unwrap_or(99),
+        message: text(&entry["status"]["message"]).unwrap_or_default(),
+        backups,
+        wal_min: archive.and_then(|a| text(&a["min"])),
+        wal_max: archive.and_then(|a| text(&a["max"])),
+        cipher: text(&entry["cipher"]).unwrap_or_default(),
+    })
+}
+
+/// Where a restore goes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Target {
+    /// As the user wrote it (the server parses it, as recovery will), and in Unix seconds.
+    Time { text: String, epoch: f64 },
+    /// The end of the archived WAL.
+    Latest,
+}
+
+impl Target {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Target::Time { text, .. } => format!("the time {text}"),
+            Target::Latest => "the latest archived state".into(),
+        }
+    }
+}
+
+/// Why a target cannot be restored; nothing was touched.
+pub(crate) fn check_covered(info: &StanzaInfo, target: &Target, now: f64) -> Result<(), String> {
+    let Some(oldest) = info.backups.first() else {
+        return Err(
+            "there is no physical backup to restore from: take one with `cargo xtask db-backup --physical`"
+                .into(),
+        );
+    };
+    if let Target::Time { text, epoch } = target {
+        if *epoch < oldest.stopped as f64 {
+            return Err(format!(
+                "{text} is before the end of the oldest physical backup ({}): the earliest time that can be restored is {}",
+                oldest.label,
+                utc(oldest.stopped)
+            ));
+        }
+        if *epoch > now {
+            return Err(format!(
+                "{text} is in the future (now is {}): give a past time, or use --to-latest",
+                utc(now as i64)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a restore of the whole server may go ahead: it replaces every
+/// database of the service, so it is asked for, or `--yes` says so.
+pub(crate) fn consent(target: &Target, service: &str, yes: bool, interactive: bool) -> Consent {
+    if yes {
+        Consent::Proceed
+    } else if interactive {
+        Consent::Ask(format!(
+            "replace every database of the compose service '{service}' with its state at {}? The current data is set aside, not deleted. [y/N] ",
+            target.describe()
+        ))
+    } else {
+        Consent::Refuse(format!(
+            "restoring the compose service '{service}' to {} replaces every database in it: add --yes (the current data is set aside, not deleted)",
+            target.describe()
+        ))
+    }
+}
+
+/// `2026-11-27 10:15:00+00` for Unix seconds.
+pub(crate) fn utc(epoch: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]+00"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| epoch.to_string())
+}
+
+/// The archiver as the server reports it (`pg_stat_archiver` and the WAL position).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Archiver {
+    /// The segment number of `pg_current_wal_lsn()`: the segment being
+    /// written (at a segment's exact end, the one just finished).
+    pub(crate) current_segment: Option<u64>,
+    pub(crate) last_archived_wal: Option<String>,
+    /// Its segment number; `None` for a history or backup file.
+    pub(crate) last_archived_segment: Option<u64>,
+    pub(crate) last_archived_at: Option<f64>,
+    pub(crate) last_failed_at: Option<f64>,
+    pub(crate) now: f64,
+}
+
+/// Seconds of WAL at risk right now, the RPO at this moment: zero when
+/// every finished segment is archived (the open one is archived within
+/// archive_timeout, as soon as it holds a change); since the last success
+/// when a finished segment waits or the last push failed. `None`: nothing
+/// was ever archived.
+pub(crate) fn archive_lag(a: &Archiver) -> Option<f64> {
+    let at = a.last_archived_at?;
+    let since = (a.now - at).max(0.0);
+    if a.last_failed_at.is_some_and(|f| f > at) {
+        return Some(since);
+    }
+    match (a.last_archived_segment, a.current_segment) {
+        // The open segment is the one after the last archived: nothing finished waits.
+        (Some(last), Some(current)) if current <= last + 1 => Some(0.0),
+        (Some(_), Some(_)) => Some(since),
+        // A history or backup file was archived last: judge by failures only.
+        _ => Some(0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> PitrSettings {
+        PitrSettings {
+            stanza: "app".into(),
+            retention_full: 2,
+            archive_timeout: 60,
+            cipher: None,
+        }
+    }
+
+    fn server() -> Server {
+        Server {
+            pg_path: "/var/lib/postgresql/data".into(),
+            user: "app".into(),
+        }
+    }
+
+    fn sources(pairs: &[(&str, &str)]) -> Sources {
+        Sources {
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            dotenv: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn settings_have_defaults_and_refuse_bad_values() {
+        let s = PitrSettings::resolve(&sources(&[]), "my app").unwrap();
+        assert_eq!(
+            (s.stanza.as_str(), s.retention_full, s.archive_timeout),
+            ("my_app", 2, 60)
+        );
+        assert!(s.cipher.is_none());
+        let err = PitrSettings::resolve(&sources(&[("BACKUP_PITR_RETENTION_FULL", "0")]), "app")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "BACKUP_PITR_RETENTION_FULL '0' is not valid: use a whole number from 1 to 9999"
+        );
+        let err = PitrSettings::resolve(&sources(&[("BACKUP_PITR_STANZA", "a b")]), "app")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("BACKUP_PITR_STANZA 'a b' is not valid"),
+            "{err}"
+        );
+        let s = PitrSettings::resolve(
+            &sources(&[
+                ("BACKUP_PITR_CIPHER_PASS", "p/@?ss"),
+                ("BACKUP_PITR_ARCHIVE_TIMEOUT", "30"),
+            ]),
+            "app",
+        )
+        .unwrap();
+        assert_eq!(s.cipher.as_ref().unwrap().expose(), "p/@?ss");
+        assert_eq!(s.archive_timeout, 30);
+        assert!(!format!("{s:?}").contains("p/@?ss"), "Debug hides the pass");
+    }
+
+    #[test]
+    fn the_configuration_names_the_stanza_the_server_and_the_exclusion() {
+        let conf = render_conf(&settings(), &server());
+        insta::assert_snapshot!(conf);
+        let mut enc = settings();
+        enc.cipher = Some(Secret::new("k3y"));
+        let conf = render_conf(&enc, &server());
+        assert!(conf.contains("repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=k3y\n"));
+    }
+
+    #[test]
+    fn enable_lists_only_real_changes_and_knows_which_need_a_restart() {
+        let mut current: BTreeMap<String, String> = [
+            ("archive_mode", "off"),
+            ("archive_command", "(disabled)"),
+            ("archive_timeout", "0"),
+            ("wal_level", "replica"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let changes = enable_changes(&current, &settings());
+        let names: Vec<_> = changes.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            ["archive_mode", "archive_command", "archive_timeout"]
+        );
+        assert!(needs_restart(&changes));
+        // Applied: nothing left to do, and SHOW's "1min" is 60 s.
+        current.insert("archive_mode".into(), "on".into());
+        current.insert("archive_command".into(), archive_command("app"));
+        current.insert("archive_timeout".into(), "1min".into());
+        assert!(enable_changes(&current, &settings()).is_empty());
+        // Only the timeout differs: a reload is enough.
+        current.insert("archive_timeout".into(), "5min".into());
+        let changes = enable_changes(&current, &settings());
+        assert_eq!(changes.len(), 1);
+        assert!(!needs_restart(&changes));
+        // minimal WAL cannot be archived.
+        current.insert("wal_level".into(), "minimal".into());
+        assert!(needs_restart(&enable_changes(&current, &settings())));
+        // Disable resets what enable set, and nothing at its default.
+        let changes = disable_changes(&current);
+        assert_eq!(changes.len(), 3);
+        assert!(changes.iter().all(|c| c.to.is_none()));
+        let defaults: BTreeMap<String, String> = [
+            ("archive_mode", "off"),
+            ("archive_command", "(disabled)"),
+            ("archive_timeout", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert!(disable_changes(&defaults).is_empty());
+    }
+
+    const INFO: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"17-1","max":"000000010000000000000009","min":"000000010000000000000001"}],
+      "backup":[
+        {"archive":{"start":"000000010000000000000006","stop":"000000010000000000000006"},"error":false,"info":{"delta":1000,"repository":{"delta":300,"size":900},"size":31000000},"label":"20261128-090800F_20261128-091000I","prior":"20261128-090800F","timestamp":{"start":1795857000,"stop":1795857003},"type":"incr"},
+        {"archive":{"start":"000000010000000000000002","stop":"000000010000000000000003"},"error":false,"info":{"delta":31024822,"repository":{"delta":4014380,"size":4014380},"size":31024822},"label":"20261128-090737F","prior":null,"timestamp":{"start":1795856857,"stop":1795856859},"type":"full"},
+        {"archive":{"start":"000000010000000000000007","stop":"000000010000000000000007"},"error":true,"info":{"size":1},"label":"bad","timestamp":{"start":1795857100,"stop":1795857101},"type":"full"}],
+      "cipher":"none","db":[{"id":1,"repo-key":1,"system-id":7713146388274253844,"version":"17"}],"name":"app",
+      "status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
+
+    #[test]
+    fn info_lists_trusted_backups_oldest_first() {
+        let info = parse_info(INFO, "app").unwrap();
+        assert_eq!(info.code, 0);
+        assert_eq!(info.backups.len(), 2, "the one with errors is left out");
+        assert_eq!(info.backups[0].kind, BackupKind::Full);
+        assert_eq!(info.backups[1].kind, BackupKind::Incr);
+        assert_eq!(info.backups[1].prior.as_deref(), Some("20261128-090800F"));
+        assert_eq!(info.backups[1].repo_size, 300);
+        assert_eq!(info.wal_max.as_deref(), Some("000000010000000000000009"));
+        assert!(parse_info(INFO, "other").is_err());
+        let missing = r#"[{"archive":[],"backup":[],"cipher":"none","db":[],"name":"app","status":{"code":1,"message":"missing stanza path"}}]"#;
+        let info = parse_info(missing, "app").unwrap();
+        assert_eq!((info.code, info.backups.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_target_must_be_after_the_oldest_backup_and_not_in_the_future() {
+        let info = parse_info(INFO, "app").unwrap();
+        let at = |epoch: f64| Target::Time {
+            text: "T".into(),
+            epoch,
+        };
+        let now = 1_795_860_000.0;
+        assert!(check_covered(&info, &at(1_795_856_860.0), now).is_ok());
+        assert!(check_covered(&info, &Target::Latest, now).is_ok());
+        let err = check_covered(&info, &at(1_795_856_858.0), now).unwrap_err();
+        assert_eq!(
+            err,
+            "T is before the end of the oldest physical backup (20261128-090737F): the earliest time that can be restored is 2026-11-28 09:07:39+00"
+        );
+        let err = check_covered(&info, &at(now + 10.0), now).unwrap_err();
+        assert!(err.starts_with("T is in the future"), "{err}");
+        let empty = StanzaInfo {
+            backups: vec![],
+            ..info
+        };
+        assert!(
+            check_covered(&empty, &Target::Latest, now)
+                .unwrap_err()
+                .contains("db-backup --physical")
+        );
+    }
+
+    #[test]
+    fn a_whole_server_restore_is_asked_for() {
+        let t = Target::Latest;
+        assert_eq!(consent(&t, "db", true, false), Consent::Proceed);
+        assert!(matches!(consent(&t, "db", false, true), Consent::Ask(q) if q.ends_with("[y/N] ")));
+        assert_eq!(
+            consent(&t, "db", false, false),
+            Consent::Refuse("restoring the compose service 'db' to the latest archived state replaces every database in it: add --yes (the current data is set aside, not deleted)".into())
+        );
+    }
+
+    #[test]
+    fn archive_lag_counts_only_when_finished_wal_waits_or_a_push_failed() {
+        let base = Archiver {
+            current_segment: Some(5),
+            last_archived_wal: Some("000000010000000000000004".into()),
+            last_archived_segment: Some(4),
+            last_archived_at: Some(1000.0),
+            last_failed_at: None,
+            now: 1500.0,
+        };
+        // An idle server: only the open segment is unarchived.
+        assert_eq!(archive_lag(&base), Some(0.0));
+        // Two finished segments wait: the lag is the time since the last success.
+        let stalled = Archiver {
+            current_segment: Some(7),
+            ..base.clone()
+        };
+        assert_eq!(archive_lag(&stalled), Some(500.0));
+        let failed = Archiver {
+            last_failed_at: Some(1200.0),
+            ..base.clone()
+        };
+        assert_eq!(archive_lag(&failed), Some(500.0));
+        let never = Archiver {
+            last_archived_at: None,
+            last_archived_wal: None,
+            last_archived_segment: None,
+            ..base.clone()
+        };
+        assert_eq!(archive_lag(&never), None);
+        let backup_file = Archiver {
+            last_archived_wal: Some("000000010000000000000004.00000028.backup".into()),
+            last_archived_segment: None,
+            ..base
+        };
+        assert_eq!(archive_lag(&backup_file), Some(0.0));
+    }
+}

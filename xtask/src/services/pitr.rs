@@ -1,0 +1,687 @@
+//! pgBackRest in the compose service: the one engine of `db-pitr`,
+//! `db-backup --physical`, `db-restore --to-time`, and the physical lines of
+//! `db-list` and `db-status`. Every command runs inside the service with
+//! `compose exec` as the `postgres` user (pgBackRest must run as the
+//! server's owner), with our configuration file on the repository's volume.
+//!
+//! A restore never writes over the running data: pgBackRest restores into a
+//! directory beside it, a server started there recovers to the target and
+//! is checked, and only then are the directories exchanged while the
+//! service is stopped. The old data is set aside, not deleted.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::core::config::Settings;
+use crate::core::pitr::{
+    self, Archiver, BackupKind, CONF, Change, Physical, PitrSettings, REPO, Server, StanzaInfo,
+    Target, WORK_DIR,
+};
+use crate::services::compose::Compose;
+use crate::services::interrupt;
+use crate::services::process::{Finished, ToolCommand};
+use crate::ui;
+
+/// The compose service with pgBackRest, ready to be driven.
+pub(crate) struct Pitr {
+    compose: Compose,
+    service: String,
+    pub(crate) settings: PitrSettings,
+    pub(crate) server: Server,
+    /// How long the service may take to become healthy.
+    healthy_within: Duration,
+}
+
+/// Where the archive was complete to, just before a restore.
+#[derive(Debug, Clone)]
+pub(crate) struct ArchivedTo {
+    /// The end of the last archived segment (pg_switch_wal's answer).
+    pub(crate) lsn: String,
+}
+
+/// Where a finished restore left things.
+#[derive(Debug)]
+pub(crate) struct Restored {
+    /// The old data, under the data directory's work directory.
+    pub(crate) set_aside: String,
+    pub(crate) secs: f64,
+}
+
+impl Pitr {
+    /// The running compose service of these settings. PITR needs the
+    /// service: pgBackRest and the WAL live there.
+    pub(crate) fn connect(settings: &Settings) -> anyhow::Result<Pitr> {
+        let compose = Compose::detect(&settings.root)?;
+        let service = compose.service(&settings.compose_service)?;
+        let pg_path = service
+            .env("PGDATA")
+            .unwrap_or("/var/lib/postgresql/data")
+            .to_string();
+        let user = service
+            .env("POSTGRES_USER")
+            .unwrap_or("postgres")
+            .to_string();
+        let pitr = Pitr {
+            compose,
+            service: settings.compose_service.clone(),
+            settings: PitrSettings::resolve(&settings.sources, &settings.connection.dbname)?,
+            server: Server { pg_path, user },
+            healthy_within: Duration::from_secs(300),
+        };
+        let version = pitr.exec("root", &["pgbackrest", "version"], b"")?;
+        if !version.status.success() {
+            bail!(
+                "the compose service '{}' has no pgBackRest: use an image with it (scripts/build-pg-image.sh builds one; on the official image add `RUN apt-get update && apt-get install -y pgbackrest`)",
+                pitr.service
+            );
+        }
+        Ok(pitr)
+    }
+
+    /// `compose exec -T -u USER service argv...`, with `input` on stdin.
+    fn exec(&self, user: &str, argv: &[&str], input: &[u8]) -> anyhow::Result<Finished> {
+        let mut args = vec!["exec", "-T", "-u", user, self.service.as_str()];
+        args.extend_from_slice(argv);
+        let mut command = self.compose.command(&args);
+        // Ctrl-C reaches the xtask, which stops between steps and cleans up;
+        // a step in the service is not cut in half.
+        command.new_group = true;
+        command
+            .output(input)
+            .map_err(|e| anyhow::format_err!("{e}"))
+    }
+
+    /// A shell script as `user` in the service; its stderr in the error.
+    fn sh(&self, user: &str, what: &str, script: &str, args: &[&str]) -> anyhow::Result<String> {
+        let mut argv = vec!["sh", "-c", script, "sh"];
+        argv.extend_from_slice(args);
+        let out = self.exec(user, &argv, b"")?;
+        if !out.status.success() {
+            bail!("{what} failed: {}", last_lines(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// pgBackRest with our configuration and stanza; stdout, or its error.
+    fn pgbackrest(&self, what: &str, args: &[&str]) -> anyhow::Result<String> {
+        let config = format!("--config={CONF}");
+        let stanza = format!("--stanza={}", self.settings.stanza);
+        let mut argv = vec!["pgbackrest", config.as_str(), stanza.as_str()];
+        argv.extend_from_slice(args);
+        let out = self.exec("postgres", &argv, b"")?;
+        if !out.status.success() {
+            bail!("{what} failed: {}", last_lines(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// SQL on the service's server (local socket, `postgres` database),
+    /// unaligned rows; the SQL goes on stdin.
+    fn sql(&self, sql: &str) -> anyhow::Result<String> {
+        self.sql_at(None, sql)
+    }
+
+    fn sql_at(&self, socket: Option<(&str, &str)>, sql: &str) -> anyhow::Result<String> {
+        let mut argv = vec![
+            "psql",
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            &self.server.user,
+            "-d",
+            "postgres",
+        ];
+        if let Some((dir, port)) = socket {
+            argv.extend_from_slice(&["-h", dir, "-p", port]);
+        }
+        let out = self.exec("postgres", &argv, sql.as_bytes())?;
+        if !out.status.success() {
+            bail!("{}", last_lines(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Whether the repository directory is a volume of its own (else it
+    /// would vanish with the container, and every backup with it).
+    pub(crate) fn repository_is_mounted(&self) -> anyhow::Result<bool> {
+        let mounts = self.sh(
+            "root",
+            "reading the service's mounts",
+            "cat /proc/self/mountinfo",
+            &[],
+        )?;
+        Ok(mounts.lines().any(|l| l.split(' ').nth(4) == Some(REPO)))
+    }
+
+    /// The settings `db-pitr` manages, as SHOW gives them.
+    pub(crate) fn current_settings(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let rows = self.sql(
+            "SELECT name, current_setting(name) FROM pg_settings \
+             WHERE name IN ('archive_mode','archive_command','archive_timeout','wal_level')",
+        )?;
+        Ok(rows
+            .lines()
+            .filter_map(|l| l.split_once('|'))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    /// Writes pgbackrest.conf (0600, owned by postgres) from stdin: the
+    /// cipher pass never reaches an argv.
+    pub(crate) fn write_conf(&self) -> anyhow::Result<()> {
+        let conf = pitr::render_conf(&self.settings, &self.server);
+        let script = format!(
+            "set -e; chown postgres:postgres {REPO}; chmod 0750 {REPO}; \
+             umask 077; cat > {CONF}.tmp; chown postgres:postgres {CONF}.tmp; mv {CONF}.tmp {CONF}"
+        );
+        let out = self.exec("root", &["sh", "-c", &script], conf.as_bytes())?;
+        if !out.status.success() {
+            bail!("writing {CONF} failed: {}", last_lines(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// ALTER SYSTEM for each change; a reload, or a restart when one needs it.
+    pub(crate) fn apply(&self, changes: &[Change]) -> anyhow::Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut sql = String::new();
+        for c in changes {
+            match &c.to {
+                Some(v) => sql.push_str(&format!(
+                    "ALTER SYSTEM SET {} = '{}';\n",
+                    c.name,
+                    v.replace('\'', "''")
+                )),
+                None => sql.push_str(&format!("ALTER SYSTEM RESET {};\n", c.name)),
+            }
+        }
+        sql.push_str("SELECT pg_reload_conf();\n");
+        self.sql(&sql).context("changing the server's settings")?;
+        if pitr::needs_restart(changes) {
+            ui::info(format!(
+                "restarting the compose service '{}' (archive_mode takes effect at start)",
+                self.service
+            ));
+            self.compose.restart(&self.service)?;
+            self.compose
+                .wait_healthy(&self.service, self.healthy_within)?;
+            self.wait_accepting(None)?;
+        }
+        Ok(())
+    }
+
+    /// Creates the stanza (idempotent in pgBackRest) and runs its check,
+    /// which pushes one WAL segment end to end.
+    pub(crate) fn create_and_check(&self) -> anyhow::Result<()> {
+        self.pgbackrest("pgbackrest stanza-create", &["stanza-create"])?;
+        self.pgbackrest("pgbackrest check", &["check"])?;
+        Ok(())
+    }
+
+    /// The stanza's information; `None` when it has never been created.
+    pub(crate) fn info(&self) -> anyhow::Result<Option<StanzaInfo>> {
+        let conf = self.exec("postgres", &["test", "-f", CONF], b"")?;
+        if !conf.status.success() {
+            return Ok(None);
+        }
+        let json = self.pgbackrest("pgbackrest info", &["info", "--output=json"])?;
+        let info = pitr::parse_info(&json, &self.settings.stanza)?;
+        Ok((info.code != 1).then_some(info))
+    }
+
+    /// A physical backup; pgBackRest's default type makes the first one full.
+    pub(crate) fn backup(&self, kind: Option<BackupKind>) -> anyhow::Result<Physical> {
+        let kind_arg = kind.map(|k| format!("--type={}", k.as_str()));
+        let mut args = vec!["backup"];
+        if let Some(k) = &kind_arg {
+            args.push(k);
+        }
+        // The retention of the settings now, not of the last enable.
+        let retention = format!("--repo1-retention-full={}", self.settings.retention_full);
+        args.push(&retention);
+        let before = self.info()?.map(|i| i.backups).unwrap_or_default();
+        self.pgbackrest("pgbackrest backup", &args)?;
+        let after = self.info()?.map(|i| i.backups).unwrap_or_default();
+        after
+            .into_iter()
+            .filter(|b| !before.iter().any(|o| o.label == b.label))
+            .max_by_key(|b| b.stopped)
+            .context("pgbackrest backup finished but lists no new backup")
+    }
+
+    /// The archiver's state, for the lag.
+    pub(crate) fn archiver(&self) -> anyhow::Result<Archiver> {
+        // Segment numbers from WAL file names (timeline, log, segment in
+        // hex), computed by the server: log * (4 GiB / segment size) + segment.
+        let row = self.sql(
+            "WITH s AS (SELECT (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') AS size), \
+             a AS (SELECT pg_walfile_name(pg_current_wal_lsn()) AS cur, last_archived_wal AS last, \
+             last_archived_time, last_failed_time FROM pg_stat_archiver) \
+             SELECT coalesce(last, ''), \
+             ('x' || substr(cur, 9, 8))::bit(32)::bigint * (4294967296 / size) + ('x' || substr(cur, 17, 8))::bit(32)::bigint, \
+             CASE WHEN last ~ '^[0-9A-F]{24}$' THEN \
+             (('x' || substr(last, 9, 8))::bit(32)::bigint * (4294967296 / size) + ('x' || substr(last, 17, 8))::bit(32)::bigint)::text \
+             ELSE '' END, \
+             coalesce(extract(epoch FROM last_archived_time)::text, ''), \
+             coalesce(extract(epoch FROM last_failed_time)::text, ''), extract(epoch FROM now()) \
+             FROM a, s",
+        )?;
+        let f: Vec<&str> = row.split('|').collect();
+        if f.len() != 6 {
+            bail!("unexpected answer from pg_stat_archiver: {row}");
+        }
+        let num = |s: &str| s.parse::<f64>().ok();
+        Ok(Archiver {
+            last_archived_wal: Some(f[0].to_string()).filter(|s| !s.is_empty()),
+            current_segment: f[1].parse().ok(),
+            last_archived_segment: f[2].parse().ok(),
+            last_archived_at: num(f[3]),
+            last_failed_at: num(f[4]),
+            now: num(f[5]).unwrap_or(0.0),
+        })
+    }
+
+    /// The server's reading of a target time (as recovery will read it, in
+    /// the server's time zone when none is given), in Unix seconds.
+    pub(crate) fn parse_time(&self, text: &str) -> anyhow::Result<f64> {
+        let quoted = text.replace('\'', "''");
+        let out = self
+            .sql(&format!("SELECT extract(epoch FROM '{quoted}'::timestamptz)"))
+            .map_err(|_| {
+                anyhow::format_err!(
+                    "--to-time '{text}' is not a time PostgreSQL reads: write it like '2026-11-27 10:15:00+00'"
+                )
+            })?;
+        out.parse()
+            .with_context(|| format!("--to-time '{text}': unexpected answer {out}"))
+    }
+
+    /// Now, by the server's clock.
+    pub(crate) fn now(&self) -> anyhow::Result<f64> {
+        Ok(self.sql("SELECT extract(epoch FROM now())")?.parse()?)
+    }
+
+    /// Tablespaces outside the data directory would be restored over the
+    /// live ones: refused.
+    pub(crate) fn tablespaces(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .sql("SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')")?
+            .lines()
+            .map(String::from)
+            .collect())
+    }
+
+    /// Makes the archive hold everything committed until now: one empty
+    /// committed transaction (recovery to a time stops at the first commit
+    /// after it, so there must be one), a WAL switch, and a wait until the
+    /// segment is archived.
+    pub(crate) fn archive_now(&self) -> anyhow::Result<ArchivedTo> {
+        let out = self.sql(
+            "SELECT txid_current();\nSELECT lsn, pg_walfile_name(lsn) FROM pg_switch_wal() AS lsn;",
+        )?;
+        let (lsn, segment) = out
+            .lines()
+            .last()
+            .and_then(|l| l.split_once('|'))
+            .map(|(l, s)| (l.to_string(), s.to_string()))
+            .with_context(|| format!("unexpected answer to pg_switch_wal: {out}"))?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let a = self.archiver()?;
+            if a.last_archived_wal
+                .as_deref()
+                .is_some_and(|w| w.get(..24) >= segment.get(..24))
+            {
+                return Ok(ArchivedTo { lsn });
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "WAL segment {segment} was not archived within 120 s: see `cargo xtask db-pitr status` and `docker compose logs {}`; nothing was restored",
+                    self.service
+                );
+            }
+            interrupt::check("nothing was restored")?;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Restores to `target` and puts the service on the result; on any
+    /// failure the service is on its old data.
+    pub(crate) fn restore(
+        &self,
+        target: &Target,
+        archived: &ArchivedTo,
+        stamp: &str,
+    ) -> anyhow::Result<Restored> {
+        let clock = Instant::now();
+        let data = self.server.pg_path.clone();
+        let work = format!("{data}/{WORK_DIR}");
+        let fresh = format!("{work}/restore-{stamp}");
+        let aside = format!("{work}/pre-restore-{stamp}");
+        // Restores of runs that died (only ours: restore-*), then a fresh directory.
+        self.sh(
+            "postgres",
+            "preparing the restore directory",
+            "set -e; mkdir -p \"$1\"; chmod 700 \"$1\"; rm -rf \"$1\"/restore-*; mkdir -m 700 \"$2\"",
+            &[&work, &fresh],
+        )?;
+        let cleanup = || {
+            let _ = self.sh(
+                "postgres",
+                "removing the partial restore",
+                "pg_ctl -D \"$1\" -m immediate -w stop >/dev/null 2>&1; rm -rf \"$1\" \"$1.log\"",
+                &[&fresh],
+            );
+        };
+        let result = (|| -> anyhow::Result<()> {
+            let pg1 = format!("--pg1-path={fresh}");
+            let mut args = vec!["restore", pg1.as_str()];
+            let target_arg;
+            match target {
+                Target::Time { text, .. } => {
+                    target_arg = format!("--target={text}");
+                    args.extend_from_slice(&[
+                        "--type=time",
+                        &target_arg,
+                        "--target-action=promote",
+                    ]);
+                }
+                Target::Latest => args.push("--type=default"),
+            }
+            ui::info(format!(
+                "restoring the newest physical backup before {} ...",
+                target.describe()
+            ));
+            self.pgbackrest("pgbackrest restore", &args)?;
+            interrupt::check("nothing was changed; the service is on its old data")?;
+            // To the latest state, recovery must reach what was just archived:
+            // a gap in the archive ends it early without an error otherwise.
+            let reach = matches!(target, Target::Latest).then_some(archived.lsn.as_str());
+            self.recover(&fresh, reach)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            cleanup();
+            return Err(e);
+        }
+
+        // The exchange: the service stops, the directories swap, it starts.
+        ui::info(format!(
+            "stopping the compose service '{}' to put the restored data in place",
+            self.service
+        ));
+        self.compose.stop(&self.service)?;
+        if let Err(e) = self.swap(&data, &fresh, &aside) {
+            // Nothing moved, or the swap put back what it moved: start on the old data.
+            let _ = self.compose.up(&self.service, true);
+            let _ = self
+                .compose
+                .wait_healthy(&self.service, self.healthy_within);
+            cleanup();
+            return Err(e.context("the service is back on its old data"));
+        }
+        let started = self
+            .compose
+            .up(&self.service, true)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                self.compose
+                    .wait_healthy(&self.service, self.healthy_within)
+            })
+            .and_then(|()| self.wait_accepting(None))
+            .and_then(
+                |()| match self.sql("SELECT pg_is_in_recovery()")?.as_str() {
+                    "f" => Ok(()),
+                    other => bail!("the restored server is still in recovery ({other})"),
+                },
+            );
+        if let Err(e) = started {
+            // Back to the old data: the restored one is kept beside it for a look.
+            let failed = format!("{work}/failed-{stamp}");
+            let _ = self.compose.stop(&self.service);
+            let back = self.swap_back(&data, &aside, &failed);
+            let _ = self.compose.up(&self.service, true);
+            let _ = self
+                .compose
+                .wait_healthy(&self.service, self.healthy_within);
+            return Err(match back {
+                Ok(()) => e.context(format!(
+                    "the restored data did not start; the service is back on its old data (the restored data is in {failed})"
+                )),
+                Err(b) => e.context(format!(
+                    "the restored data did not start, and putting the old data back failed ({b:#}): the old data is in {aside}"
+                )),
+            });
+        }
+        Ok(Restored {
+            set_aside: aside,
+            secs: clock.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// A server on the restored directory, on a private socket, recovers to
+    /// the target and promotes; it is then stopped cleanly. Its WAL is not
+    /// archived from here (the service archives it once it runs on it).
+    fn recover(&self, dir: &str, reach: Option<&str>) -> anyhow::Result<()> {
+        let socket = format!("/tmp/xtask-pitr-{}", std::process::id());
+        let log = format!("{dir}.log");
+        let options = format!(
+            "-c port=5499 -c listen_addresses='' -c unix_socket_directories={socket} -c archive_mode=off"
+        );
+        ui::info("recovering to the target in a server beside the running one ...");
+        self.sh(
+            "postgres",
+            "starting a server on the restored data",
+            "set -e; mkdir -p \"$3\"; pg_ctl -D \"$1\" -l \"$2\" -o \"$4\" -t 3600 -w start >/dev/null || { grep -E 'FATAL|PANIC' \"$2\" | tail -n 2 >&2; exit 1; }",
+            &[dir, &log, &socket, &options],
+        )
+        .map_err(|e| recovery_error(&e.to_string()))?;
+        loop {
+            interrupt::check("nothing was changed; the service is on its old data")?;
+            match self.sql_at(Some((&socket, "5499")), "SELECT pg_is_in_recovery()") {
+                Ok(r) if r == "f" => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let status = self.exec("postgres", &["pg_ctl", "-D", dir, "status"], b"")?;
+                    if !status.status.success() {
+                        let tail = self.sh(
+                            "postgres",
+                            "reading the recovery log",
+                            "grep -E 'FATAL|PANIC' \"$1\" | tail -n 2",
+                            &[&log],
+                        )?;
+                        return Err(recovery_error(&tail));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        if let Some(lsn) = reach {
+            let ended = self.sql_at(
+                Some((&socket, "5499")),
+                &format!("SELECT pg_current_wal_lsn(), pg_current_wal_lsn() >= '{lsn}'::pg_lsn"),
+            )?;
+            if !ended.ends_with("|t") {
+                return Err(anyhow::format_err!(
+                    "recovery ended at {} before the latest archived WAL ({lsn}): a WAL segment is missing from the archive; nothing was changed, the service is on its old data",
+                    ended.split('|').next().unwrap_or("?")
+                ));
+            }
+        }
+        self.sh(
+            "postgres",
+            "stopping the recovered server",
+            RECOVERED,
+            &[dir, &log],
+        )?;
+        Ok(())
+    }
+
+    /// With the service stopped: the data directory's entries go to
+    /// `aside`, the restored ones take their place. Renames within one
+    /// volume; undone if any fails.
+    fn swap(&self, data: &str, fresh: &str, aside: &str) -> anyhow::Result<()> {
+        self.run_stopped(
+            "putting the restored data in place",
+            SWAP,
+            &[data, fresh, aside, WORK_DIR],
+        )
+    }
+
+    fn swap_back(&self, data: &str, aside: &str, failed: &str) -> anyhow::Result<()> {
+        self.run_stopped(
+            "putting the old data back",
+            SWAP,
+            &[data, aside, failed, WORK_DIR],
+        )
+    }
+
+    /// A script in a one-off container of the service (same image and
+    /// volumes), while the service itself is stopped.
+    fn run_stopped(&self, what: &str, script: &str, args: &[&str]) -> anyhow::Result<()> {
+        let mut argv = vec![
+            "run",
+            "--rm",
+            "--no-deps",
+            "-T",
+            "--entrypoint",
+            "sh",
+            self.service.as_str(),
+            "-c",
+            script,
+            "sh",
+        ];
+        argv.extend_from_slice(args);
+        let mut command: ToolCommand = self.compose.command(&argv);
+        command.new_group = true;
+        let out = command
+            .output(b"")
+            .map_err(|e| anyhow::format_err!("{e}"))?;
+        if !out.status.success() {
+            bail!("{what} failed: {}", last_lines(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// Waits until the server answers on its socket (a restart's first seconds).
+    fn wait_accepting(&self, socket: Option<(&str, &str)>) -> anyhow::Result<()> {
+        let deadline = Instant::now() + self.healthy_within;
+        loop {
+            match self.sql_at(socket, "SELECT 1") {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
+    }
+
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+
+    pub(crate) fn compose_name(&self) -> String {
+        self.compose.name()
+    }
+}
+
+/// After recovery, `$1` the recovered directory, `$2` its log: a clean
+/// stop; the recovery settings pgBackRest wrote (they name the temporary
+/// path) dropped, so the configuration is the service's own again; and the
+/// new timeline's history file marked for the archiver. The server ran
+/// without archiving, so nothing of this restore reaches the repository
+/// unless the service starts on it; but without the history in the archive
+/// a later recovery would not follow this timeline, and the next promotion
+/// would pick the same timeline number and collide with this one's WAL.
+const RECOVERED: &str = r#"set -e
+pg_ctl -D "$1" -m fast -w stop >/dev/null
+sed -i -e '/^# Recovery settings generated by pgBackRest/d' -e '/^restore_command = /d' \
+    -e '/^recovery_target/d' "$1/postgresql.auto.conf"
+for h in "$1"/pg_wal/*.history; do
+    [ -e "$h" ] || continue
+    b=${h##*/}
+    [ -e "$1/pg_wal/archive_status/$b.done" ] || : > "$1/pg_wal/archive_status/$b.ready"
+done
+rm -f "$2"
+"#;
+
+/// `$1` data directory, `$2` the directory to put in place, `$3` where the
+/// current entries go, `$4` the work directory's name (left where it is).
+/// Every entry is renamed; on a failure the renames done so far are undone.
+const SWAP: &str = r#"set -u
+data=$1 new=$2 aside=$3 work=$4
+[ -d "$new" ] && [ -s "$new/PG_VERSION" ] || { echo "$new holds no data directory" >&2; exit 1; }
+mkdir -m 700 "$aside" || exit 1
+chown --reference="$data" "$aside"
+moved_out="" moved_in=""
+undo() {
+    for e in $moved_in; do mv "$data/$e" "$new/$e"; done
+    for e in $moved_out; do mv "$aside/$e" "$data/$e"; done
+    rmdir "$aside"
+    exit 1
+}
+cd "$data" || exit 1
+for e in * .[!.]* ..?*; do
+    [ -e "$e" ] || continue
+    [ "$e" = "$work" ] && continue
+    mv "$e" "$aside/$e" || undo
+    moved_out="$moved_out $e"
+done
+cd "$new" || undo
+for e in * .[!.]* ..?*; do
+    [ -e "$e" ] || continue
+    mv "$e" "$data/$e" || undo
+    moved_in="$moved_in $e"
+done
+rmdir "$new"
+"#;
+
+fn recovery_error(log: &str) -> anyhow::Error {
+    if log.contains("recovery ended before configured recovery target was reached") {
+        anyhow::format_err!(
+            "the archive ends before the target: no transaction committed after it was archived (a missing WAL segment, or a server that was gone before then); nothing was changed, the service is on its old data"
+        )
+    } else {
+        anyhow::format_err!(
+            "recovery failed: {}; nothing was changed, the service is on its old data",
+            last_lines(log.rsplit("failed: ").next().unwrap_or(log))
+        )
+    }
+}
+
+/// The last meaningful lines of a tool's stderr, on one line.
+fn last_lines(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tail = &lines[lines.len().saturating_sub(3)..];
+    if tail.is_empty() {
+        "no message".into()
+    } else {
+        tail.join(" / ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_messages() {
+        assert_eq!(last_lines("a\n\nb\nc\nd\n"), "b / c / d");
+        let e =
+            recovery_error("FATAL:  recovery ended before configured recovery target was reached");
+        assert!(
+            e.to_string()
+                .starts_with("the archive ends before the target")
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! `db-pitr enable | disable | status`: WAL archiving with pgBackRest for
+//! the compose service. The physical backups and the restores to a time are
+//! `db-backup --physical` and `db-restore --to-time`; all go through
+//! [`crate::services::pitr`].
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::core::human;
+use crate::core::metrics;
+use crate::core::pitr::{self, CONF, Change, REPO};
+use crate::flags::{DbPitr, PitrAction};
+use crate::services::catalog::LocalStore;
+use crate::services::pitr::Pitr;
+use crate::tasks::Context;
+use crate::ui;
+
+pub(crate) fn run(args: DbPitr, ctx: &Context) -> anyhow::Result<ExitCode> {
+    let engine = Pitr::connect(&ctx.settings)?;
+    match args.action {
+        PitrAction::Enable { dry_run } => enable(&engine, dry_run),
+        PitrAction::Disable { dry_run } => disable(&engine, dry_run),
+        PitrAction::Status { json } => status(&engine, ctx, json),
+    }
+}
+
+fn enable(engine: &Pitr, dry_run: bool) -> anyhow::Result<ExitCode> {
+    if !engine.repository_is_mounted()? {
+        bail!(
+            "the compose service '{}' has no volume at {REPO}: add `- db-pitr:{REPO}` to its volumes (as this template's docker-compose.yml does) and run `cargo xtask db-up`, so the backups outlive the container",
+            engine.service()
+        );
+    }
+    let changes = pitr::enable_changes(&engine.current_settings()?, &engine.settings);
+    let stanza = &engine.settings.stanza;
+    println!(
+        "{}stanza '{stanza}', repository {REPO} (the db-pitr volume){}, configuration {CONF}",
+        if dry_run { "would enable: " } else { "" },
+        if engine.settings.cipher.is_some() {
+            ", encrypted (aes-256-cbc)"
+        } else {
+            ""
+        }
+    );
+    print_changes(&changes);
+    if dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    engine.write_conf()?;
+    engine.apply(&changes)?;
+    engine.create_and_check()?;
+    ui::info(format!(
+        "WAL archiving is on and checked end to end: at most {} s of changes can be lost (BACKUP_PITR_ARCHIVE_TIMEOUT); next: `cargo xtask db-backup --physical`",
+        engine.settings.archive_timeout
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn disable(engine: &Pitr, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let changes = pitr::disable_changes(&engine.current_settings()?);
+    if dry_run {
+        println!("would disable WAL archiving:");
+    }
+    print_changes(&changes);
+    if dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    engine.apply(&changes)?;
+    ui::info(format!(
+        "WAL archiving is off; the repository and its backups are kept in {REPO} (the db-pitr volume)"
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_changes(changes: &[Change]) {
+    if changes.is_empty() {
+        println!("  server settings: already as wanted");
+        return;
+    }
+    for c in changes {
+        println!(
+            "  {}: {} -> {}",
+            c.name,
+            if c.from.is_empty() {
+                "(unset)"
+            } else {
+                &c.from
+            },
+            c.to.as_deref().unwrap_or("(default)")
+        );
+    }
+    if pitr::needs_restart(changes) {
+        println!("  the service restarts (archive_mode takes effect at start)");
+    }
+}
+
+fn status(engine: &Pitr, ctx: &Context, as_json: bool) -> anyhow::Result<ExitCode> {
+    let Some(info) = engine.info()? else {
+        bail!(
+            "point-in-time recovery is not enabled for the compose service '{}': run `cargo xtask db-pitr enable`",
+            engine.service()
+        );
+    };
+    let archiver = engine.archiver()?;
+    let lag = pitr::archive_lag(&archiver);
+    if let Some(lag) = lag {
+        LocalStore::of(&ctx.settings).record_metrics(|m| {
+            metrics::record_archive_lag(m, &engine.settings.stanza, OffsetDateTime::now_utc(), lag)
+        });
+    }
+    if as_json {
+        let backups: Vec<_> = info
+            .backups
+            .iter()
+            .map(|b| {
+                json!({"label": b.label, "type": b.kind.as_str(), "started": pitr::utc(b.started),
+                    "stopped": pitr::utc(b.stopped), "size_bytes": b.size, "repo_bytes": b.repo_size,
+                    "wal_start": b.wal_start, "wal_stop": b.wal_stop, "prior": b.prior})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"stanza": engine.settings.stanza, "status": info.message, "status_code": info.code,
+                "cipher": info.cipher, "backups": backups, "wal_min": info.wal_min, "wal_max": info.wal_max,
+                "archive_lag_seconds": lag, "last_archived_wal": archiver.last_archived_wal,
+                "last_archived_at": archiver.last_archived_at.map(|t| pitr::utc(t as i64)),
+                "last_failed_at": archiver.last_failed_at.map(|t| pitr::utc(t as i64)),
+                "restorable_from": info.backups.first().map(|b| pitr::utc(b.stopped))})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "stanza '{}': {} (cipher {})",
+        engine.settings.stanza, info.message, info.cipher
+    );
+    match (&info.wal_min, &info.wal_max) {
+        (Some(min), Some(max)) => println!("  archived WAL  {min} .. {max}"),
+        _ => println!("  archived WAL  none yet"),
+    }
+    match lag {
+        Some(l) => println!(
+            "  archive lag   {l:.0} s (last archived {} at {})",
+            archiver.last_archived_wal.as_deref().unwrap_or("-"),
+            archiver
+                .last_archived_at
+                .map_or("-".into(), |t| pitr::utc(t as i64))
+        ),
+        None => println!("  archive lag   nothing archived yet"),
+    }
+    if let Some(first) = info.backups.first() {
+        println!("  restorable    from {} to now", pitr::utc(first.stopped));
+    }
+    println!("  physical backups ({}):", info.backups.len());
+    for b in info.backups.iter().rev() {
+        println!(
+            "    {:<34} {:<4} {}  {} (+{} in the repository)  WAL {}..{}",
+            b.label,
+            b.kind.as_str(),
+            pitr::utc(b.stopped),
+            human::bytes(b.size),
+            human::bytes(b.repo_size),
+            b.wal_start,
+            b.wal_stop
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
