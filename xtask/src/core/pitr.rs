@@ -304,6 +304,8 @@ pub(crate) struct StanzaInfo {
     pub(crate) wal_min: Option<String>,
     pub(crate) wal_max: Option<String>,
     pub(crate) cipher: String,
+    /// The system identifier of the server the stanza backs up now.
+    pub(crate) system_id: Option<u64>,
 }
 
 /// Parses the info of `stanza` from the JSON array pgBackRest prints.
@@ -345,6 +347,10 @@ pub(crate) fn parse_info(json: &str, stanza: &str) -> anyhow::Result<StanzaInfo>
         wal_min: archive.and_then(|a| text(&a["min"])),
         wal_max: archive.and_then(|a| text(&a["max"])),
         cipher: text(&entry["cipher"]).unwrap_or_default(),
+        system_id: entry["db"]
+            .as_array()
+            .and_then(|d| d.last())
+            .and_then(|d| d["system-id"].as_u64()),
     })
 }
 
@@ -407,6 +413,58 @@ pub(crate) fn consent(target: &Target, service: &str, yes: bool, interactive: bo
             "restoring the compose service '{service}' to {} replaces every database in it: add --yes (the current data is set aside, not deleted)",
             target.describe()
         ))
+    }
+}
+
+/// What `db-status` finds wrong with point-in-time recovery, one line
+/// each: an unhealthy stanza, no physical backup or an old one, an archive
+/// that lags (the RPO right now) more than `max_lag` seconds.
+pub(crate) fn problems(
+    stanza: &str,
+    info: &StanzaInfo,
+    lag: Option<f64>,
+    now: f64,
+    max_age: f64,
+    max_lag: f64,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if info.code != 0 && info.code != 2 {
+        out.push(format!(
+            "pgBackRest stanza '{stanza}': {} (see `cargo xtask db-pitr status`)",
+            info.message
+        ));
+    }
+    match info.backups.last() {
+        None => out.push(format!(
+            "stanza '{stanza}' has no physical backup: run `cargo xtask db-backup --physical`"
+        )),
+        Some(b) if now - b.stopped as f64 > max_age => out.push(format!(
+            "the newest physical backup of stanza '{stanza}' ({}) is older than {}",
+            b.label,
+            age_text(max_age)
+        )),
+        Some(_) => {}
+    }
+    if let Some(lag) = lag.filter(|l| *l > max_lag) {
+        out.push(format!(
+            "WAL archiving of stanza '{stanza}' is {} behind: changes since then would be lost with the server (see `docker compose logs` for archive-push errors)",
+            age_text(lag)
+        ));
+    }
+    out
+}
+
+/// The highest acceptable archive lag: five archive timeouts, at least five minutes.
+pub(crate) fn max_lag(s: &PitrSettings) -> f64 {
+    f64::from(s.archive_timeout.saturating_mul(5).max(300))
+}
+
+fn age_text(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
     }
 }
 
@@ -596,6 +654,7 @@ mod tests {
         assert_eq!(info.backups[1].prior.as_deref(), Some("20261128-090800F"));
         assert_eq!(info.backups[1].repo_size, 300);
         assert_eq!(info.wal_max.as_deref(), Some("000000010000000000000009"));
+        assert_eq!(info.system_id, Some(7_713_146_388_274_253_844));
         assert!(parse_info(INFO, "other").is_err());
         let missing = r#"[{"archive":[],"backup":[],"cipher":"none","db":[],"name":"app","status":{"code":1,"message":"missing stanza path"}}]"#;
         let info = parse_info(missing, "app").unwrap();
@@ -628,6 +687,38 @@ mod tests {
                 .unwrap_err()
                 .contains("db-backup --physical")
         );
+    }
+
+    #[test]
+    fn status_problems_name_the_stanza_and_what_to_do() {
+        let info = parse_info(INFO, "app").unwrap();
+        let newest = info.backups.last().unwrap().stopped as f64;
+        assert!(problems("app", &info, Some(0.0), newest + 60.0, 93_600.0, 300.0).is_empty());
+        let p = problems(
+            "app",
+            &info,
+            Some(900.0),
+            newest + 100_000.0,
+            93_600.0,
+            300.0,
+        );
+        assert_eq!(
+            p,
+            [
+                "the newest physical backup of stanza 'app' (20261128-090800F_20261128-091000I) is older than 26 h",
+                "WAL archiving of stanza 'app' is 15 min behind: changes since then would be lost with the server (see `docker compose logs` for archive-push errors)"
+            ]
+        );
+        let empty = StanzaInfo {
+            backups: vec![],
+            code: 2,
+            ..info
+        };
+        assert_eq!(
+            problems("app", &empty, None, 0.0, 1.0, 300.0),
+            ["stanza 'app' has no physical backup: run `cargo xtask db-backup --physical`"]
+        );
+        assert_eq!(max_lag(&settings()), 300.0);
     }
 
     #[test]

@@ -802,19 +802,30 @@ pub(crate) fn prune(
 }
 
 /// `db-list` and `db-restore --list`: the backups of a store, newest first.
+/// `physical`: the physical backups beside them, as JSON and as text.
 pub(crate) fn print_listing(
     store: &dyn Store,
     json: bool,
+    physical: Option<(serde_json::Value, String)>,
 ) -> anyhow::Result<std::process::ExitCode> {
     let mut listed = store.catalog()?;
     listed.sort_by(|a, b| (b.created_at(), &b.set.name).cmp(&(a.created_at(), &a.set.name)));
     let now = OffsetDateTime::now_utc();
     if json {
-        println!("{}", listing_json(&listed, now));
-    } else if listed.is_empty() {
+        let mut value = listing_json(&listed, now);
+        if let Some((physical, _)) = physical {
+            value["physical"] = physical;
+        }
+        println!("{value}");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if listed.is_empty() {
         crate::ui::info(format!("no backups in {}", store.location()));
     } else {
         print!("{}", render_listing(&listed, now));
+    }
+    if let Some((_, text)) = physical {
+        print!("{text}");
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

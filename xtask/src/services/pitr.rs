@@ -303,6 +303,13 @@ impl Pitr {
             .with_context(|| format!("--to-time '{text}': unexpected answer {out}"))
     }
 
+    /// The running server's system identifier.
+    pub(crate) fn system_identifier(&self) -> anyhow::Result<u64> {
+        let out = self.sql("SELECT system_identifier FROM pg_control_system()")?;
+        out.parse()
+            .with_context(|| format!("unexpected system identifier {out}"))
+    }
+
     /// Now, by the server's clock.
     pub(crate) fn now(&self) -> anyhow::Result<f64> {
         Ok(self.sql("SELECT extract(epoch FROM now())")?.parse()?)
@@ -357,7 +364,7 @@ impl Pitr {
     pub(crate) fn restore(
         &self,
         target: &Target,
-        archived: &ArchivedTo,
+        archived: Option<&ArchivedTo>,
         stamp: &str,
     ) -> anyhow::Result<Restored> {
         let clock = Instant::now();
@@ -403,7 +410,9 @@ impl Pitr {
             interrupt::check("nothing was changed; the service is on its old data")?;
             // To the latest state, recovery must reach what was just archived:
             // a gap in the archive ends it early without an error otherwise.
-            let reach = matches!(target, Target::Latest).then_some(archived.lsn.as_str());
+            let reach = archived
+                .filter(|_| matches!(target, Target::Latest))
+                .map(|a| a.lsn.as_str());
             self.recover(&fresh, reach)?;
             Ok(())
         })();
@@ -580,6 +589,54 @@ impl Pitr {
                 Err(_) => std::thread::sleep(Duration::from_millis(250)),
             }
         }
+    }
+
+    /// The physical backups for `db-list`, as JSON and as text.
+    pub(crate) fn listing(&self) -> anyhow::Result<Option<(serde_json::Value, String)>> {
+        let Some(info) = self.info()? else {
+            return Ok(None);
+        };
+        let stanza = &self.settings.stanza;
+        let rows: Vec<_> = info
+            .backups
+            .iter()
+            .rev()
+            .map(|b| {
+                serde_json::json!({"label": b.label, "type": b.kind.as_str(),
+                    "started_at": pitr::utc(b.started), "finished_at": pitr::utc(b.stopped),
+                    "size_bytes": b.size, "repo_bytes": b.repo_size, "prior": b.prior,
+                    "wal_start": b.wal_start, "wal_stop": b.wal_stop})
+            })
+            .collect();
+        let value = serde_json::json!({"stanza": stanza, "service": self.service,
+            "status": info.message, "backups": rows, "wal_min": info.wal_min, "wal_max": info.wal_max,
+            "restorable_from": info.backups.first().map(|b| pitr::utc(b.stopped))});
+        let mut text = format!(
+            "\nphysical backups of the compose service '{}' (pgBackRest stanza '{stanza}', {}), newest first:\n",
+            self.service, info.message
+        );
+        if info.backups.is_empty() {
+            text.push_str("  none: take one with `cargo xtask db-backup --physical`\n");
+        }
+        for b in info.backups.iter().rev() {
+            text.push_str(&format!(
+                "  {:<34} {:<4}  {}  {:>10}  +{:>10}  WAL {}..{}\n",
+                b.label,
+                b.kind.as_str(),
+                pitr::utc(b.stopped),
+                crate::core::human::bytes(b.size),
+                crate::core::human::bytes(b.repo_size),
+                b.wal_start,
+                b.wal_stop
+            ));
+        }
+        if let (Some(first), Some(max)) = (info.backups.first(), &info.wal_max) {
+            text.push_str(&format!(
+                "  restorable to any time from {} to now (WAL archived to {max})\n",
+                pitr::utc(first.stopped)
+            ));
+        }
+        Ok(Some((value, text)))
     }
 
     pub(crate) fn service(&self) -> &str {

@@ -40,7 +40,7 @@ pub(crate) fn run(args: DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     let backups = Backups::open(settings, args.remote)?;
     let store = backups.store();
     if args.list {
-        return catalog::print_listing(store.as_ref(), args.json);
+        return catalog::print_listing(store.as_ref(), args.json, None);
     }
     // The route first: with the compose service, the database name may come from it.
     let route = pg::route(settings)?;
@@ -557,6 +557,17 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
     pitr::check_covered(&info, &target, engine.now()?)
         .map_err(|why| format_err!("{why}; nothing was changed"))?;
+    // When the service's data was lost and it started afresh, the running
+    // server is not the one backed up: the backed-up one replaces it, to
+    // what the archive holds.
+    let running = engine.system_identifier()?;
+    let same_server = info.system_id.is_none_or(|id| id == running);
+    if !same_server {
+        ui::warn(format!(
+            "the running server (system identifier {running}) is not the one the physical backups are of ({}): it is replaced by the backed-up server",
+            info.system_id.unwrap_or_default()
+        ));
+    }
     confirm(pitr::consent(
         &target,
         &service,
@@ -565,11 +576,15 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     ))?;
     interrupt::watch()?;
     // Everything committed until now goes to the archive first.
-    let archived = engine.archive_now()?;
+    let archived = if same_server {
+        Some(engine.archive_now()?)
+    } else {
+        None
+    };
     let stamp = OffsetDateTime::now_utc().format(format_description!(
         "[year][month][day]_[hour][minute][second]"
     ))?;
-    let restored = engine.restore(&target, &archived, &stamp)?;
+    let restored = engine.restore(&target, archived.as_ref(), &stamp)?;
     if args.json {
         println!(
             "{}",

@@ -10,10 +10,13 @@ use anyhow::bail;
 use serde_json::json;
 use time::OffsetDateTime;
 
+use crate::core::config::Via;
 use crate::core::health::{self, Facts, Health, Newest};
-use crate::core::metrics::Metrics;
+use crate::core::metrics::{self, Metrics};
+use crate::core::pitr;
 use crate::flags::DbStatus;
-use crate::services::catalog::Backups;
+use crate::services::catalog::{Backups, LocalStore};
+use crate::services::pitr::Pitr;
 use crate::services::{load, pg};
 use crate::tasks::Context;
 use crate::{exit, ui};
@@ -75,7 +78,9 @@ pub(crate) fn run(args: DbStatus, ctx: &Context) -> anyhow::Result<ExitCode> {
             health::assess(&facts, now, max_age)
         })
         .collect();
-    let healthy = rows.iter().all(Health::ok);
+    let physical = physical(ctx, max_age.as_seconds_f64());
+    let healthy =
+        rows.iter().all(Health::ok) && physical.as_ref().is_none_or(|p| p.problems.is_empty());
     let leftovers = leftovers(settings);
     if args.json {
         println!(
@@ -86,12 +91,27 @@ pub(crate) fn run(args: DbStatus, ctx: &Context) -> anyhow::Result<ExitCode> {
                 "backup_dir": store.location(),
                 "databases": rows,
                 "leftover_scratch_databases": leftovers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                "physical": physical.as_ref().map(|p| json!({
+                    "stanza": p.stanza, "archive_lag_seconds": p.lag,
+                    "newest": p.newest, "problems": p.problems})),
             })
         );
     } else if ui::verbosity() >= ui::Verbosity::Normal {
         print!("{}", health::render(&rows));
+        if let Some(p) = &physical {
+            println!(
+                "physical (pgBackRest stanza '{}'): newest backup {}, archive lag {}",
+                p.stanza,
+                p.newest.as_deref().unwrap_or("none"),
+                p.lag.map_or("unknown".into(), |l| format!("{l:.0} s"))
+            );
+        }
     }
-    for problem in rows.iter().flat_map(|h| &h.problems) {
+    for problem in rows
+        .iter()
+        .flat_map(|h| &h.problems)
+        .chain(physical.iter().flat_map(|p| &p.problems))
+    {
         ui::warn(problem);
     }
     for (name, mark) in &leftovers {
@@ -103,6 +123,61 @@ pub(crate) fn run(args: DbStatus, ctx: &Context) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::UNHEALTHY)
+    })
+}
+
+/// Point-in-time recovery's health, when the compose service runs with it.
+struct PhysicalHealth {
+    stanza: String,
+    lag: Option<f64>,
+    newest: Option<String>,
+    problems: Vec<String>,
+}
+
+/// Best effort, as for the leftovers: no compose service, or one without
+/// PITR enabled, is not this check's business. The lag goes to the metrics.
+fn physical(ctx: &Context, max_age: f64) -> Option<PhysicalHealth> {
+    let settings = &ctx.settings;
+    if settings.via == Via::Host {
+        return None;
+    }
+    let found = (|| -> anyhow::Result<Option<PhysicalHealth>> {
+        let engine = Pitr::connect(settings)?;
+        let Some(info) = engine.info()? else {
+            return Ok(None);
+        };
+        let archiver = engine.archiver()?;
+        let lag = pitr::archive_lag(&archiver);
+        let stanza = engine.settings.stanza.clone();
+        if let Some(lag) = lag {
+            LocalStore::of(settings).record_metrics(|m| {
+                metrics::record_archive_lag(m, &stanza, OffsetDateTime::now_utc(), lag)
+            });
+        }
+        Ok(Some(PhysicalHealth {
+            problems: pitr::problems(
+                &stanza,
+                &info,
+                lag,
+                archiver.now,
+                max_age,
+                pitr::max_lag(&engine.settings),
+            ),
+            newest: info.backups.last().map(|b| {
+                format!(
+                    "{} ({}, {})",
+                    b.label,
+                    b.kind.as_str(),
+                    pitr::utc(b.stopped)
+                )
+            }),
+            stanza,
+            lag,
+        }))
+    })();
+    found.unwrap_or_else(|e| {
+        ui::detail(format!("point-in-time recovery not checked: {e:#}"));
+        None
     })
 }
 
