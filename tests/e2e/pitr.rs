@@ -117,10 +117,13 @@ fn pitr_restores_to_a_time_and_to_the_latest_state_and_leaves_the_data_on_failur
     // The latest state: everything committed.
     ok(&p, &["db-restore", "--to-latest", "-y"]);
     assert_eq!(rows(&p), "A,B");
+    // A backup on this timeline, after T: the restore to T cannot start from it.
+    ok(&p, &["db-backup", "--physical", "--incr"]);
 
     // To the time between A and B.
     let done = json_of(&ok(&p, &["db-restore", "--to-time", &t, "-y", "--json"]));
     assert_eq!(rows(&p), "A");
+    assert_eq!(done["from_backup"], full["label"], "{done}");
     assert_eq!(p.psql("app", "app", "SELECT pg_is_in_recovery()"), "f");
     // The old data is set aside, not deleted, and never part of a backup.
     let aside = done["set_aside"].as_str().unwrap().to_string();
@@ -155,7 +158,7 @@ fn pitr_restores_to_a_time_and_to_the_latest_state_and_leaves_the_data_on_failur
     p.psql("app", "app", "SELECT pg_switch_wal()");
     p.psql("app", "app", "INSERT INTO t VALUES ('E')");
     let status = json_of(&ok(&p, &["db-pitr", "status", "--json"]));
-    assert_eq!(status["backups"].as_array().unwrap().len(), 2, "{status}");
+    assert_eq!(status["backups"].as_array().unwrap().len(), 3, "{status}");
     let file = archived_segment(&p, &gone);
     let out = p.compose(&["exec", "-T", "db", "mv", &file, "/tmp/"]);
     assert!(out.status.success(), "{}", show(&out));
@@ -193,6 +196,22 @@ fn pitr_restores_to_a_time_and_to_the_latest_state_and_leaves_the_data_on_failur
     assert!(
         prom.contains("backup_wal_archive_lag_seconds{stanza=\"app\"}"),
         "{prom}"
+    );
+
+    // Archiving breaks: the finished segment waits, and the lag counts from when it finished.
+    p.psql("app", "app", "ALTER SYSTEM SET archive_command = 'false'");
+    p.psql("app", "app", "SELECT pg_reload_conf()");
+    p.psql("app", "app", "INSERT INTO t VALUES ('F')");
+    p.psql("app", "app", "SELECT pg_switch_wal()");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let status = json_of(&ok(&p, &["db-pitr", "status", "--json"]));
+    assert!(
+        status["waiting_segments"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert!(
+        status["archive_lag_seconds"].as_f64().unwrap() >= 1.0,
+        "{status}"
     );
 
     let out = ok(&p, &["db-pitr", "disable"]);

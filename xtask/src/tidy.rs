@@ -106,6 +106,11 @@ fn no_hand_written_codecs() {
         }
         for (n, line) in code(&text).lines().enumerate() {
             for (pattern, why) in patterns {
+                // WAL positions and timeline ids are numbers PostgreSQL
+                // writes in hex: parsed as numbers, not decoded as bytes.
+                if pattern == "from_str_radix(" && path.ends_with("core/pitr.rs") {
+                    continue;
+                }
                 if line.contains(pattern) {
                     offences.push(format!("{}:{}: {why}", path.display(), n + 1));
                 }

@@ -31,8 +31,11 @@ pub(crate) const DEFAULT_ARCHIVE_TIMEOUT: u32 = 60;
 pub(crate) struct PitrSettings {
     /// pgBackRest's stanza: BACKUP_PITR_STANZA, else the database's name.
     pub(crate) stanza: String,
-    /// Full backups kept, with the WAL they need (BACKUP_PITR_RETENTION_FULL).
-    pub(crate) retention_full: u32,
+    /// Whether BACKUP_PITR_STANZA named it (else the server's archive_command may).
+    pub(crate) stanza_given: bool,
+    /// Full backups kept, with the WAL they need (BACKUP_PITR_RETENTION_FULL);
+    /// `None` when unset: the configuration's (written at enable) stands.
+    pub(crate) retention_full: Option<u32>,
     /// Seconds before a partly filled WAL segment is archived anyway: the
     /// bound on data lost (BACKUP_PITR_ARCHIVE_TIMEOUT).
     pub(crate) archive_timeout: u32,
@@ -43,9 +46,9 @@ pub(crate) struct PitrSettings {
 
 impl PitrSettings {
     pub(crate) fn resolve(sources: &Sources, dbname: &str) -> anyhow::Result<PitrSettings> {
-        let stanza = match sources.get("BACKUP_PITR_STANZA") {
-            Some((s, _)) => s,
-            None => stanza_for(dbname),
+        let (stanza, stanza_given) = match sources.get("BACKUP_PITR_STANZA") {
+            Some((s, _)) => (s, true),
+            None => (stanza_for(dbname), false),
         };
         if stanza.is_empty()
             || !stanza
@@ -67,11 +70,14 @@ impl PitrSettings {
                 )),
             },
         };
-        let retention_full = number(
-            "BACKUP_PITR_RETENTION_FULL",
-            DEFAULT_RETENTION_FULL,
-            1..=9999,
-        )?;
+        let retention_full = match sources.get("BACKUP_PITR_RETENTION_FULL") {
+            Some(_) => Some(number(
+                "BACKUP_PITR_RETENTION_FULL",
+                DEFAULT_RETENTION_FULL,
+                1..=9999,
+            )?),
+            None => None,
+        };
         let archive_timeout = number(
             "BACKUP_PITR_ARCHIVE_TIMEOUT",
             DEFAULT_ARCHIVE_TIMEOUT,
@@ -101,6 +107,7 @@ impl PitrSettings {
         }
         Ok(PitrSettings {
             stanza,
+            stanza_given,
             retention_full,
             archive_timeout,
             cipher,
@@ -140,7 +147,11 @@ pub(crate) fn render_conf(s: &PitrSettings, server: &Server) -> String {
     out.push_str("# Written by `cargo xtask db-pitr enable`; rewritten on every enable.\n");
     out.push_str("[global]\n");
     let _ = writeln!(out, "repo1-path={REPO}");
-    let _ = writeln!(out, "repo1-retention-full={}", s.retention_full);
+    let _ = writeln!(
+        out,
+        "repo1-retention-full={}",
+        s.retention_full.unwrap_or(DEFAULT_RETENTION_FULL)
+    );
     if let Some(pass) = &s.cipher {
         out.push_str("repo1-cipher-type=aes-256-cbc\n");
         let _ = writeln!(out, "repo1-cipher-pass={}", pass.expose());
@@ -165,6 +176,13 @@ pub(crate) fn render_conf(s: &PitrSettings, server: &Server) -> String {
     // Data a restore set aside lives under the data directory: never in a backup.
     let _ = writeln!(out, "exclude={WORK_DIR}/");
     out
+}
+
+/// The stanza in a server's archive_command, when it is ours.
+pub(crate) fn stanza_in(archive_command: &str) -> Option<String> {
+    let rest = archive_command.strip_prefix(&format!("pgbackrest --config={CONF} --stanza="))?;
+    let stanza = rest.strip_suffix(" archive-push %p")?;
+    (!stanza.is_empty() && !stanza.contains(' ')).then(|| stanza.to_string())
 }
 
 /// What the server runs to push each WAL segment.
@@ -291,6 +309,9 @@ pub(crate) struct Physical {
     pub(crate) wal_stop: String,
     /// The backup this one builds on (diff and incr).
     pub(crate) prior: Option<String>,
+    /// The timeline it was taken on, and where its WAL ends.
+    pub(crate) timeline: u32,
+    pub(crate) lsn_stop: u64,
 }
 
 /// What `pgbackrest info --output=json` says about one stanza.
@@ -335,6 +356,12 @@ pub(crate) fn parse_info(json: &str, stanza: &str) -> anyhow::Result<StanzaInfo>
             wal_start: text(&b["archive"]["start"]).unwrap_or_default(),
             wal_stop: text(&b["archive"]["stop"]).unwrap_or_default(),
             prior: text(&b["prior"]),
+            timeline: b["archive"]["start"]
+                .as_str()
+                .and_then(|w| w.get(..8))
+                .and_then(|t| u32::from_str_radix(t, 16).ok())
+                .unwrap_or(0),
+            lsn_stop: b["lsn"]["stop"].as_str().and_then(parse_lsn).unwrap_or(0),
         });
     }
     backups.sort_by_key(|b| b.stopped);
@@ -357,8 +384,14 @@ pub(crate) fn parse_info(json: &str, stanza: &str) -> anyhow::Result<StanzaInfo>
 /// Where a restore goes.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Target {
-    /// As the user wrote it (the server parses it, as recovery will), and in Unix seconds.
-    Time { text: String, epoch: f64 },
+    /// As the user wrote it; the server's reading of it, in UTC
+    /// (`2026-11-27 10:15:00.000000+00`, what pgBackRest and recovery get);
+    /// and in Unix seconds.
+    Time {
+        text: String,
+        utc: String,
+        epoch: f64,
+    },
     /// The end of the archived WAL.
     Latest,
 }
@@ -380,7 +413,7 @@ pub(crate) fn check_covered(info: &StanzaInfo, target: &Target, now: f64) -> Res
                 .into(),
         );
     };
-    if let Target::Time { text, epoch } = target {
+    if let Target::Time { text, epoch, .. } = target {
         if *epoch < oldest.stopped as f64 {
             return Err(format!(
                 "{text} is before the end of the oldest physical backup ({}): the earliest time that can be restored is {}",
@@ -396,6 +429,71 @@ pub(crate) fn check_covered(info: &StanzaInfo, target: &Target, now: f64) -> Res
         }
     }
     Ok(())
+}
+
+/// `0/3000050` as a number.
+pub(crate) fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// A timeline history file's switch points: (parent timeline, where it ended).
+pub(crate) fn parse_history(text: &str) -> Vec<(u32, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let tli = f.next()?.parse().ok()?;
+            let lsn = parse_lsn(f.next()?)?;
+            Some((tli, lsn))
+        })
+        .collect()
+}
+
+/// The backup a restore starts from: the newest one on the history of the
+/// timeline the server runs now (on it, or on an ancestor before the
+/// switch), that ended by the target. pgBackRest would pick by time alone,
+/// and a backup of an abandoned timeline cannot reach this one.
+pub(crate) fn choose_set<'a>(
+    backups: &'a [Physical],
+    timeline: u32,
+    history: &[(u32, u64)],
+    target: &Target,
+) -> Result<&'a Physical, String> {
+    let on_history = |b: &Physical| {
+        b.timeline == timeline
+            || history
+                .iter()
+                .any(|(tli, switch)| *tli == b.timeline && b.lsn_stop <= *switch)
+    };
+    backups
+        .iter()
+        .filter(|b| on_history(b))
+        .filter(|b| match target {
+            Target::Time { epoch, .. } => b.stopped as f64 <= *epoch,
+            Target::Latest => true,
+        })
+        .max_by_key(|b| b.stopped)
+        .ok_or_else(|| {
+            format!(
+                "no physical backup on the history of the server's timeline {timeline} ended before {}: take one with `cargo xtask db-backup --physical`",
+                target.describe()
+            )
+        })
+}
+
+/// The type `db-backup --physical` takes when none is given: full when
+/// there is none, or the newest full is a week old (so retention can expire
+/// old ones and a chain of incrementals stays short); else incremental.
+pub(crate) fn default_kind(backups: &[Physical], now: f64) -> BackupKind {
+    match backups
+        .iter()
+        .filter(|b| b.kind == BackupKind::Full)
+        .map(|b| b.stopped)
+        .max()
+    {
+        Some(full) if now - (full as f64) < 7.0 * 86_400.0 => BackupKind::Incr,
+        _ => BackupKind::Full,
+    }
 }
 
 /// Whether a restore of the whole server may go ahead: it replaces every
@@ -481,38 +579,25 @@ pub(crate) fn utc(epoch: i64) -> String {
         .unwrap_or_else(|| epoch.to_string())
 }
 
-/// The archiver as the server reports it (`pg_stat_archiver` and the WAL position).
+/// The archiver as the server reports it (`pg_stat_archiver`, and the
+/// finished segments that wait in `pg_wal/archive_status`).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Archiver {
-    /// The segment number of `pg_current_wal_lsn()`: the segment being
-    /// written (at a segment's exact end, the one just finished).
-    pub(crate) current_segment: Option<u64>,
     pub(crate) last_archived_wal: Option<String>,
-    /// Its segment number; `None` for a history or backup file.
-    pub(crate) last_archived_segment: Option<u64>,
     pub(crate) last_archived_at: Option<f64>,
     pub(crate) last_failed_at: Option<f64>,
+    /// When the oldest finished segment still waiting was finished.
+    pub(crate) oldest_waiting_at: Option<f64>,
+    /// How many finished segments wait.
+    pub(crate) waiting: u64,
     pub(crate) now: f64,
 }
 
-/// Seconds of WAL at risk right now, the RPO at this moment: zero when
-/// every finished segment is archived (the open one is archived within
-/// archive_timeout, as soon as it holds a change); since the last success
-/// when a finished segment waits or the last push failed. `None`: nothing
-/// was ever archived.
-pub(crate) fn archive_lag(a: &Archiver) -> Option<f64> {
-    let at = a.last_archived_at?;
-    let since = (a.now - at).max(0.0);
-    if a.last_failed_at.is_some_and(|f| f > at) {
-        return Some(since);
-    }
-    match (a.last_archived_segment, a.current_segment) {
-        // The open segment is the one after the last archived: nothing finished waits.
-        (Some(last), Some(current)) if current <= last + 1 => Some(0.0),
-        (Some(_), Some(_)) => Some(since),
-        // A history or backup file was archived last: judge by failures only.
-        _ => Some(0.0),
-    }
+/// Seconds the oldest finished WAL segment has waited to be archived: the
+/// RPO right now, beyond the open segment (which archive_timeout bounds).
+/// Zero when nothing finished waits, whether pushes fail or are slow.
+pub(crate) fn archive_lag(a: &Archiver) -> f64 {
+    a.oldest_waiting_at.map_or(0.0, |t| (a.now - t).max(0.0))
 }
 
 #[cfg(test)]
@@ -522,7 +607,8 @@ mod tests {
     fn settings() -> PitrSettings {
         PitrSettings {
             stanza: "app".into(),
-            retention_full: 2,
+            stanza_given: false,
+            retention_full: None,
             archive_timeout: 60,
             cipher: None,
         }
@@ -550,7 +636,7 @@ mod tests {
         let s = PitrSettings::resolve(&sources(&[]), "my app").unwrap();
         assert_eq!(
             (s.stanza.as_str(), s.retention_full, s.archive_timeout),
-            ("my_app", 2, 60)
+            ("my_app", None, 60)
         );
         assert!(s.cipher.is_none());
         let err = PitrSettings::resolve(&sources(&[("BACKUP_PITR_RETENTION_FULL", "0")]), "app")
@@ -608,6 +694,11 @@ mod tests {
             ["archive_mode", "archive_command", "archive_timeout"]
         );
         assert!(needs_restart(&changes));
+        assert_eq!(
+            stanza_in(&archive_command("my-db")).as_deref(),
+            Some("my-db")
+        );
+        assert_eq!(stanza_in("cp %p /mnt/%f"), None);
         // Applied: nothing left to do, and SHOW's "1min" is 60 s.
         current.insert("archive_mode".into(), "on".into());
         current.insert("archive_command".into(), archive_command("app"));
@@ -666,6 +757,7 @@ mod tests {
         let info = parse_info(INFO, "app").unwrap();
         let at = |epoch: f64| Target::Time {
             text: "T".into(),
+            utc: "T".into(),
             epoch,
         };
         let now = 1_795_860_000.0;
@@ -733,40 +825,87 @@ mod tests {
     }
 
     #[test]
-    fn archive_lag_counts_only_when_finished_wal_waits_or_a_push_failed() {
-        let base = Archiver {
-            current_segment: Some(5),
+    fn archive_lag_is_the_wait_of_the_oldest_finished_segment() {
+        let idle = Archiver {
             last_archived_wal: Some("000000010000000000000004".into()),
-            last_archived_segment: Some(4),
             last_archived_at: Some(1000.0),
             last_failed_at: None,
-            now: 1500.0,
+            oldest_waiting_at: None,
+            waiting: 0,
+            now: 5000.0,
         };
-        // An idle server: only the open segment is unarchived.
-        assert_eq!(archive_lag(&base), Some(0.0));
-        // Two finished segments wait: the lag is the time since the last success.
-        let stalled = Archiver {
-            current_segment: Some(7),
-            ..base.clone()
+        // An idle server: nothing finished waits, however long ago the last push.
+        assert_eq!(archive_lag(&idle), 0.0);
+        // Pushes fail or fall behind: the oldest waiting segment counts.
+        let behind = Archiver {
+            oldest_waiting_at: Some(4400.0),
+            waiting: 300,
+            last_archived_at: Some(4999.0),
+            ..idle
         };
-        assert_eq!(archive_lag(&stalled), Some(500.0));
-        let failed = Archiver {
-            last_failed_at: Some(1200.0),
-            ..base.clone()
+        assert_eq!(archive_lag(&behind), 600.0);
+    }
+
+    #[test]
+    fn a_restore_starts_from_a_backup_on_the_current_timelines_history() {
+        let b = |label: &str, timeline: u32, stopped: i64, lsn_stop: u64| Physical {
+            label: label.into(),
+            kind: BackupKind::Full,
+            started: stopped - 1,
+            stopped,
+            size: 1,
+            repo_size: 1,
+            wal_start: String::new(),
+            wal_stop: String::new(),
+            prior: None,
+            timeline,
+            lsn_stop,
         };
-        assert_eq!(archive_lag(&failed), Some(500.0));
-        let never = Archiver {
-            last_archived_at: None,
-            last_archived_wal: None,
-            last_archived_segment: None,
-            ..base.clone()
+        // 10:00 backup on 1; a restore branched timeline 2 off 1 at 0x500;
+        // an 11:00 backup on 1 after the branch (abandoned); 12:00 on 2.
+        let backups = [
+            b("t1-10", 1, 1000, 0x300),
+            b("t1-11", 1, 1100, 0x800),
+            b("t2-12", 2, 1200, 0x900),
+        ];
+        let history = parse_history("1\t0/500\tbefore 2026-11-28 10:30:00+00\n");
+        assert_eq!(history, [(1, 0x500)]);
+        let latest = choose_set(&backups, 2, &history, &Target::Latest).unwrap();
+        assert_eq!(latest.label, "t2-12");
+        let at = |epoch| Target::Time {
+            text: "T".into(),
+            utc: "T".into(),
+            epoch,
         };
-        assert_eq!(archive_lag(&never), None);
-        let backup_file = Archiver {
-            last_archived_wal: Some("000000010000000000000004.00000028.backup".into()),
-            last_archived_segment: None,
-            ..base
-        };
-        assert_eq!(archive_lag(&backup_file), Some(0.0));
+        assert_eq!(
+            choose_set(&backups, 2, &history, &at(1150.0))
+                .unwrap()
+                .label,
+            "t1-10",
+            "not the abandoned 11:00"
+        );
+        assert!(choose_set(&backups, 2, &history, &at(900.0)).is_err());
+        // On timeline 1 itself every backup of it counts.
+        assert_eq!(
+            choose_set(&backups, 1, &[], &at(1150.0)).unwrap().label,
+            "t1-11"
+        );
+        assert_eq!(parse_lsn("1/A0"), Some((1 << 32) | 0xA0));
+        assert_eq!(parse_lsn("x"), None);
+    }
+
+    #[test]
+    fn the_default_type_renews_the_full_backup_weekly() {
+        let info = parse_info(INFO, "app").unwrap();
+        let full = info.backups[0].stopped as f64;
+        assert_eq!(default_kind(&[], full), BackupKind::Full);
+        assert_eq!(
+            default_kind(&info.backups, full + 86_400.0),
+            BackupKind::Incr
+        );
+        assert_eq!(
+            default_kind(&info.backups, full + 8.0 * 86_400.0),
+            BackupKind::Full
+        );
     }
 }

@@ -88,6 +88,9 @@ pub(crate) struct Compose {
     pub(crate) version: String,
     /// The workspace root: compose runs there.
     pub(crate) dir: PathBuf,
+    /// Run compose in a process group of its own, so Ctrl-C reaches only
+    /// the xtask (which decides what to stop), not a step half-way.
+    pub(crate) detached: bool,
 }
 
 impl Compose {
@@ -101,6 +104,7 @@ impl Compose {
                 prefix,
                 version: String::new(),
                 dir: root.to_path_buf(),
+                detached: false,
             };
             if let Ok(out) = compose.output(&["version", "--short"])
                 && out.status.success()
@@ -129,6 +133,7 @@ impl Compose {
             .args(self.prefix.iter().copied())
             .args(args.iter().copied());
         c.dir = Some(self.dir.clone());
+        c.new_group = self.detached;
         c
     }
 
@@ -280,8 +285,10 @@ impl Compose {
 
 /// `docker inspect --format FORMAT id`: `None` when there is no such container.
 fn inspect(id: &str, format: &str) -> Result<Option<String>, ComposeError> {
-    let out = ToolCommand::new("docker")
-        .args(["inspect", "--format", format, id])
+    let mut command = ToolCommand::new("docker").args(["inspect", "--format", format, id]);
+    // Not a step anyone needs to stop: no Ctrl-C from the terminal.
+    command.new_group = true;
+    let out = command
         .output(b"")
         .map_err(|e| ComposeError::DockerUnreachable {
             detail: e.to_string(),
@@ -435,6 +442,7 @@ pub(crate) mod tests {
                 prefix: &["compose"],
                 version: "2".into(),
                 dir: "/w".into(),
+                detached: false,
             },
             name: "db".into(),
             container: "abc".into(),

@@ -21,7 +21,7 @@ use crate::core::pitr::{
 };
 use crate::services::compose::Compose;
 use crate::services::interrupt;
-use crate::services::process::{Finished, ToolCommand};
+use crate::services::process::Finished;
 use crate::ui;
 
 /// The compose service with pgBackRest, ready to be driven.
@@ -41,6 +41,15 @@ pub(crate) struct ArchivedTo {
     pub(crate) lsn: String,
 }
 
+/// How an exchange of directories failed.
+#[derive(Debug)]
+enum Swap {
+    /// Nothing is moved any more: the directory is as before.
+    Undone(anyhow::Error),
+    /// The undo failed too: the directory holds part of each.
+    Mixed(anyhow::Error),
+}
+
 /// Where a finished restore left things.
 #[derive(Debug)]
 pub(crate) struct Restored {
@@ -53,7 +62,8 @@ impl Pitr {
     /// The running compose service of these settings. PITR needs the
     /// service: pgBackRest and the WAL live there.
     pub(crate) fn connect(settings: &Settings) -> anyhow::Result<Pitr> {
-        let compose = Compose::detect(&settings.root)?;
+        let mut compose = Compose::detect(&settings.root)?;
+        compose.detached = true;
         let service = compose.service(&settings.compose_service)?;
         let pg_path = service
             .env("PGDATA")
@@ -63,7 +73,7 @@ impl Pitr {
             .env("POSTGRES_USER")
             .unwrap_or("postgres")
             .to_string();
-        let pitr = Pitr {
+        let mut pitr = Pitr {
             compose,
             service: settings.compose_service.clone(),
             settings: PitrSettings::resolve(&settings.sources, &settings.connection.dbname)?,
@@ -76,6 +86,16 @@ impl Pitr {
                 "the compose service '{}' has no pgBackRest: use an image with it (scripts/build-pg-image.sh builds one; on the official image add `RUN apt-get update && apt-get install -y pgbackrest`)",
                 pitr.service
             );
+        }
+        // The stanza the server archives to, unless one is named: a
+        // `--dbname` of another database must not pick another stanza.
+        if !pitr.settings.stanza_given
+            && let Ok(current) = pitr.current_settings()
+            && let Some(stanza) = current
+                .get("archive_command")
+                .and_then(|c| pitr::stanza_in(c))
+        {
+            pitr.settings.stanza = stanza;
         }
         Ok(pitr)
     }
@@ -124,6 +144,19 @@ impl Pitr {
     }
 
     fn sql_at(&self, socket: Option<(&str, &str)>, sql: &str) -> anyhow::Result<String> {
+        self.sql_vars(socket, &[], sql)
+    }
+
+    /// With psql variables (`-v name=value`, used as `:'name'`): values a
+    /// user typed reach SQL quoted by psql, never pasted in. Not for secrets
+    /// (they would be in argv).
+    fn sql_vars(
+        &self,
+        socket: Option<(&str, &str)>,
+        vars: &[(&str, &str)],
+        sql: &str,
+    ) -> anyhow::Result<String> {
+        let assignments: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut argv = vec![
             "psql",
             "-X",
@@ -138,6 +171,9 @@ impl Pitr {
         ];
         if let Some((dir, port)) = socket {
             argv.extend_from_slice(&["-h", dir, "-p", port]);
+        }
+        for a in &assignments {
+            argv.extend_from_slice(&["-v", a]);
         }
         let out = self.exec("postgres", &argv, sql.as_bytes())?;
         if !out.status.success() {
@@ -172,14 +208,73 @@ impl Pitr {
     }
 
     /// Writes pgbackrest.conf (0600, owned by postgres) from stdin: the
-    /// cipher pass never reaches an argv.
+    /// cipher pass never reaches an argv. The new file is tried first
+    /// (`info` reads the repository with it: a wrong cipher pass fails) and
+    /// only then replaces the one archive-push uses, so a mistaken enable
+    /// cannot stop the archiving that works.
     pub(crate) fn write_conf(&self) -> anyhow::Result<()> {
         let conf = pitr::render_conf(&self.settings, &self.server);
+        let new = format!("{CONF}.new");
         let script = format!(
             "set -e; chown postgres:postgres {REPO}; chmod 0750 {REPO}; \
-             umask 077; cat > {CONF}.tmp; chown postgres:postgres {CONF}.tmp; mv {CONF}.tmp {CONF}"
+             umask 077; cat > {new}; chown postgres:postgres {new}"
         );
         let out = self.exec("root", &["sh", "-c", &script], conf.as_bytes())?;
+        if !out.status.success() {
+            bail!("writing {CONF} failed: {}", last_lines(&out.stderr));
+        }
+        let config = format!("--config={new}");
+        let stanza = format!("--stanza={}", self.settings.stanza);
+        let tried = self.exec(
+            "postgres",
+            &["pgbackrest", &config, &stanza, "info", "--output=json"],
+            b"",
+        )?;
+        let verdict = if tried.status.success() {
+            let info = pitr::parse_info(
+                &String::from_utf8_lossy(&tried.stdout),
+                &self.settings.stanza,
+            )?;
+            let wanted = if self.settings.cipher.is_some() {
+                "aes-256-cbc"
+            } else {
+                "none"
+            };
+            match info.code {
+                // A new stanza: any cipher.
+                1 => Ok(()),
+                _ if info.cipher != wanted => Err(format!(
+                    "the stanza '{}' is {} but BACKUP_PITR_CIPHER_PASS is {}: a stanza's cipher cannot change; {}",
+                    self.settings.stanza,
+                    if info.cipher == "none" {
+                        "not encrypted".into()
+                    } else {
+                        format!("encrypted ({})", info.cipher)
+                    },
+                    if self.settings.cipher.is_some() {
+                        "set"
+                    } else {
+                        "not set"
+                    },
+                    if info.cipher == "none" {
+                        "unset it"
+                    } else {
+                        "set it to the stanza's pass"
+                    }
+                )),
+                _ => Ok(()),
+            }
+        } else {
+            Err(format!(
+                "pgBackRest cannot read the repository with the new settings ({}): is BACKUP_PITR_CIPHER_PASS the stanza's pass?",
+                last_lines(&tried.stderr)
+            ))
+        };
+        if let Err(why) = verdict {
+            let _ = self.exec("root", &["rm", "-f", &new], b"");
+            bail!("{why}; nothing was changed");
+        }
+        let out = self.exec("root", &["mv", &new, CONF], b"")?;
         if !out.status.success() {
             bail!("writing {CONF} failed: {}", last_lines(&out.stderr));
         }
@@ -238,15 +333,21 @@ impl Pitr {
 
     /// A physical backup; pgBackRest's default type makes the first one full.
     pub(crate) fn backup(&self, kind: Option<BackupKind>) -> anyhow::Result<Physical> {
-        let kind_arg = kind.map(|k| format!("--type={}", k.as_str()));
-        let mut args = vec!["backup"];
-        if let Some(k) = &kind_arg {
-            args.push(k);
-        }
-        // The retention of the settings now, not of the last enable.
-        let retention = format!("--repo1-retention-full={}", self.settings.retention_full);
-        args.push(&retention);
         let before = self.info()?.map(|i| i.backups).unwrap_or_default();
+        let kind = match kind {
+            Some(k) => k,
+            None => pitr::default_kind(&before, self.now()?),
+        };
+        let kind_arg = format!("--type={}", kind.as_str());
+        let mut args = vec!["backup", kind_arg.as_str()];
+        // BACKUP_PITR_RETENTION_FULL when set now; else the configuration's.
+        let retention = self
+            .settings
+            .retention_full
+            .map(|n| format!("--repo1-retention-full={n}"));
+        if let Some(r) = &retention {
+            args.push(r);
+        }
         self.pgbackrest("pgbackrest backup", &args)?;
         let after = self.info()?.map(|i| i.backups).unwrap_or_default();
         after
@@ -258,20 +359,17 @@ impl Pitr {
 
     /// The archiver's state, for the lag.
     pub(crate) fn archiver(&self) -> anyhow::Result<Archiver> {
-        // Segment numbers from WAL file names (timeline, log, segment in
-        // hex), computed by the server: log * (4 GiB / segment size) + segment.
+        // The finished segments that wait are the `.ready` files; a file
+        // archived between the listing and its stat is skipped (missing_ok).
         let row = self.sql(
-            "WITH s AS (SELECT (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') AS size), \
-             a AS (SELECT pg_walfile_name(pg_current_wal_lsn()) AS cur, last_archived_wal AS last, \
-             last_archived_time, last_failed_time FROM pg_stat_archiver) \
-             SELECT coalesce(last, ''), \
-             ('x' || substr(cur, 9, 8))::bit(32)::bigint * (4294967296 / size) + ('x' || substr(cur, 17, 8))::bit(32)::bigint, \
-             CASE WHEN last ~ '^[0-9A-F]{24}$' THEN \
-             (('x' || substr(last, 9, 8))::bit(32)::bigint * (4294967296 / size) + ('x' || substr(last, 17, 8))::bit(32)::bigint)::text \
-             ELSE '' END, \
+            "WITH ready AS (SELECT (pg_stat_file('pg_wal/archive_status/' || f, true)).modification AS at \
+             FROM pg_ls_dir('pg_wal/archive_status') AS f WHERE f LIKE '%.ready') \
+             SELECT coalesce(last_archived_wal, ''), \
              coalesce(extract(epoch FROM last_archived_time)::text, ''), \
-             coalesce(extract(epoch FROM last_failed_time)::text, ''), extract(epoch FROM now()) \
-             FROM a, s",
+             coalesce(extract(epoch FROM last_failed_time)::text, ''), \
+             coalesce((SELECT extract(epoch FROM min(at))::text FROM ready), ''), \
+             (SELECT count(at) FROM ready), extract(epoch FROM now()) \
+             FROM pg_stat_archiver",
         )?;
         let f: Vec<&str> = row.split('|').collect();
         if f.len() != 6 {
@@ -280,27 +378,72 @@ impl Pitr {
         let num = |s: &str| s.parse::<f64>().ok();
         Ok(Archiver {
             last_archived_wal: Some(f[0].to_string()).filter(|s| !s.is_empty()),
-            current_segment: f[1].parse().ok(),
-            last_archived_segment: f[2].parse().ok(),
-            last_archived_at: num(f[3]),
-            last_failed_at: num(f[4]),
+            last_archived_at: num(f[1]),
+            last_failed_at: num(f[2]),
+            oldest_waiting_at: num(f[3]),
+            waiting: f[4].parse().unwrap_or(0),
             now: num(f[5]).unwrap_or(0.0),
         })
     }
 
     /// The server's reading of a target time (as recovery will read it, in
     /// the server's time zone when none is given), in Unix seconds.
-    pub(crate) fn parse_time(&self, text: &str) -> anyhow::Result<f64> {
-        let quoted = text.replace('\'', "''");
+    pub(crate) fn parse_time(&self, text: &str) -> anyhow::Result<Target> {
+        let refused = || {
+            anyhow::format_err!(
+                "--to-time '{text}' is not a time PostgreSQL reads: write it like '2026-11-27 10:15:00+00'"
+            )
+        };
+        if text.contains(['\n', '\r']) {
+            return Err(refused());
+        }
         let out = self
-            .sql(&format!("SELECT extract(epoch FROM '{quoted}'::timestamptz)"))
-            .map_err(|_| {
-                anyhow::format_err!(
-                    "--to-time '{text}' is not a time PostgreSQL reads: write it like '2026-11-27 10:15:00+00'"
-                )
-            })?;
-        out.parse()
-            .with_context(|| format!("--to-time '{text}': unexpected answer {out}"))
+            .sql_vars(
+                None,
+                &[("t", text)],
+                "SELECT extract(epoch FROM :'t'::timestamptz), \
+                 to_char(:'t'::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+            )
+            .map_err(|_| refused())?;
+        let (epoch, utc) = out.split_once('|').ok_or_else(refused)?;
+        Ok(Target::Time {
+            text: text.to_string(),
+            utc: utc.to_string(),
+            epoch: epoch.parse().map_err(|_| refused())?,
+        })
+    }
+
+    /// The timeline the server runs on, and its history (switch points of
+    /// its ancestors), from pg_wal or else the archive.
+    pub(crate) fn timeline(&self) -> anyhow::Result<(u32, Vec<(u32, u64)>)> {
+        let tli: u32 = self
+            .sql("SELECT timeline_id FROM pg_control_checkpoint()")?
+            .parse()
+            .context("reading the server's timeline")?;
+        if tli <= 1 {
+            return Ok((tli, Vec::new()));
+        }
+        let name = format!("{tli:08X}.history");
+        let config = format!("--config={CONF}");
+        let stanza = format!("--stanza={}", self.settings.stanza);
+        let text = self.sh(
+            "postgres",
+            "reading the timeline's history",
+            "cat \"$1/pg_wal/$2\" 2>/dev/null || { pgbackrest \"$3\" \"$4\" archive-get \"$2\" /tmp/xtask-history >/dev/null && cat /tmp/xtask-history && rm -f /tmp/xtask-history; }",
+            &[&self.server.pg_path, &name, &config, &stanza],
+        )?;
+        Ok((tli, pitr::parse_history(&text)))
+    }
+
+    /// Bytes free on the data directory's volume.
+    pub(crate) fn free_bytes(&self) -> anyhow::Result<u64> {
+        let out = self.sh(
+            "postgres",
+            "measuring the free space",
+            "df -P -k \"$1\" | awk 'NR == 2 { print $4 }'",
+            &[&self.server.pg_path],
+        )?;
+        Ok(out.trim().parse::<u64>().context("reading df")? * 1024)
     }
 
     /// The running server's system identifier.
@@ -360,11 +503,17 @@ impl Pitr {
     }
 
     /// Restores to `target` and puts the service on the result; on any
-    /// failure the service is on its old data.
+    /// failure the service is on its old data. `from`: the backup set and
+    /// the timeline to recover along (the running server's); `None` when
+    /// the running server is not the one backed up (pgBackRest picks the
+    /// set by time, recovery follows the newest timeline). `need`: bytes
+    /// the restore takes beside the running data.
     pub(crate) fn restore(
         &self,
         target: &Target,
         archived: Option<&ArchivedTo>,
+        from: Option<(&str, u32)>,
+        need: u64,
         stamp: &str,
     ) -> anyhow::Result<Restored> {
         let clock = Instant::now();
@@ -372,11 +521,27 @@ impl Pitr {
         let work = format!("{data}/{WORK_DIR}");
         let fresh = format!("{work}/restore-{stamp}");
         let aside = format!("{work}/pre-restore-{stamp}");
-        // Restores of runs that died (only ours: restore-*), then a fresh directory.
+        // A full volume would stop the running server too: refused first.
+        let free = self.free_bytes()?;
+        if free < need {
+            bail!(
+                "the data volume has {} free and the restore needs about {} beside the running data: remove old sets aside ({work}/pre-restore-*) or give the volume room; nothing was changed",
+                crate::core::human::bytes(free),
+                crate::core::human::bytes(need)
+            );
+        }
+        // Restores of runs that died (only ours: restore-*, with no server
+        // running on them), then a fresh directory.
         self.sh(
             "postgres",
             "preparing the restore directory",
-            "set -e; mkdir -p \"$1\"; chmod 700 \"$1\"; rm -rf \"$1\"/restore-*; mkdir -m 700 \"$2\"",
+            "set -e; mkdir -p \"$1\"; chmod 700 \"$1\"
+             for d in \"$1\"/restore-*; do
+                 [ -d \"$d\" ] || continue
+                 pg_ctl -D \"$d\" status >/dev/null 2>&1 && continue
+                 rm -rf \"$d\" \"$d.log\"
+             done
+             mkdir -m 700 \"$2\"",
             &[&work, &fresh],
         )?;
         let cleanup = || {
@@ -388,24 +553,30 @@ impl Pitr {
             );
         };
         let result = (|| -> anyhow::Result<()> {
-            let pg1 = format!("--pg1-path={fresh}");
-            let mut args = vec!["restore", pg1.as_str()];
-            let target_arg;
+            let mut args = vec!["restore".to_string(), format!("--pg1-path={fresh}")];
             match target {
-                Target::Time { text, .. } => {
-                    target_arg = format!("--target={text}");
-                    args.extend_from_slice(&[
-                        "--type=time",
-                        &target_arg,
-                        "--target-action=promote",
-                    ]);
-                }
-                Target::Latest => args.push("--type=default"),
+                // The server's reading of the time, in UTC: pgBackRest and
+                // recovery read the same moment whatever their time zones.
+                Target::Time { utc, .. } => args.extend([
+                    "--type=time".to_string(),
+                    format!("--target={utc}"),
+                    "--target-action=promote".to_string(),
+                ]),
+                Target::Latest => args.push("--type=default".into()),
+            }
+            if let Some((set, timeline)) = from {
+                args.push(format!("--set={set}"));
+                args.push(format!("--target-timeline={timeline}"));
             }
             ui::info(format!(
-                "restoring the newest physical backup before {} ...",
+                "restoring {} and recovering to {} ...",
+                from.map_or(
+                    "the newest physical backup before it".to_string(),
+                    |(set, _)| format!("physical backup {set}")
+                ),
                 target.describe()
             ));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             self.pgbackrest("pgbackrest restore", &args)?;
             interrupt::check("nothing was changed; the service is on its old data")?;
             // To the latest state, recovery must reach what was just archived:
@@ -422,19 +593,34 @@ impl Pitr {
         }
 
         // The exchange: the service stops, the directories swap, it starts.
+        // From here a signal is noted and this runs to its end: stopping
+        // half-way would leave less than either data.
         ui::info(format!(
             "stopping the compose service '{}' to put the restored data in place",
             self.service
         ));
-        self.compose.stop(&self.service)?;
-        if let Err(e) = self.swap(&data, &fresh, &aside) {
-            // Nothing moved, or the swap put back what it moved: start on the old data.
+        if let Err(e) = self.compose.stop(&self.service) {
             let _ = self.compose.up(&self.service, true);
-            let _ = self
-                .compose
-                .wait_healthy(&self.service, self.healthy_within);
             cleanup();
-            return Err(e.context("the service is back on its old data"));
+            bail!(
+                "stopping the compose service failed ({e}): it stays on its old data; nothing was changed"
+            );
+        }
+        match self.swap(&data, &fresh, &aside) {
+            Ok(()) => {}
+            Err(Swap::Undone(e)) => {
+                let _ = self.compose.up(&self.service, true);
+                let _ = self
+                    .compose
+                    .wait_healthy(&self.service, self.healthy_within);
+                cleanup();
+                return Err(e.context("the service is back on its old data"));
+            }
+            Err(Swap::Mixed(e)) => {
+                return Err(e.context(format!(
+                    "the data directory holds part of each: the old entries are in {aside}, the restored ones in {fresh}; the service is left stopped: move them back by hand (see docs/operations/database-recovery.md)"
+                )));
+            }
         }
         let started = self
             .compose
@@ -455,17 +641,18 @@ impl Pitr {
             // Back to the old data: the restored one is kept beside it for a look.
             let failed = format!("{work}/failed-{stamp}");
             let _ = self.compose.stop(&self.service);
-            let back = self.swap_back(&data, &aside, &failed);
-            let _ = self.compose.up(&self.service, true);
-            let _ = self
-                .compose
-                .wait_healthy(&self.service, self.healthy_within);
-            return Err(match back {
-                Ok(()) => e.context(format!(
-                    "the restored data did not start; the service is back on its old data (the restored data is in {failed})"
-                )),
-                Err(b) => e.context(format!(
-                    "the restored data did not start, and putting the old data back failed ({b:#}): the old data is in {aside}"
+            return Err(match self.swap_back(&data, &aside, &failed) {
+                Ok(()) => {
+                    let _ = self.compose.up(&self.service, true);
+                    let _ = self
+                        .compose
+                        .wait_healthy(&self.service, self.healthy_within);
+                    e.context(format!(
+                        "the restored data did not start; the service is back on its old data (the restored data is in {failed})"
+                    ))
+                }
+                Err(Swap::Undone(b) | Swap::Mixed(b)) => e.context(format!(
+                    "the restored data did not start, and putting the old data back failed ({b:#}): the old data is in {aside}; the service is left stopped"
                 )),
             });
         }
@@ -482,7 +669,10 @@ impl Pitr {
         let socket = format!("/tmp/xtask-pitr-{}", std::process::id());
         let log = format!("{dir}.log");
         let options = format!(
-            "-c port=5499 -c listen_addresses='' -c unix_socket_directories={socket} -c archive_mode=off"
+            // Small shared memory beside the running server; no logical
+            // replication workers (they would advance the publishers' slots).
+            "-c port=5499 -c listen_addresses='' -c unix_socket_directories={socket} -c archive_mode=off \
+             -c shared_buffers=64MB -c max_logical_replication_workers=0"
         );
         ui::info("recovering to the target in a server beside the running one ...");
         self.sh(
@@ -536,7 +726,7 @@ impl Pitr {
     /// With the service stopped: the data directory's entries go to
     /// `aside`, the restored ones take their place. Renames within one
     /// volume; undone if any fails.
-    fn swap(&self, data: &str, fresh: &str, aside: &str) -> anyhow::Result<()> {
+    fn swap(&self, data: &str, fresh: &str, aside: &str) -> Result<(), Swap> {
         self.run_stopped(
             "putting the restored data in place",
             SWAP,
@@ -544,7 +734,7 @@ impl Pitr {
         )
     }
 
-    fn swap_back(&self, data: &str, aside: &str, failed: &str) -> anyhow::Result<()> {
+    fn swap_back(&self, data: &str, aside: &str, failed: &str) -> Result<(), Swap> {
         self.run_stopped(
             "putting the old data back",
             SWAP,
@@ -553,8 +743,9 @@ impl Pitr {
     }
 
     /// A script in a one-off container of the service (same image and
-    /// volumes), while the service itself is stopped.
-    fn run_stopped(&self, what: &str, script: &str, args: &[&str]) -> anyhow::Result<()> {
+    /// volumes), while the service itself is stopped. Exit 2: the script's
+    /// undo failed too.
+    fn run_stopped(&self, what: &str, script: &str, args: &[&str]) -> Result<(), Swap> {
         let mut argv = vec![
             "run",
             "--rm",
@@ -568,15 +759,22 @@ impl Pitr {
             "sh",
         ];
         argv.extend_from_slice(args);
-        let mut command: ToolCommand = self.compose.command(&argv);
-        command.new_group = true;
-        let out = command
+        let out = self
+            .compose
+            .command(&argv)
             .output(b"")
-            .map_err(|e| anyhow::format_err!("{e}"))?;
-        if !out.status.success() {
-            bail!("{what} failed: {}", last_lines(&out.stderr));
+            .map_err(|e| Swap::Undone(anyhow::format_err!("{what} failed: {e}")))?;
+        match out.status.code() {
+            Some(0) => Ok(()),
+            Some(2) => Err(Swap::Mixed(anyhow::format_err!(
+                "{what} failed and could not be undone: {}",
+                last_lines(&out.stderr)
+            ))),
+            _ => Err(Swap::Undone(anyhow::format_err!(
+                "{what} failed: {}",
+                last_lines(&out.stderr)
+            ))),
         }
-        Ok(())
     }
 
     /// Waits until the server answers on its socket (a restart's first seconds).
@@ -657,7 +855,7 @@ impl Pitr {
 /// a later recovery would not follow this timeline, and the next promotion
 /// would pick the same timeline number and collide with this one's WAL.
 const RECOVERED: &str = r#"set -e
-pg_ctl -D "$1" -m fast -w stop >/dev/null
+pg_ctl -D "$1" -m fast -t 3600 -w stop >/dev/null
 sed -i -e '/^# Recovery settings generated by pgBackRest/d' -e '/^restore_command = /d' \
     -e '/^recovery_target/d' "$1/postgresql.auto.conf"
 for h in "$1"/pg_wal/*.history; do
@@ -678,8 +876,10 @@ mkdir -m 700 "$aside" || exit 1
 chown --reference="$data" "$aside"
 moved_out="" moved_in=""
 undo() {
-    for e in $moved_in; do mv "$data/$e" "$new/$e"; done
-    for e in $moved_out; do mv "$aside/$e" "$data/$e"; done
+    bad=0
+    for e in $moved_in; do mv "$data/$e" "$new/$e" || bad=1; done
+    for e in $moved_out; do mv "$aside/$e" "$data/$e" || bad=1; done
+    [ "$bad" = 0 ] || exit 2
     rmdir "$aside"
     exit 1
 }
@@ -693,10 +893,13 @@ done
 cd "$new" || undo
 for e in * .[!.]* ..?*; do
     [ -e "$e" ] || continue
+    # The copy's own (empty) work directory: the data directory keeps its own.
+    if [ "$e" = "$work" ]; then rmdir "$e" 2>/dev/null; continue; fi
     mv "$e" "$data/$e" || undo
     moved_in="$moved_in $e"
 done
-rmdir "$new"
+cd "$data" && rmdir "$new" 2>/dev/null
+exit 0
 "#;
 
 fn recovery_error(log: &str) -> anyhow::Error {

@@ -106,11 +106,9 @@ fn status(engine: &Pitr, ctx: &Context, as_json: bool) -> anyhow::Result<ExitCod
     };
     let archiver = engine.archiver()?;
     let lag = pitr::archive_lag(&archiver);
-    if let Some(lag) = lag {
-        LocalStore::of(&ctx.settings).record_metrics(|m| {
-            metrics::record_archive_lag(m, &engine.settings.stanza, OffsetDateTime::now_utc(), lag)
-        });
-    }
+    LocalStore::of(&ctx.settings).record_metrics(|m| {
+        metrics::record_archive_lag(m, &engine.settings.stanza, OffsetDateTime::now_utc(), lag)
+    });
     if as_json {
         let backups: Vec<_> = info
             .backups
@@ -125,7 +123,8 @@ fn status(engine: &Pitr, ctx: &Context, as_json: bool) -> anyhow::Result<ExitCod
             "{}",
             json!({"stanza": engine.settings.stanza, "status": info.message, "status_code": info.code,
                 "cipher": info.cipher, "backups": backups, "wal_min": info.wal_min, "wal_max": info.wal_max,
-                "archive_lag_seconds": lag, "last_archived_wal": archiver.last_archived_wal,
+                "archive_lag_seconds": lag, "waiting_segments": archiver.waiting,
+                "last_archived_wal": archiver.last_archived_wal,
                 "last_archived_at": archiver.last_archived_at.map(|t| pitr::utc(t as i64)),
                 "last_failed_at": archiver.last_failed_at.map(|t| pitr::utc(t as i64)),
                 "restorable_from": info.backups.first().map(|b| pitr::utc(b.stopped))})
@@ -140,16 +139,14 @@ fn status(engine: &Pitr, ctx: &Context, as_json: bool) -> anyhow::Result<ExitCod
         (Some(min), Some(max)) => println!("  archived WAL  {min} .. {max}"),
         _ => println!("  archived WAL  none yet"),
     }
-    match lag {
-        Some(l) => println!(
-            "  archive lag   {l:.0} s (last archived {} at {})",
-            archiver.last_archived_wal.as_deref().unwrap_or("-"),
-            archiver
-                .last_archived_at
-                .map_or("-".into(), |t| pitr::utc(t as i64))
-        ),
-        None => println!("  archive lag   nothing archived yet"),
-    }
+    println!(
+        "  archive lag   {lag:.0} s, {} finished segments waiting (last archived {} at {})",
+        archiver.waiting,
+        archiver.last_archived_wal.as_deref().unwrap_or("-"),
+        archiver
+            .last_archived_at
+            .map_or("-".into(), |t| pitr::utc(t as i64))
+    );
     if let Some(first) = info.backups.first() {
         println!("  restorable    from {} to now", pitr::utc(first.stopped));
     }

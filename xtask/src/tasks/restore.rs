@@ -23,6 +23,7 @@ use crate::core::pitr::{self, Target};
 use crate::core::plan::{self, Consent, Replace};
 use crate::flags::DbRestore;
 use crate::services::catalog::{self, Backups, Store};
+use crate::services::fsutil::{LockError, RunLock};
 use crate::services::interrupt;
 use crate::services::load::{
     self, Checked, Input, LoadError, Scratch, Source, Transform, derived_name,
@@ -549,46 +550,98 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         ));
     }
     let target = match &args.to_time {
-        Some(text) => Target::Time {
-            text: text.clone(),
-            epoch: engine.parse_time(text)?,
-        },
+        Some(text) => engine.parse_time(text)?,
         None => Target::Latest,
     };
     pitr::check_covered(&info, &target, engine.now()?)
         .map_err(|why| format_err!("{why}; nothing was changed"))?;
     // When the service's data was lost and it started afresh, the running
     // server is not the one backed up: the backed-up one replaces it, to
-    // what the archive holds.
+    // what the archive holds. Else the restore follows the running server's
+    // timeline, from a backup on its history.
     let running = engine.system_identifier()?;
     let same_server = info.system_id.is_none_or(|id| id == running);
-    if !same_server {
+    let from = if same_server {
+        let (timeline, history) = engine.timeline()?;
+        let set = pitr::choose_set(&info.backups, timeline, &history, &target)
+            .map_err(|why| format_err!("{why}; nothing was changed"))?;
+        Some((set.clone(), timeline))
+    } else {
         ui::warn(format!(
             "the running server (system identifier {running}) is not the one the physical backups are of ({}): it is replaced by the backed-up server",
             info.system_id.unwrap_or_default()
         ));
-    }
+        None
+    };
     confirm(pitr::consent(
         &target,
         &service,
         args.yes,
         io::stdin().is_terminal(),
     ))?;
+    // One restore at a time: a second would remove the first's directory.
+    std::fs::create_dir_all(&ctx.settings.backup_dir)
+        .with_context(|| format!("creating {}", ctx.settings.backup_dir.display()))?;
+    let holder = format!(
+        "db-restore --to-time/--to-latest, pid {}",
+        std::process::id()
+    );
+    let _lock = match RunLock::acquire(
+        &ctx.settings.backup_dir,
+        &format!("pitr-{}", engine.settings.stanza),
+        &holder,
+    ) {
+        Ok(lock) => lock,
+        Err(LockError::Held { holder }) => {
+            return Err(format_err!(
+                "another restore of stanza '{}' is running ({holder}): wait for it; nothing was changed",
+                engine.settings.stanza
+            ));
+        }
+        Err(LockError::Io(e)) => {
+            return Err(anyhow::Error::new(e).context("taking the restore's lock in BACKUP_DIR"));
+        }
+    };
     interrupt::watch()?;
-    // Everything committed until now goes to the archive first.
-    let archived = if same_server {
-        Some(engine.archive_now()?)
-    } else {
+    // Everything committed until now goes to the archive first. A time the
+    // archive already covers can do without (archiving off or failing); the
+    // latest state cannot.
+    let archived = if !same_server {
         None
+    } else {
+        match engine.archive_now() {
+            Ok(a) => Some(a),
+            Err(e) if matches!(target, Target::Latest) => return Err(e),
+            Err(e) => {
+                ui::warn(format!(
+                    "{e:#}; restoring to the time from what the archive already holds"
+                ));
+                None
+            }
+        }
     };
     let stamp = OffsetDateTime::now_utc().format(format_description!(
         "[year][month][day]_[hour][minute][second]"
     ))?;
-    let restored = engine.restore(&target, archived.as_ref(), &stamp)?;
+    // The restored copy, its WAL, and room to spare.
+    let size = from.as_ref().map_or_else(
+        || info.backups.iter().map(|b| b.size).max().unwrap_or(0),
+        |(b, _)| b.size,
+    );
+    let need = size + size / 10 + (512 << 20);
+    let restored = engine.restore(
+        &target,
+        archived.as_ref(),
+        from.as_ref().map(|(b, t)| (b.label.as_str(), *t)),
+        need,
+        &stamp,
+    )?;
     if args.json {
         println!(
             "{}",
             json!({"service": service, "target": match &target { Target::Time { text, .. } => text.as_str(), Target::Latest => "latest" },
+                "target_utc": match &target { Target::Time { utc, .. } => Some(utc.as_str()), Target::Latest => None },
+                "from_backup": from.as_ref().map(|(b, _)| b.label.as_str()), "timeline": from.as_ref().map(|(_, t)| *t),
                 "set_aside": restored.set_aside, "secs": restored.secs, "stanza": engine.settings.stanza})
         );
     }

@@ -149,16 +149,14 @@ fn physical(ctx: &Context, max_age: f64) -> Option<PhysicalHealth> {
         let archiver = engine.archiver()?;
         let lag = pitr::archive_lag(&archiver);
         let stanza = engine.settings.stanza.clone();
-        if let Some(lag) = lag {
-            LocalStore::of(settings).record_metrics(|m| {
-                metrics::record_archive_lag(m, &stanza, OffsetDateTime::now_utc(), lag)
-            });
-        }
+        LocalStore::of(settings).record_metrics(|m| {
+            metrics::record_archive_lag(m, &stanza, OffsetDateTime::now_utc(), lag)
+        });
         Ok(Some(PhysicalHealth {
             problems: pitr::problems(
                 &stanza,
                 &info,
-                lag,
+                Some(lag),
                 archiver.now,
                 max_age,
                 pitr::max_lag(&engine.settings),
@@ -172,7 +170,7 @@ fn physical(ctx: &Context, max_age: f64) -> Option<PhysicalHealth> {
                 )
             }),
             stanza,
-            lag,
+            lag: Some(lag),
         }))
     })();
     found.unwrap_or_else(|e| {
