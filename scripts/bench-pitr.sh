@@ -79,15 +79,7 @@ done
 
 echo "== RTO: the dataset (pgbench scale $scale plus one million rows)" >&2
 dc exec -T db pgbench -U app -i -q -s "$scale" app >/dev/null 2>&1
-sql "CREATE TABLE noise AS
-    SELECT g AS id, md5(g::text)::uuid AS uid, 'user' || (random() * 1e6)::int || '@example.com' AS email,
-      round((random() * 1e5)::numeric, 2) AS amount, now() - random() * interval '900 days' AS at,
-      (SELECT string_agg((ARRAY['order','shipped','to','the','customer','invoice','paid','late','refund','item',
-        'warehouse','address','changed','by','support','on','request','with','note','priority'])[1 + floor(random() * 20)::int], ' ')
-       FROM generate_series(1, 45 + g % 2)) AS note,
-      md5(random()::text) || md5(random()::text) AS token
-    FROM generate_series(1, 1000000) g"
-sql "VACUUM ANALYZE"
+dc exec -T db psql -X -q -U app -d app -v ON_ERROR_STOP=1 <"$here/scripts/bench-noise.sql"
 echo "database: $(sql "SELECT pg_size_pretty(pg_database_size('app'))")" >&2
 t0=$(now); x db-backup --physical --full -q; t1=$(now)
 python3 -c "print(f'physical full backup: {$t1 - $t0:.1f} s')"
