@@ -142,7 +142,7 @@ pub(crate) struct Server {
 /// The whole pgbackrest.conf. The cipher pass is in it (the file is 0600,
 /// owned by postgres): archive-push runs from the server, which has no
 /// other way to receive a secret.
-pub(crate) fn render_conf(s: &PitrSettings, server: &Server) -> String {
+pub(crate) fn render_conf(s: &PitrSettings, server: &Server, existing: Option<&str>) -> String {
     let mut out = String::new();
     out.push_str("# Written by `cargo xtask db-pitr enable`; rewritten on every enable.\n");
     out.push_str("[global]\n");
@@ -150,7 +150,11 @@ pub(crate) fn render_conf(s: &PitrSettings, server: &Server) -> String {
     let _ = writeln!(
         out,
         "repo1-retention-full={}",
-        s.retention_full.unwrap_or(DEFAULT_RETENTION_FULL)
+        // BACKUP_PITR_RETENTION_FULL, else what the configuration said: a
+        // later enable without the variable must not expire backups.
+        s.retention_full
+            .or_else(|| existing.and_then(retention_in))
+            .unwrap_or(DEFAULT_RETENTION_FULL)
     );
     if let Some(pass) = &s.cipher {
         out.push_str("repo1-cipher-type=aes-256-cbc\n");
@@ -183,6 +187,13 @@ pub(crate) fn stanza_in(archive_command: &str) -> Option<String> {
     let rest = archive_command.strip_prefix(&format!("pgbackrest --config={CONF} --stanza="))?;
     let stanza = rest.strip_suffix(" archive-push %p")?;
     (!stanza.is_empty() && !stanza.contains(' ')).then(|| stanza.to_string())
+}
+
+/// `repo1-retention-full` in a configuration file.
+fn retention_in(conf: &str) -> Option<u32> {
+    conf.lines()
+        .find_map(|l| l.trim().strip_prefix("repo1-retention-full="))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// What the server runs to push each WAL segment.
@@ -327,6 +338,29 @@ pub(crate) struct StanzaInfo {
     pub(crate) cipher: String,
     /// The system identifier of the server the stanza backs up now.
     pub(crate) system_id: Option<u64>,
+    /// What the repository itself says when the stanza's code is not 0
+    /// (a wrong cipher pass: "other", and here why).
+    pub(crate) repo_message: String,
+}
+
+impl StanzaInfo {
+    /// The stanza's state in words: the repository's own message when the
+    /// stanza's is only "other".
+    pub(crate) fn describe(&self) -> String {
+        if self.code == 0 || self.repo_message.is_empty() || self.repo_message == self.message {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.message, self.repo_message)
+        }
+    }
+
+    /// The timeline of the newest archived WAL.
+    pub(crate) fn newest_timeline(&self) -> Option<u32> {
+        self.wal_max
+            .as_deref()
+            .and_then(|w| w.get(..8))
+            .and_then(|t| u32::from_str_radix(t, 16).ok())
+    }
 }
 
 /// Parses the info of `stanza` from the JSON array pgBackRest prints.
@@ -374,6 +408,13 @@ pub(crate) fn parse_info(json: &str, stanza: &str) -> anyhow::Result<StanzaInfo>
         wal_min: archive.and_then(|a| text(&a["min"])),
         wal_max: archive.and_then(|a| text(&a["max"])),
         cipher: text(&entry["cipher"]).unwrap_or_default(),
+        repo_message: entry["repo"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["status"]["message"].as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
         system_id: entry["db"]
             .as_array()
             .and_then(|d| d.last())
@@ -414,11 +455,12 @@ pub(crate) fn check_covered(info: &StanzaInfo, target: &Target, now: f64) -> Res
         );
     };
     if let Target::Time { text, epoch, .. } = target {
-        if *epoch < oldest.stopped as f64 {
+        // pgBackRest's stop time is rounded down to the second.
+        if *epoch < (oldest.stopped + 1) as f64 {
             return Err(format!(
                 "{text} is before the end of the oldest physical backup ({}): the earliest time that can be restored is {}",
                 oldest.label,
-                utc(oldest.stopped)
+                utc(oldest.stopped + 1)
             ));
         }
         if *epoch > now {
@@ -459,17 +501,26 @@ pub(crate) fn choose_set<'a>(
     history: &[(u32, u64)],
     target: &Target,
 ) -> Result<&'a Physical, String> {
+    // A history lists every ancestor with where it was left; a later
+    // branch can leave an ancestor's line earlier than that ancestor's own
+    // switch (a restore to a time before an earlier restore's branch), so a
+    // backup counts only if it ended before every switch from its timeline on.
     let on_history = |b: &Physical| {
         b.timeline == timeline
             || history
                 .iter()
-                .any(|(tli, switch)| *tli == b.timeline && b.lsn_stop <= *switch)
+                .position(|(tli, _)| *tli == b.timeline)
+                .is_some_and(|at| {
+                    history[at..]
+                        .iter()
+                        .all(|(_, switch)| b.lsn_stop <= *switch)
+                })
     };
     backups
         .iter()
         .filter(|b| on_history(b))
         .filter(|b| match target {
-            Target::Time { epoch, .. } => b.stopped as f64 <= *epoch,
+            Target::Time { epoch, .. } => (b.stopped + 1) as f64 <= *epoch,
             Target::Latest => true,
         })
         .max_by_key(|b| b.stopped)
@@ -529,7 +580,7 @@ pub(crate) fn problems(
     if info.code != 0 && info.code != 2 {
         out.push(format!(
             "pgBackRest stanza '{stanza}': {} (see `cargo xtask db-pitr status`)",
-            info.message
+            info.describe()
         ));
     }
     match info.backups.last() {
@@ -668,11 +719,18 @@ mod tests {
 
     #[test]
     fn the_configuration_names_the_stanza_the_server_and_the_exclusion() {
-        let conf = render_conf(&settings(), &server());
+        let conf = render_conf(&settings(), &server(), None);
         insta::assert_snapshot!(conf);
+        // An enable without BACKUP_PITR_RETENTION_FULL keeps the file's.
+        let kept = render_conf(
+            &settings(),
+            &server(),
+            Some("[global]\nrepo1-retention-full=8\n"),
+        );
+        assert!(kept.contains("repo1-retention-full=8\n"), "{kept}");
         let mut enc = settings();
         enc.cipher = Some(Secret::new("k3y"));
-        let conf = render_conf(&enc, &server());
+        let conf = render_conf(&enc, &server(), None);
         assert!(conf.contains("repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=k3y\n"));
     }
 
@@ -766,7 +824,7 @@ mod tests {
         let err = check_covered(&info, &at(1_795_856_858.0), now).unwrap_err();
         assert_eq!(
             err,
-            "T is before the end of the oldest physical backup (20261128-090737F): the earliest time that can be restored is 2026-11-28 09:07:39+00"
+            "T is before the end of the oldest physical backup (20261128-090737F): the earliest time that can be restored is 2026-11-28 09:07:40+00"
         );
         let err = check_covered(&info, &at(now + 10.0), now).unwrap_err();
         assert!(err.starts_with("T is in the future"), "{err}");
@@ -885,6 +943,19 @@ mod tests {
             "not the abandoned 11:00"
         );
         assert!(choose_set(&backups, 2, &history, &at(900.0)).is_err());
+        // Timeline 3 left 2 at 0x400, before 2 left 1 at 0x500 (a restore to a
+        // time before the first restore's branch): a backup of 1 ending at
+        // 0x450 is not on 3's history.
+        let backups3 = [b("t1-10", 1, 1000, 0x300), b("t1-1030", 1, 1050, 0x450)];
+        let history3 = parse_history(
+            "1\t0/500\tno recovery target specified\n2\t0/400\tbefore 2026-11-28 10:20:00+00\n",
+        );
+        assert_eq!(
+            choose_set(&backups3, 3, &history3, &Target::Latest)
+                .unwrap()
+                .label,
+            "t1-10"
+        );
         // On timeline 1 itself every backup of it counts.
         assert_eq!(
             choose_set(&backups, 1, &[], &at(1150.0)).unwrap().label,

@@ -213,7 +213,12 @@ impl Pitr {
     /// only then replaces the one archive-push uses, so a mistaken enable
     /// cannot stop the archiving that works.
     pub(crate) fn write_conf(&self) -> anyhow::Result<()> {
-        let conf = pitr::render_conf(&self.settings, &self.server);
+        let existing = self.exec("postgres", &["cat", CONF], b"")?;
+        let existing = existing
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&existing.stdout).into_owned());
+        let conf = pitr::render_conf(&self.settings, &self.server, existing.as_deref());
         let new = format!("{CONF}.new");
         let script = format!(
             "set -e; chown postgres:postgres {REPO}; chmod 0750 {REPO}; \
@@ -230,39 +235,21 @@ impl Pitr {
             &["pgbackrest", &config, &stanza, "info", "--output=json"],
             b"",
         )?;
+        // `info` exits 0 even when it cannot read the repository: the
+        // stanza's code says (1: no stanza yet, 2: no backup yet, 99: an
+        // error such as a wrong cipher pass).
         let verdict = if tried.status.success() {
             let info = pitr::parse_info(
                 &String::from_utf8_lossy(&tried.stdout),
                 &self.settings.stanza,
             )?;
-            let wanted = if self.settings.cipher.is_some() {
-                "aes-256-cbc"
-            } else {
-                "none"
-            };
             match info.code {
-                // A new stanza: any cipher.
-                1 => Ok(()),
-                _ if info.cipher != wanted => Err(format!(
-                    "the stanza '{}' is {} but BACKUP_PITR_CIPHER_PASS is {}: a stanza's cipher cannot change; {}",
+                0..=2 => Ok(()),
+                _ => Err(format!(
+                    "pgBackRest cannot read the stanza '{}' with the new settings ({}): is BACKUP_PITR_CIPHER_PASS the stanza's pass (or unset for an unencrypted one)?",
                     self.settings.stanza,
-                    if info.cipher == "none" {
-                        "not encrypted".into()
-                    } else {
-                        format!("encrypted ({})", info.cipher)
-                    },
-                    if self.settings.cipher.is_some() {
-                        "set"
-                    } else {
-                        "not set"
-                    },
-                    if info.cipher == "none" {
-                        "unset it"
-                    } else {
-                        "set it to the stanza's pass"
-                    }
+                    info.describe()
                 )),
-                _ => Ok(()),
             }
         } else {
             Err(format!(
@@ -413,26 +400,44 @@ impl Pitr {
         })
     }
 
-    /// The timeline the server runs on, and its history (switch points of
-    /// its ancestors), from pg_wal or else the archive.
+    /// The timeline the server runs on, and its history.
     pub(crate) fn timeline(&self) -> anyhow::Result<(u32, Vec<(u32, u64)>)> {
         let tli: u32 = self
             .sql("SELECT timeline_id FROM pg_control_checkpoint()")?
             .parse()
             .context("reading the server's timeline")?;
+        Ok((tli, self.history(tli)?))
+    }
+
+    /// A timeline's history (its ancestors' switch points), from pg_wal or
+    /// else the archive; none for timeline 1.
+    pub(crate) fn history(&self, tli: u32) -> anyhow::Result<Vec<(u32, u64)>> {
         if tli <= 1 {
-            return Ok((tli, Vec::new()));
+            return Ok(Vec::new());
         }
         let name = format!("{tli:08X}.history");
         let config = format!("--config={CONF}");
         let stanza = format!("--stanza={}", self.settings.stanza);
-        let text = self.sh(
+        let out = self.exec(
             "postgres",
-            "reading the timeline's history",
-            "cat \"$1/pg_wal/$2\" 2>/dev/null || { pgbackrest \"$3\" \"$4\" archive-get \"$2\" /tmp/xtask-history >/dev/null && cat /tmp/xtask-history && rm -f /tmp/xtask-history; }",
-            &[&self.server.pg_path, &name, &config, &stanza],
+            &[
+                "sh",
+                "-c",
+                "cat \"$1/pg_wal/$2\" 2>/dev/null || { pgbackrest \"$3\" \"$4\" archive-get \"$2\" /tmp/xtask-history >/dev/null 2>&1 && cat /tmp/xtask-history && rm -f /tmp/xtask-history; }",
+                "sh",
+                &self.server.pg_path,
+                &name,
+                &config,
+                &stanza,
+            ],
+            b"",
         )?;
-        Ok((tli, pitr::parse_history(&text)))
+        if !out.status.success() {
+            bail!(
+                "timeline {tli}'s history file {name} is neither in pg_wal nor in the archive: a restore cannot follow the timeline; nothing was changed"
+            );
+        }
+        Ok(pitr::parse_history(&String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Bytes free on the data directory's volume.

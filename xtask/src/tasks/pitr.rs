@@ -121,7 +121,7 @@ fn status(engine: &Pitr, ctx: &Context, as_json: bool) -> anyhow::Result<ExitCod
             .collect();
         println!(
             "{}",
-            json!({"stanza": engine.settings.stanza, "status": info.message, "status_code": info.code,
+            json!({"stanza": engine.settings.stanza, "status": info.message, "status_detail": info.describe(), "status_code": info.code,
                 "cipher": info.cipher, "backups": backups, "wal_min": info.wal_min, "wal_max": info.wal_max,
                 "archive_lag_seconds": lag, "waiting_segments": archiver.waiting,
                 "last_archived_wal": archiver.last_archived_wal,
@@ -133,7 +133,9 @@ fn status(engine: &Pitr, ctx: &Context, as_json: bool) -> anyhow::Result<ExitCod
     }
     println!(
         "stanza '{}': {} (cipher {})",
-        engine.settings.stanza, info.message, info.cipher
+        engine.settings.stanza,
+        info.describe(),
+        info.cipher
     );
     match (&info.wal_min, &info.wal_max) {
         (Some(min), Some(max)) => println!("  archived WAL  {min} .. {max}"),

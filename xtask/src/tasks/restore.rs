@@ -537,6 +537,30 @@ fn restore_one(
 fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     let engine = Pitr::connect(&ctx.settings)?;
     let service = engine.service().to_string();
+    // One restore at a time, from before anything is read: a second would
+    // remove the first's directory, or decide on the state the first replaces.
+    std::fs::create_dir_all(&ctx.settings.backup_dir)
+        .with_context(|| format!("creating {}", ctx.settings.backup_dir.display()))?;
+    let holder = format!(
+        "db-restore --to-time/--to-latest, pid {}",
+        std::process::id()
+    );
+    let _lock = match RunLock::acquire(
+        &ctx.settings.backup_dir,
+        &format!("pitr-{}", engine.settings.stanza),
+        &holder,
+    ) {
+        Ok(lock) => lock,
+        Err(LockError::Held { holder }) => {
+            return Err(format_err!(
+                "another restore of stanza '{}' is running ({holder}): wait for it; nothing was changed",
+                engine.settings.stanza
+            ));
+        }
+        Err(LockError::Io(e)) => {
+            return Err(anyhow::Error::new(e).context("taking the restore's lock in BACKUP_DIR"));
+        }
+    };
     let Some(info) = engine.info()? else {
         return Err(format_err!(
             "point-in-time recovery is not enabled for the compose service '{service}': run `cargo xtask db-pitr enable`, then `cargo xtask db-backup --physical`; nothing was changed"
@@ -561,47 +585,27 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     // timeline, from a backup on its history.
     let running = engine.system_identifier()?;
     let same_server = info.system_id.is_none_or(|id| id == running);
-    let from = if same_server {
-        let (timeline, history) = engine.timeline()?;
-        let set = pitr::choose_set(&info.backups, timeline, &history, &target)
-            .map_err(|why| format_err!("{why}; nothing was changed"))?;
-        Some((set.clone(), timeline))
+    // A server that started afresh has no timeline of the backups': the
+    // archive's newest one is followed.
+    let (timeline, history) = if same_server {
+        engine.timeline()?
     } else {
         ui::warn(format!(
             "the running server (system identifier {running}) is not the one the physical backups are of ({}): it is replaced by the backed-up server",
             info.system_id.unwrap_or_default()
         ));
-        None
+        let tli = info.newest_timeline().unwrap_or(1);
+        (tli, engine.history(tli)?)
     };
+    let set = pitr::choose_set(&info.backups, timeline, &history, &target)
+        .map_err(|why| format_err!("{why}; nothing was changed"))?;
+    let from = Some((set.clone(), timeline));
     confirm(pitr::consent(
         &target,
         &service,
         args.yes,
         io::stdin().is_terminal(),
     ))?;
-    // One restore at a time: a second would remove the first's directory.
-    std::fs::create_dir_all(&ctx.settings.backup_dir)
-        .with_context(|| format!("creating {}", ctx.settings.backup_dir.display()))?;
-    let holder = format!(
-        "db-restore --to-time/--to-latest, pid {}",
-        std::process::id()
-    );
-    let _lock = match RunLock::acquire(
-        &ctx.settings.backup_dir,
-        &format!("pitr-{}", engine.settings.stanza),
-        &holder,
-    ) {
-        Ok(lock) => lock,
-        Err(LockError::Held { holder }) => {
-            return Err(format_err!(
-                "another restore of stanza '{}' is running ({holder}): wait for it; nothing was changed",
-                engine.settings.stanza
-            ));
-        }
-        Err(LockError::Io(e)) => {
-            return Err(anyhow::Error::new(e).context("taking the restore's lock in BACKUP_DIR"));
-        }
-    };
     interrupt::watch()?;
     // Everything committed until now goes to the archive first. A time the
     // archive already covers can do without (archiving off or failing); the
