@@ -26,6 +26,7 @@ use crate::services::crypto::{self, Recipients};
 use crate::services::fsutil::{self, LockError, RunLock};
 use crate::services::hooks::{self, Event, Status};
 use crate::services::pg::{self, DumpOptions, Purpose, Route};
+use crate::services::interrupt;
 use crate::services::pitr::Pitr;
 use crate::services::publish::{self, Compression};
 use crate::services::s3::S3Store;
@@ -739,6 +740,10 @@ fn physical(args: &DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         None
     };
     let store = LocalStore::of(&ctx.settings);
+    // pgBackRest runs in the service; a signal here would end only this
+    // process and leave the backup running there with its lock held. It is
+    // noted, and acted on when the backup has ended.
+    interrupt::watch()?;
     let clock = Instant::now();
     let done = match engine.backup(kind) {
         Ok(done) => done,
@@ -776,5 +781,6 @@ fn physical(args: &DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
         done.wal_start,
         done.wal_stop
     ));
+    interrupt::check("the physical backup had already finished and is kept")?;
     Ok(ExitCode::SUCCESS)
 }
