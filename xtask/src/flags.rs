@@ -352,7 +352,7 @@ pub(crate) struct DbBackup {
     #[command(flatten)]
     pub(crate) jobs: JobsArgs,
     /// A physical backup of the compose service's whole server with pgBackRest (db-pitr enable
-    /// first): full when none exists, else incremental
+    /// first): full when no full backup is a week old, else incremental
     #[arg(long, conflicts_with_all = ["globals", "all", "schema_only", "format", "compress", "compression_level", "remote_only", "verify"])]
     pub(crate) physical: bool,
     /// With --physical: a full backup
