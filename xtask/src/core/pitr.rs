@@ -341,6 +341,8 @@ pub(crate) struct StanzaInfo {
     /// What the repository itself says when the stanza's code is not 0
     /// (a wrong cipher pass: "other", and here why).
     pub(crate) repo_message: String,
+    /// The archive's directory of the current database system (`17-1`).
+    pub(crate) archive_id: Option<String>,
 }
 
 impl StanzaInfo {
@@ -365,7 +367,10 @@ impl StanzaInfo {
 
 /// Parses the info of `stanza` from the JSON array pgBackRest prints.
 pub(crate) fn parse_info(json: &str, stanza: &str) -> anyhow::Result<StanzaInfo> {
-    let all: Value = serde_json::from_str(json).context("pgbackrest info printed no JSON")?;
+    // An error message in pgBackRest's JSON can carry a raw line break
+    // (invalid in a JSON string); between tokens a space means the same.
+    let clean = json.replace(|c: char| c.is_control(), " ");
+    let all: Value = serde_json::from_str(&clean).context("pgbackrest info printed no JSON")?;
     let entry = all
         .as_array()
         .and_then(|a| a.iter().find(|s| s["name"] == stanza))
@@ -408,6 +413,7 @@ pub(crate) fn parse_info(json: &str, stanza: &str) -> anyhow::Result<StanzaInfo>
         wal_min: archive.and_then(|a| text(&a["min"])),
         wal_max: archive.and_then(|a| text(&a["max"])),
         cipher: text(&entry["cipher"]).unwrap_or_default(),
+        archive_id: archive.and_then(|a| text(&a["id"])),
         repo_message: entry["repo"]
             .as_array()
             .into_iter()
@@ -804,10 +810,19 @@ mod tests {
         assert_eq!(info.backups[1].repo_size, 300);
         assert_eq!(info.wal_max.as_deref(), Some("000000010000000000000009"));
         assert_eq!(info.system_id, Some(7_713_146_388_274_253_844));
+        assert_eq!(info.archive_id.as_deref(), Some("17-1"));
         assert!(parse_info(INFO, "other").is_err());
         let missing = r#"[{"archive":[],"backup":[],"cipher":"none","db":[],"name":"app","status":{"code":1,"message":"missing stanza path"}}]"#;
         let info = parse_info(missing, "app").unwrap();
         assert_eq!((info.code, info.backups.len()), (1, 0));
+        // A repository error's message with a raw line break.
+        let broken = "[{\"archive\":[],\"backup\":[],\"cipher\":\"none\",\"db\":[],\"name\":\"app\",\"repo\":[{\"cipher\":\"none\",\"key\":1,\"status\":{\"code\":99,\"message\":\"[FormatError] cipher\nHINT: is the pass right?\"}}],\"status\":{\"code\":99,\"message\":\"other\"}}]";
+        let info = parse_info(broken, "app").unwrap();
+        assert_eq!(info.code, 99);
+        assert_eq!(
+            info.describe(),
+            "other: [FormatError] cipher HINT: is the pass right?"
+        );
     }
 
     #[test]

@@ -239,13 +239,13 @@ impl Pitr {
         // stanza's code says (1: no stanza yet, 2: no backup yet, 99: an
         // error such as a wrong cipher pass).
         let verdict = if tried.status.success() {
-            let info = pitr::parse_info(
+            match pitr::parse_info(
                 &String::from_utf8_lossy(&tried.stdout),
                 &self.settings.stanza,
-            )?;
-            match info.code {
-                0..=2 => Ok(()),
-                _ => Err(format!(
+            ) {
+                Ok(info) if info.code <= 2 => Ok(()),
+                Err(e) => Err(format!("pgBackRest's answer to the new settings: {e:#}")),
+                Ok(info) => Err(format!(
                     "pgBackRest cannot read the stanza '{}' with the new settings ({}): is BACKUP_PITR_CIPHER_PASS the stanza's pass (or unset for an unencrypted one)?",
                     self.settings.stanza,
                     info.describe()
@@ -401,40 +401,49 @@ impl Pitr {
     }
 
     /// The timeline the server runs on, and its history.
-    pub(crate) fn timeline(&self) -> anyhow::Result<(u32, Vec<(u32, u64)>)> {
+    pub(crate) fn timeline(&self, info: &StanzaInfo) -> anyhow::Result<(u32, Vec<(u32, u64)>)> {
         let tli: u32 = self
             .sql("SELECT timeline_id FROM pg_control_checkpoint()")?
             .parse()
             .context("reading the server's timeline")?;
-        Ok((tli, self.history(tli)?))
+        Ok((tli, self.history(tli, info)?))
     }
 
     /// A timeline's history (its ancestors' switch points), from pg_wal or
-    /// else the archive; none for timeline 1.
-    pub(crate) fn history(&self, tli: u32) -> anyhow::Result<Vec<(u32, u64)>> {
+    /// else the repository (`repo-get`, which decrypts and, unlike
+    /// archive-get, does not ask the running server to be the backed-up
+    /// one); none for timeline 1.
+    pub(crate) fn history(&self, tli: u32, info: &StanzaInfo) -> anyhow::Result<Vec<(u32, u64)>> {
         if tli <= 1 {
             return Ok(Vec::new());
         }
         let name = format!("{tli:08X}.history");
         let config = format!("--config={CONF}");
         let stanza = format!("--stanza={}", self.settings.stanza);
+        let in_repo = format!(
+            "archive/{}/{}/{name}",
+            self.settings.stanza,
+            info.archive_id.as_deref().unwrap_or_default()
+        );
         let out = self.exec(
             "postgres",
             &[
                 "sh",
                 "-c",
-                "cat \"$1/pg_wal/$2\" 2>/dev/null || { pgbackrest \"$3\" \"$4\" archive-get \"$2\" /tmp/xtask-history >/dev/null 2>&1 && cat /tmp/xtask-history && rm -f /tmp/xtask-history; }",
+                "cat \"$1/pg_wal/$2\" 2>/dev/null || pgbackrest \"$3\" \"$4\" repo-get \"$5\"",
                 "sh",
                 &self.server.pg_path,
                 &name,
                 &config,
                 &stanza,
+                &in_repo,
             ],
             b"",
         )?;
         if !out.status.success() {
             bail!(
-                "timeline {tli}'s history file {name} is neither in pg_wal nor in the archive: a restore cannot follow the timeline; nothing was changed"
+                "timeline {tli}'s history file {name} is neither in pg_wal nor in the repository ({}): a restore cannot follow the timeline; nothing was changed",
+                last_lines(&out.stderr)
             );
         }
         Ok(pitr::parse_history(&String::from_utf8_lossy(&out.stdout)))

@@ -588,14 +588,14 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     // A server that started afresh has no timeline of the backups': the
     // archive's newest one is followed.
     let (timeline, history) = if same_server {
-        engine.timeline()?
+        engine.timeline(&info)?
     } else {
         ui::warn(format!(
             "the running server (system identifier {running}) is not the one the physical backups are of ({}): it is replaced by the backed-up server",
             info.system_id.unwrap_or_default()
         ));
         let tli = info.newest_timeline().unwrap_or(1);
-        (tli, engine.history(tli)?)
+        (tli, engine.history(tli, &info)?)
     };
     let set = pitr::choose_set(&info.backups, timeline, &history, &target)
         .map_err(|why| format_err!("{why}; nothing was changed"))?;
