@@ -36,31 +36,18 @@ fn refused(p: &Project, args: &[&str], says: &str) {
 
 /// A file name in the repository's archive of this stanza, by WAL segment.
 fn archived_segment(p: &Project, segment: &str) -> String {
-    // The archiver may not have pushed it yet.
-    for _ in 0..40 {
-        let out = p.compose(&[
-            "exec",
-            "-T",
-            "db",
-            "sh",
-            "-c",
-            &format!("ls /var/lib/pgbackrest/archive/app/17-1/*/{segment}-*"),
-        ]);
+    let list = format!("ls /var/lib/pgbackrest/archive/app/17-1/*/{segment}-*");
+    // The archiver may not have pushed it yet: 20 s to do so.
+    let mut tries = 40;
+    loop {
+        let out = p.compose(&["exec", "-T", "db", "sh", "-c", &list]);
         if out.status.success() {
-            break;
+            return String::from_utf8_lossy(&out.stdout).trim().to_string();
         }
+        tries -= 1;
+        assert!(tries > 0, "{segment} was not archived: {}", show(&out));
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    let out = p.compose(&[
-        "exec",
-        "-T",
-        "db",
-        "sh",
-        "-c",
-        &format!("ls /var/lib/pgbackrest/archive/app/17-1/*/{segment}-*"),
-    ]);
-    assert!(out.status.success(), "{}", show(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

@@ -577,7 +577,7 @@ pub(crate) fn consent(target: &Target, service: &str, yes: bool, interactive: bo
 pub(crate) fn problems(
     stanza: &str,
     info: &StanzaInfo,
-    lag: Option<f64>,
+    lag: f64,
     now: f64,
     max_age: f64,
     max_lag: f64,
@@ -600,7 +600,7 @@ pub(crate) fn problems(
         )),
         Some(_) => {}
     }
-    if let Some(lag) = lag.filter(|l| *l > max_lag) {
+    if lag > max_lag {
         out.push(format!(
             "WAL archiving of stanza '{stanza}' is {} behind: changes since then would be lost with the server (see `docker compose logs` for archive-push errors)",
             age_text(lag)
@@ -858,15 +858,8 @@ mod tests {
     fn status_problems_name_the_stanza_and_what_to_do() {
         let info = parse_info(INFO, "app").unwrap();
         let newest = info.backups.last().unwrap().stopped as f64;
-        assert!(problems("app", &info, Some(0.0), newest + 60.0, 93_600.0, 300.0).is_empty());
-        let p = problems(
-            "app",
-            &info,
-            Some(900.0),
-            newest + 100_000.0,
-            93_600.0,
-            300.0,
-        );
+        assert!(problems("app", &info, 0.0, newest + 60.0, 93_600.0, 300.0).is_empty());
+        let p = problems("app", &info, 900.0, newest + 100_000.0, 93_600.0, 300.0);
         assert_eq!(
             p,
             [
@@ -880,7 +873,7 @@ mod tests {
             ..info
         };
         assert_eq!(
-            problems("app", &empty, None, 0.0, 1.0, 300.0),
+            problems("app", &empty, 0.0, 0.0, 1.0, 300.0),
             ["stanza 'app' has no physical backup: run `cargo xtask db-backup --physical`"]
         );
         assert_eq!(max_lag(&settings()), 300.0);

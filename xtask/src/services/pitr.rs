@@ -13,12 +13,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use time::OffsetDateTime;
 
 use crate::core::config::Settings;
+use crate::core::metrics;
 use crate::core::pitr::{
     self, Archiver, BackupKind, CONF, Change, Physical, PitrSettings, REPO, Server, StanzaInfo,
     Target, WORK_DIR,
 };
+use crate::services::catalog::LocalStore;
 use crate::services::compose::Compose;
 use crate::services::interrupt;
 use crate::services::process::Finished;
@@ -104,11 +107,11 @@ impl Pitr {
     fn exec(&self, user: &str, argv: &[&str], input: &[u8]) -> anyhow::Result<Finished> {
         let mut args = vec!["exec", "-T", "-u", user, self.service.as_str()];
         args.extend_from_slice(argv);
-        let mut command = self.compose.command(&args);
-        // Ctrl-C reaches the xtask, which stops between steps and cleans up;
-        // a step in the service is not cut in half.
-        command.new_group = true;
-        command
+        // In a process group of its own (the compose is detached): Ctrl-C
+        // reaches the xtask, which stops between steps and cleans up; a step
+        // in the service is not cut in half.
+        self.compose
+            .command(&args)
             .output(input)
             .map_err(|e| anyhow::format_err!("{e}"))
     }
@@ -124,10 +127,17 @@ impl Pitr {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `--config=...` and `--stanza=...`: what every pgBackRest call starts with.
+    fn config_and_stanza(&self) -> [String; 2] {
+        [
+            format!("--config={CONF}"),
+            format!("--stanza={}", self.settings.stanza),
+        ]
+    }
+
     /// pgBackRest with our configuration and stanza; stdout, or its error.
     fn pgbackrest(&self, what: &str, args: &[&str]) -> anyhow::Result<String> {
-        let config = format!("--config={CONF}");
-        let stanza = format!("--stanza={}", self.settings.stanza);
+        let [config, stanza] = self.config_and_stanza();
         let mut argv = vec!["pgbackrest", config.as_str(), stanza.as_str()];
         argv.extend_from_slice(args);
         let out = self.exec("postgres", &argv, b"")?;
@@ -294,7 +304,7 @@ impl Pitr {
             self.compose.restart(&self.service)?;
             self.compose
                 .wait_healthy(&self.service, self.healthy_within)?;
-            self.wait_accepting(None)?;
+            self.wait_accepting()?;
         }
         Ok(())
     }
@@ -319,11 +329,15 @@ impl Pitr {
     }
 
     /// A physical backup; pgBackRest's default type makes the first one full.
-    pub(crate) fn backup(&self, kind: Option<BackupKind>) -> anyhow::Result<Physical> {
-        let before = self.info()?.map(|i| i.backups).unwrap_or_default();
+    /// `before`: the backups the stanza has (its info, read by the caller).
+    pub(crate) fn backup(
+        &self,
+        before: &[Physical],
+        kind: Option<BackupKind>,
+    ) -> anyhow::Result<Physical> {
         let kind = match kind {
             Some(k) => k,
-            None => pitr::default_kind(&before, self.now()?),
+            None => pitr::default_kind(before, self.now()?),
         };
         let kind_arg = format!("--type={}", kind.as_str());
         let mut args = vec!["backup", kind_arg.as_str()];
@@ -342,6 +356,16 @@ impl Pitr {
             .filter(|b| !before.iter().any(|o| o.label == b.label))
             .max_by_key(|b| b.stopped)
             .context("pgbackrest backup finished but lists no new backup")
+    }
+
+    /// The archiver's state and the lag it means, written to the metrics.
+    pub(crate) fn measure_lag(&self, store: &LocalStore) -> anyhow::Result<(Archiver, f64)> {
+        let archiver = self.archiver()?;
+        let lag = pitr::archive_lag(&archiver);
+        store.record_metrics(|m| {
+            metrics::record_archive_lag(m, &self.settings.stanza, OffsetDateTime::now_utc(), lag)
+        });
+        Ok((archiver, lag))
     }
 
     /// The archiver's state, for the lag.
@@ -418,8 +442,7 @@ impl Pitr {
             return Ok(Vec::new());
         }
         let name = format!("{tli:08X}.history");
-        let config = format!("--config={CONF}");
-        let stanza = format!("--stanza={}", self.settings.stanza);
+        let [config, stanza] = self.config_and_stanza();
         let in_repo = format!(
             "archive/{}/{}/{name}",
             self.settings.stanza,
@@ -517,16 +540,15 @@ impl Pitr {
     }
 
     /// Restores to `target` and puts the service on the result; on any
-    /// failure the service is on its old data. `from`: the backup set and
-    /// the timeline to recover along (the running server's); `None` when
-    /// the running server is not the one backed up (pgBackRest picks the
-    /// set by time, recovery follows the newest timeline). `need`: bytes
-    /// the restore takes beside the running data.
+    /// failure the service is on its old data. It starts from backup `set`
+    /// and recovers along `timeline` (the running server's, or the
+    /// archive's newest when the running server is not the backed-up one).
+    /// `need`: bytes the restore takes beside the running data.
     pub(crate) fn restore(
         &self,
         target: &Target,
         archived: Option<&ArchivedTo>,
-        from: Option<(&str, u32)>,
+        (set, timeline): (&str, u32),
         need: u64,
         stamp: &str,
     ) -> anyhow::Result<Restored> {
@@ -578,16 +600,10 @@ impl Pitr {
                 ]),
                 Target::Latest => args.push("--type=default".into()),
             }
-            if let Some((set, timeline)) = from {
-                args.push(format!("--set={set}"));
-                args.push(format!("--target-timeline={timeline}"));
-            }
+            args.push(format!("--set={set}"));
+            args.push(format!("--target-timeline={timeline}"));
             ui::info(format!(
-                "restoring {} and recovering to {} ...",
-                from.map_or(
-                    "the newest physical backup before it".to_string(),
-                    |(set, _)| format!("physical backup {set}")
-                ),
+                "restoring physical backup {set} and recovering to {} along timeline {timeline} ...",
                 target.describe()
             ));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -644,7 +660,7 @@ impl Pitr {
                 self.compose
                     .wait_healthy(&self.service, self.healthy_within)
             })
-            .and_then(|()| self.wait_accepting(None))
+            .and_then(|()| self.wait_accepting())
             .and_then(
                 |()| match self.sql("SELECT pg_is_in_recovery()")?.as_str() {
                     "f" => Ok(()),
@@ -792,10 +808,10 @@ impl Pitr {
     }
 
     /// Waits until the server answers on its socket (a restart's first seconds).
-    fn wait_accepting(&self, socket: Option<(&str, &str)>) -> anyhow::Result<()> {
+    fn wait_accepting(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + self.healthy_within;
         loop {
-            match self.sql_at(socket, "SELECT 1") {
+            match self.sql("SELECT 1") {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() > deadline => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(250)),

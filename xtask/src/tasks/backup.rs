@@ -724,12 +724,13 @@ fn finish(
 fn physical(args: &DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
     let engine = Pitr::connect(&ctx.settings)?;
     let stanza = engine.settings.stanza.clone();
-    if engine.info()?.is_none() {
+    // Not enabled is a usage mistake, not a failed backup: no metric.
+    let Some(info) = engine.info()? else {
         anyhow::bail!(
             "point-in-time recovery is not enabled for the compose service '{}': run `cargo xtask db-pitr enable` first",
             engine.service()
         );
-    }
+    };
     let kind = if args.full {
         Some(BackupKind::Full)
     } else if args.diff {
@@ -745,7 +746,7 @@ fn physical(args: &DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
     // noted, and acted on when the backup has ended.
     interrupt::watch()?;
     let clock = Instant::now();
-    let done = match engine.backup(kind) {
+    let done = match engine.backup(&info.backups, kind) {
         Ok(done) => done,
         Err(e) => {
             store.record_metrics(|m| {

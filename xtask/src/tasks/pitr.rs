@@ -7,10 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use serde_json::json;
-use time::OffsetDateTime;
 
 use crate::core::human;
-use crate::core::metrics;
 use crate::core::pitr::{self, CONF, Change, REPO};
 use crate::flags::{DbPitr, PitrAction};
 use crate::services::catalog::LocalStore;
@@ -104,11 +102,7 @@ fn status(engine: &Pitr, ctx: &Context, as_json: bool) -> anyhow::Result<ExitCod
             engine.service()
         );
     };
-    let archiver = engine.archiver()?;
-    let lag = pitr::archive_lag(&archiver);
-    LocalStore::of(&ctx.settings).record_metrics(|m| {
-        metrics::record_archive_lag(m, &engine.settings.stanza, OffsetDateTime::now_utc(), lag)
-    });
+    let (archiver, lag) = engine.measure_lag(&LocalStore::of(&ctx.settings))?;
     if as_json {
         let backups: Vec<_> = info
             .backups

@@ -599,7 +599,6 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
     let set = pitr::choose_set(&info.backups, timeline, &history, &target)
         .map_err(|why| format_err!("{why}; nothing was changed"))?;
-    let from = Some((set.clone(), timeline));
     confirm(pitr::consent(
         &target,
         &service,
@@ -628,15 +627,11 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         "[year][month][day]_[hour][minute][second]"
     ))?;
     // The restored copy, its WAL, and room to spare.
-    let size = from.as_ref().map_or_else(
-        || info.backups.iter().map(|b| b.size).max().unwrap_or(0),
-        |(b, _)| b.size,
-    );
-    let need = size + size / 10 + (512 << 20);
+    let need = set.size + set.size / 10 + (512 << 20);
     let restored = engine.restore(
         &target,
         archived.as_ref(),
-        from.as_ref().map(|(b, t)| (b.label.as_str(), *t)),
+        (&set.label, timeline),
         need,
         &stamp,
     )?;
@@ -645,7 +640,7 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
             "{}",
             json!({"service": service, "target": match &target { Target::Time { text, .. } => text.as_str(), Target::Latest => "latest" },
                 "target_utc": match &target { Target::Time { utc, .. } => Some(utc.as_str()), Target::Latest => None },
-                "from_backup": from.as_ref().map(|(b, _)| b.label.as_str()), "timeline": from.as_ref().map(|(_, t)| *t),
+                "from_backup": set.label, "timeline": timeline,
                 "set_aside": restored.set_aside, "secs": restored.secs, "stanza": engine.settings.stanza})
         );
     }

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::core::config::Via;
 use crate::core::health::{self, Facts, Health, Newest};
-use crate::core::metrics::{self, Metrics};
+use crate::core::metrics::Metrics;
 use crate::core::pitr;
 use crate::flags::DbStatus;
 use crate::services::catalog::{Backups, LocalStore};
@@ -100,10 +100,10 @@ pub(crate) fn run(args: DbStatus, ctx: &Context) -> anyhow::Result<ExitCode> {
         print!("{}", health::render(&rows));
         if let Some(p) = &physical {
             println!(
-                "physical (pgBackRest stanza '{}'): newest backup {}, archive lag {}",
+                "physical (pgBackRest stanza '{}'): newest backup {}, archive lag {:.0} s",
                 p.stanza,
                 p.newest.as_deref().unwrap_or("none"),
-                p.lag.map_or("unknown".into(), |l| format!("{l:.0} s"))
+                p.lag
             );
         }
     }
@@ -129,7 +129,7 @@ pub(crate) fn run(args: DbStatus, ctx: &Context) -> anyhow::Result<ExitCode> {
 /// Point-in-time recovery's health, when the compose service runs with it.
 struct PhysicalHealth {
     stanza: String,
-    lag: Option<f64>,
+    lag: f64,
     newest: Option<String>,
     problems: Vec<String>,
 }
@@ -146,17 +146,13 @@ fn physical(ctx: &Context, max_age: f64) -> Option<PhysicalHealth> {
         let Some(info) = engine.info()? else {
             return Ok(None);
         };
-        let archiver = engine.archiver()?;
-        let lag = pitr::archive_lag(&archiver);
+        let (archiver, lag) = engine.measure_lag(&LocalStore::of(settings))?;
         let stanza = engine.settings.stanza.clone();
-        LocalStore::of(settings).record_metrics(|m| {
-            metrics::record_archive_lag(m, &stanza, OffsetDateTime::now_utc(), lag)
-        });
         Ok(Some(PhysicalHealth {
             problems: pitr::problems(
                 &stanza,
                 &info,
-                Some(lag),
+                lag,
                 archiver.now,
                 max_age,
                 pitr::max_lag(&engine.settings),
@@ -170,7 +166,7 @@ fn physical(ctx: &Context, max_age: f64) -> Option<PhysicalHealth> {
                 )
             }),
             stanza,
-            lag: Some(lag),
+            lag,
         }))
     })();
     found.unwrap_or_else(|e| {
