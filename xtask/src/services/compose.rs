@@ -37,6 +37,17 @@ pub(crate) enum ComposeError {
     DockerUnreachable {
         detail: String,
     },
+    /// The container exited, died or is unhealthy.
+    DidNotStart {
+        service: String,
+        state: String,
+    },
+    /// Still starting when the time was up.
+    NotHealthyYet {
+        service: String,
+        secs: u64,
+        state: String,
+    },
     Failed {
         what: String,
         detail: String,
@@ -71,6 +82,18 @@ impl fmt::Display for ComposeError {
             ComposeError::DockerUnreachable { detail } => write!(
                 f,
                 "Docker is not reachable ({detail}): start the Docker engine, or use --via host"
+            ),
+            ComposeError::DidNotStart { service, state } => write!(
+                f,
+                "the compose service '{service}' did not start ({state}): see `docker compose logs {service}`"
+            ),
+            ComposeError::NotHealthyYet {
+                service,
+                secs,
+                state,
+            } => write!(
+                f,
+                "the compose service '{service}' is not healthy after {secs} s ({state}): see `docker compose logs {service}`"
             ),
             ComposeError::Failed { what, detail } => write!(f, "{what} failed: {detail}"),
         }
@@ -216,7 +239,11 @@ impl Compose {
 
     /// Waits until `service` is running and healthy (or running, without a
     /// healthcheck); one line saying what to look at when it does not come up.
-    pub(crate) fn wait_healthy(&self, service: &str, timeout: Duration) -> anyhow::Result<()> {
+    pub(crate) fn wait_healthy(
+        &self,
+        service: &str,
+        timeout: Duration,
+    ) -> Result<(), ComposeError> {
         let deadline = Instant::now() + timeout;
         loop {
             let state = self.state(service)?.unwrap_or_default();
@@ -226,15 +253,18 @@ impl Compose {
                     || s.starts_with("dead")
                     || s.contains("unhealthy") =>
                 {
-                    anyhow::bail!(
-                        "the compose service '{service}' did not start ({s}): see `docker compose logs {service}`"
-                    )
+                    return Err(ComposeError::DidNotStart {
+                        service: service.to_string(),
+                        state: s.to_string(),
+                    });
                 }
-                s if Instant::now() > deadline => anyhow::bail!(
-                    "the compose service '{service}' is not healthy after {} s ({}): see `docker compose logs {service}`",
-                    timeout.as_secs(),
-                    if s.is_empty() { "no container" } else { s }
-                ),
+                s if Instant::now() > deadline => {
+                    return Err(ComposeError::NotHealthyYet {
+                        service: service.to_string(),
+                        secs: timeout.as_secs(),
+                        state: if s.is_empty() { "no container" } else { s }.to_string(),
+                    });
+                }
                 _ => std::thread::sleep(Duration::from_millis(250)),
             }
         }

@@ -659,6 +659,7 @@ impl Pitr {
             .and_then(|()| {
                 self.compose
                     .wait_healthy(&self.service, self.healthy_within)
+                    .map_err(anyhow::Error::from)
             })
             .and_then(|()| self.wait_accepting())
             .and_then(

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::flags::{DbDown, DbPsql, DbUp};
-use crate::services::compose::Compose;
+use crate::services::compose::{Compose, ComposeError};
 use crate::services::pg;
 use crate::tasks::Context;
 use crate::ui;
@@ -23,11 +23,11 @@ pub(crate) fn up(args: DbUp, ctx: &Context) -> anyhow::Result<ExitCode> {
     compose.up(&service, args.quiet)?;
     compose
         .wait_healthy(&service, Duration::from_secs(args.timeout))
-        .map_err(|e| match e.to_string() {
-            m if m.contains("is not healthy after") => {
-                anyhow::format_err!("{m}, or wait longer with --timeout")
+        .map_err(|e| match e {
+            ComposeError::NotHealthyYet { .. } => {
+                anyhow::format_err!("{e}, or wait longer with --timeout")
             }
-            _ => e,
+            e => e.into(),
         })?;
     let published = compose
         .published(&service, 5432)
