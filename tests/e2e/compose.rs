@@ -46,6 +46,18 @@ impl Project {
         Project { x, port }
     }
 
+    /// More settings in the project's `.env`, read by every later run.
+    pub(crate) fn append_env(&self, pairs: &[(&str, &str)]) {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.root().join(".env"))
+            .unwrap();
+        for (k, v) in pairs {
+            writeln!(f, "{k}={v}").unwrap();
+        }
+    }
+
     fn root(&self) -> &Path {
         self.x.root.path()
     }

@@ -350,3 +350,130 @@ fn runbook_pitr_before_the_bad_migration_then_the_server_is_gone() {
     // Archiving goes on from the restored server.
     assert_eq!(p.psql("app", "app", "SHOW archive_mode"), "on");
 }
+
+/// The repository in a bucket (BACKUP_PITR_REPO=s3) on the S3-compatible
+/// test server, which pgBackRest reaches over TLS from the service: the
+/// same cycle, then the loss of the machine (both volumes) and a restore
+/// from the bucket alone.
+#[test]
+fn pitr_on_an_s3_repository_restores_after_both_volumes_are_lost() {
+    let s3 = e2e::S3Server::start();
+    let tls = e2e::TlsFront::start(s3.port);
+    let p = Project::new();
+    let mut settings: Vec<(String, String)> = s3.env().into_iter().collect();
+    settings.push(("BACKUP_PITR_REPO".into(), "s3".into()));
+    settings.push(("BACKUP_PITR_CIPHER_PASS".into(), "s3cr/et@pass?word".into()));
+    let pairs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    p.append_env(&pairs);
+    p.up(&[]);
+    let mut printed = String::new();
+    let mut ok = |args: &[&str]| {
+        let out = ok(&p, args);
+        printed.push_str(&String::from_utf8_lossy(&out.stdout));
+        printed.push_str(&String::from_utf8_lossy(&out.stderr));
+        out
+    };
+
+    // The xtask's own endpoint is plain HTTP on loopback: not for pgBackRest.
+    refused(
+        &p,
+        &["db-pitr", "enable"],
+        "pgBackRest reaches S3 only over HTTPS",
+    );
+    let ca = tls.ca();
+    p.append_env(&[
+        ("BACKUP_PITR_S3_ENDPOINT", &tls.endpoint()),
+        ("BACKUP_PITR_S3_CA_FILE", ca.to_str().unwrap()),
+    ]);
+    let out = ok(&["db-pitr", "enable"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("repository s3://backups/team/app/pgbackrest"),
+        "{}",
+        show(&out)
+    );
+
+    let full = json_of(&ok(&["db-backup", "--physical", "--json"]));
+    assert_eq!(full["type"], "full", "{full}");
+    p.psql(
+        "app",
+        "app",
+        "CREATE TABLE t (x text); INSERT INTO t VALUES ('A')",
+    );
+    let t = p.psql("app", "app", "SELECT now()");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    p.psql("app", "app", "INSERT INTO t VALUES ('B')");
+    ok(&["db-restore", "--to-latest", "-y"]);
+    assert_eq!(rows(&p), "A,B");
+    ok(&["db-restore", "--to-time", &t, "-y"]);
+    assert_eq!(rows(&p), "A");
+    p.psql(
+        "app",
+        "app",
+        "INSERT INTO t SELECT 'C' || i FROM generate_series(1, 1000) i",
+    );
+    let incr = json_of(&ok(&["db-backup", "--physical", "--json"]));
+    assert_eq!(incr["type"], "incr", "{incr}");
+    assert!(
+        incr["repo_bytes"].as_u64().unwrap() < full["repo_bytes"].as_u64().unwrap(),
+        "an incremental backup is smaller: {incr} vs {full}"
+    );
+
+    // Everything is in the bucket, beside the logical backups' prefix and
+    // encrypted; the volume holds only the configuration.
+    let repo = s3.root.path().join("backups/team/app/pgbackrest");
+    assert!(repo.join("backup/app/backup.info").is_file(), "{repo:?}");
+    assert!(repo.join("archive/app/archive.info").is_file(), "{repo:?}");
+    assert!(
+        s3.objects().is_empty(),
+        "no object among the logical backups"
+    );
+    let info = std::fs::read(repo.join("backup/app/backup.info")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&info).contains("backup-archive-start"),
+        "the repository is encrypted"
+    );
+    let volume = p.compose(&["exec", "-T", "db", "ls", "/var/lib/pgbackrest"]);
+    let volume = String::from_utf8_lossy(&volume.stdout).to_string();
+    assert!(
+        !volume.lines().any(|l| l == "archive" || l == "backup"),
+        "{volume}"
+    );
+    let status = json_of(&ok(&["db-pitr", "status", "--json"]));
+    assert_eq!(status["backups"].as_array().unwrap().len(), 2, "{status}");
+
+    // The machine is lost: the service and both its volumes. What the
+    // archive holds when it dies is made deterministic here.
+    p.psql("app", "app", "SELECT pg_switch_wal()");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while json_of(&ok(&["db-pitr", "status", "--json"]))["waiting_segments"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the segment was not archived in 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let out = p.compose(&["down", "--volumes", "--timeout", "5"]);
+    assert!(out.status.success(), "{}", show(&out));
+    p.up(&[]);
+    let out = ok(&["db-restore", "--to-latest", "--yes"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no pgBackRest configuration"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(p.psql("app", "app", "SELECT count(*) FROM t"), "1001");
+    // Archiving goes on into the bucket, and the next backup builds on the old ones.
+    let next = json_of(&ok(&["db-backup", "--physical", "--json"]));
+    assert_eq!(next["type"], "incr", "{next}");
+    let status = json_of(&ok(&["db-pitr", "status", "--json"]));
+    assert_eq!(status["status_code"], 0, "{status}");
+    assert_eq!(status["backups"].as_array().unwrap().len(), 3, "{status}");
+    assert!(
+        !printed.contains(e2e::S3_SECRET_KEY) && !printed.contains("s3cr/et@pass?word"),
+        "no secret is printed: {printed}"
+    );
+}

@@ -514,6 +514,89 @@ impl S3Server {
     }
 }
 
+/// TLS in front of a server on 127.0.0.1, for clients in containers that
+/// speak only HTTPS (pgBackRest to S3): `socat` (installed by `.ci/run`)
+/// listens on the address the containers reach the host by
+/// (`host.docker.internal`, Docker's default bridge gateway) with a
+/// certificate made for that name; killed on drop.
+pub struct TlsFront {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl TlsFront {
+    pub fn start(target_port: u16) -> TlsFront {
+        let dir = tempfile::tempdir().expect("a directory for the certificate");
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=host.docker.internal"])
+            .args(["-addext", "subjectAltName=DNS:host.docker.internal"])
+            .arg("-keyout")
+            .arg(dir.path().join("key.pem"))
+            .arg("-out")
+            .arg(dir.path().join("ca.pem"))
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl: {}", show(&out));
+        let gateway = Command::new("docker")
+            .args(["network", "inspect", "bridge", "--format"])
+            .arg("{{(index .IPAM.Config 0).Gateway}}")
+            .output()
+            .expect("docker runs");
+        let gateway = String::from_utf8_lossy(&gateway.stdout).trim().to_string();
+        let gateway = if gateway.is_empty() {
+            "172.17.0.1".to_string()
+        } else {
+            gateway
+        };
+        let port = std::net::TcpListener::bind((gateway.as_str(), 0))
+            .unwrap_or_else(|e| panic!("the bridge gateway {gateway} takes no listener: {e}"))
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!(
+            "OPENSSL-LISTEN:{port},bind={gateway},reuseaddr,fork,verify=0,cert={},key={}",
+            dir.path().join("ca.pem").display(),
+            dir.path().join("key.pem").display()
+        );
+        let child = Command::new("socat")
+            .arg(listen)
+            .arg(format!("TCP:127.0.0.1:{target_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("socat cannot run ({e}): `apt-get install socat` (bash .ci/run does)")
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect((gateway.as_str(), port)).is_err() {
+            assert!(Instant::now() < deadline, "socat did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsFront { child, dir, port }
+    }
+
+    /// The certificate, which is its own CA.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The address a container of the compose service reaches it at.
+    pub fn endpoint(&self) -> String {
+        format!("https://host.docker.internal:{}", self.port)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         self.kill();

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::core::config::{Secret, Sources};
+use crate::core::config::{S3Config, Secret, Sources};
 use crate::core::plan::Consent;
 
 /// The repository's mount point in the service (the Debian package's default).
@@ -42,10 +42,80 @@ pub(crate) struct PitrSettings {
     /// The repository's cipher pass (BACKUP_PITR_CIPHER_PASS, or the file
     /// BACKUP_PITR_CIPHER_PASS_FILE names): aes-256-cbc when set.
     pub(crate) cipher: Option<Secret>,
+    /// Where the backups and the archived WAL go (BACKUP_PITR_REPO).
+    pub(crate) repository: Repository,
 }
 
+/// pgBackRest's repository: the service's own volume, or a bucket.
+#[derive(Debug, Clone)]
+pub(crate) enum Repository {
+    /// The `db-pitr` volume at [`REPO`] (the default).
+    Volume,
+    /// The `BACKUP_S3_*` bucket, under its own prefix (BACKUP_PITR_REPO=s3).
+    S3(S3Repository),
+}
+
+impl Repository {
+    /// Where it is, for messages.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Repository::Volume => format!("{REPO} (the db-pitr volume)"),
+            Repository::S3(r) => r.location(),
+        }
+    }
+}
+
+/// An S3 repository as pgBackRest is told of it. pgBackRest runs in the
+/// service, so the store's address is the one the container reaches, and
+/// it speaks only HTTPS.
+#[derive(Debug, Clone)]
+pub(crate) struct S3Repository {
+    pub(crate) bucket: String,
+    /// The repository's path in the bucket: `/` + BACKUP_S3_PREFIX +
+    /// `pgbackrest`, beside the logical backups, never among them (their
+    /// listing stops at the prefix's first `/`).
+    pub(crate) path: String,
+    pub(crate) host: String,
+    pub(crate) port: Option<u16>,
+    pub(crate) region: String,
+    pub(crate) path_style: bool,
+    /// A CA certificate (PEM) the store's certificate is checked against,
+    /// from BACKUP_PITR_S3_CA_FILE; copied onto the repository's volume.
+    pub(crate) ca_pem: Option<String>,
+    pub(crate) access_key: String,
+    pub(crate) secret_key: Secret,
+    pub(crate) session_token: Option<Secret>,
+}
+
+impl S3Repository {
+    /// `s3://bucket/path`, for messages.
+    pub(crate) fn location(&self) -> String {
+        format!("s3://{}{}", self.bucket, self.path)
+    }
+
+    /// Where the CA certificate is put in the service: named by its
+    /// content, so writing a new one never breaks the configuration in use.
+    pub(crate) fn ca_path(&self) -> Option<String> {
+        use sha2::Digest as _;
+        self.ca_pem.as_ref().map(|pem| {
+            let digest = format!("{:x}", sha2::Sha256::digest(pem.as_bytes()));
+            format!("{REPO}/s3-ca-{}.pem", &digest[..12])
+        })
+    }
+}
+
+/// The S3 keys, as the store service resolves them (from the environment
+/// or a profile of the shared credentials file).
+pub(crate) type S3Keys<'a> =
+    &'a dyn Fn(&S3Config) -> anyhow::Result<(String, Secret, Option<Secret>)>;
+
 impl PitrSettings {
-    pub(crate) fn resolve(sources: &Sources, dbname: &str) -> anyhow::Result<PitrSettings> {
+    pub(crate) fn resolve(
+        sources: &Sources,
+        dbname: &str,
+        s3: Option<&S3Config>,
+        keys: S3Keys<'_>,
+    ) -> anyhow::Result<PitrSettings> {
         let (stanza, stanza_given) = match sources.get("BACKUP_PITR_STANZA") {
             Some((s, _)) => (s, true),
             None => (stanza_for(dbname), false),
@@ -105,14 +175,107 @@ impl PitrSettings {
                 "the pgBackRest cipher pass is empty or spans lines: use one line of at least one character"
             );
         }
+        let repository = match sources.get("BACKUP_PITR_REPO") {
+            None => Repository::Volume,
+            Some((v, _)) => match v.trim() {
+                "" | "volume" => Repository::Volume,
+                "s3" => Repository::S3(s3_repository(sources, s3, keys)?),
+                other => bail!("BACKUP_PITR_REPO '{other}' is not valid: use volume or s3"),
+            },
+        };
         Ok(PitrSettings {
             stanza,
             stanza_given,
             retention_full,
             archive_timeout,
             cipher,
+            repository,
         })
     }
+}
+
+/// BACKUP_PITR_REPO=s3: the bucket of BACKUP_S3_*, reached from the service.
+fn s3_repository(
+    sources: &Sources,
+    s3: Option<&S3Config>,
+    keys: S3Keys<'_>,
+) -> anyhow::Result<S3Repository> {
+    let Some(s3) = s3 else {
+        bail!(
+            "BACKUP_PITR_REPO=s3 needs the bucket: set BACKUP_S3_BUCKET (and its endpoint and keys), or unset BACKUP_PITR_REPO for the service's volume"
+        );
+    };
+    let (endpoint, key) = match sources.get("BACKUP_PITR_S3_ENDPOINT") {
+        Some((e, _)) => (e, "BACKUP_PITR_S3_ENDPOINT"),
+        None => (s3.endpoint.clone(), "BACKUP_S3_ENDPOINT"),
+    };
+    let url = url::Url::parse(&endpoint).map_err(|e| {
+        anyhow::format_err!(
+            "{key} '{endpoint}' is not a URL ({e}): set it to the store's https:// address"
+        )
+    })?;
+    if url.scheme() != "https" {
+        bail!(
+            "pgBackRest reaches S3 only over HTTPS, and {key} is '{endpoint}': put TLS in front of the store and set BACKUP_PITR_S3_ENDPOINT to its https:// address"
+        );
+    }
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        None => bail!("{key} '{endpoint}' names no host: set it to the store's https:// address"),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        bail!(
+            "{key} '{endpoint}' is the service container's own loopback for pgBackRest, which runs there: set BACKUP_PITR_S3_ENDPOINT to an address the container reaches, e.g. https://host.docker.internal:{}",
+            url.port_or_known_default().unwrap_or(443)
+        );
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || !url.username().is_empty() {
+        bail!(
+            "{key} '{endpoint}' has more than a scheme, host and port: pgBackRest takes the store's address only"
+        );
+    }
+    let ca_pem = match sources.get("BACKUP_PITR_S3_CA_FILE") {
+        None => None,
+        Some((path, _)) => {
+            let pem = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading BACKUP_PITR_S3_CA_FILE {path}"))?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                bail!(
+                    "BACKUP_PITR_S3_CA_FILE {path} holds no PEM certificate: point it at the CA that signed the store's certificate"
+                );
+            }
+            Some(pem)
+        }
+    };
+    let (access_key, secret_key, session_token) = keys(s3)?;
+    // One line each in pgbackrest.conf: a line break would add settings.
+    let one_line = |v: &str| !v.contains(['\n', '\r']);
+    if !(one_line(&s3.bucket)
+        && one_line(&s3.region)
+        && one_line(&access_key)
+        && one_line(secret_key.expose())
+        && session_token.as_ref().is_none_or(|t| one_line(t.expose())))
+    {
+        bail!("an S3 setting or key spans lines: pgBackRest's configuration takes one line each");
+    }
+    Ok(S3Repository {
+        bucket: s3.bucket.clone(),
+        path: format!("/{}pgbackrest", s3.prefix),
+        host,
+        port: url.port(),
+        region: s3.region.clone(),
+        path_style: s3.path_style,
+        ca_pem,
+        access_key,
+        secret_key,
+        session_token,
+    })
 }
 
 /// A stanza name from a database name: what pgBackRest accepts, kept readable.
@@ -146,7 +309,33 @@ pub(crate) fn render_conf(s: &PitrSettings, server: &Server, existing: Option<&s
     let mut out = String::new();
     out.push_str("# Written by `cargo xtask db-pitr enable`; rewritten on every enable.\n");
     out.push_str("[global]\n");
-    let _ = writeln!(out, "repo1-path={REPO}");
+    match &s.repository {
+        Repository::Volume => {
+            let _ = writeln!(out, "repo1-path={REPO}");
+        }
+        Repository::S3(r) => {
+            out.push_str("repo1-type=s3\n");
+            let _ = writeln!(out, "repo1-path={}", r.path);
+            let _ = writeln!(out, "repo1-s3-bucket={}", r.bucket);
+            let _ = writeln!(out, "repo1-s3-endpoint={}", r.host);
+            let _ = writeln!(out, "repo1-s3-region={}", r.region);
+            if r.path_style {
+                out.push_str("repo1-s3-uri-style=path\n");
+            }
+            if let Some(port) = r.port {
+                let _ = writeln!(out, "repo1-storage-port={port}");
+            }
+            if let Some(ca) = r.ca_path() {
+                let _ = writeln!(out, "repo1-storage-ca-file={ca}");
+            }
+            // The keys are here for the same reason as the cipher pass.
+            let _ = writeln!(out, "repo1-s3-key={}", r.access_key);
+            let _ = writeln!(out, "repo1-s3-key-secret={}", r.secret_key.expose());
+            if let Some(token) = &r.session_token {
+                let _ = writeln!(out, "repo1-s3-token={}", token.expose());
+            }
+        }
+    }
     let _ = writeln!(
         out,
         "repo1-retention-full={}",
@@ -668,6 +857,7 @@ mod tests {
             retention_full: None,
             archive_timeout: 60,
             cipher: None,
+            repository: Repository::Volume,
         }
     }
 
@@ -688,29 +878,140 @@ mod tests {
         }
     }
 
+    fn resolve(sources: &Sources, dbname: &str) -> anyhow::Result<PitrSettings> {
+        PitrSettings::resolve(sources, dbname, None, &|_| unreachable!("no bucket"))
+    }
+
+    fn bucket(endpoint: &str) -> S3Config {
+        S3Config {
+            bucket: "team-backups".into(),
+            prefix: "team/app/".into(),
+            endpoint: endpoint.into(),
+            region: "eu-west-1".into(),
+            path_style: true,
+            part_size: 5 << 20,
+            credentials: crate::core::config::S3Credentials::Profile {
+                name: "default".into(),
+                file: None,
+            },
+        }
+    }
+
+    fn s3_settings(pairs: &[(&str, &str)], endpoint: &str) -> anyhow::Result<PitrSettings> {
+        let mut all = vec![("BACKUP_PITR_REPO", "s3")];
+        all.extend_from_slice(pairs);
+        PitrSettings::resolve(&sources(&all), "app", Some(&bucket(endpoint)), &|_| {
+            Ok(("AK".into(), Secret::new("se/cr@t?x"), None))
+        })
+    }
+
+    #[test]
+    fn an_s3_repository_is_the_bucket_reached_over_https_from_the_service() {
+        let s = s3_settings(&[], "https://minio.internal:9443").unwrap();
+        let conf = render_conf(&s, &server(), None);
+        insta::assert_snapshot!(conf);
+        assert!(
+            !format!("{s:?}").contains("se/cr@t?x"),
+            "Debug hides the key"
+        );
+
+        // The store the xtask reaches may not be the one the container does.
+        let s = s3_settings(
+            &[("BACKUP_PITR_S3_ENDPOINT", "https://host.docker.internal")],
+            "http://127.0.0.1:9000",
+        )
+        .unwrap();
+        let Repository::S3(r) = &s.repository else {
+            panic!("an S3 repository")
+        };
+        assert_eq!((r.host.as_str(), r.port), ("host.docker.internal", None));
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let s = s3_settings(
+            &[("BACKUP_PITR_S3_CA_FILE", ca.to_str().unwrap())],
+            "https://s3.example.com",
+        )
+        .unwrap();
+        let conf = render_conf(&s, &server(), None);
+        assert!(
+            conf.contains("repo1-storage-ca-file=/var/lib/pgbackrest/s3-ca-"),
+            "{conf}"
+        );
+
+        let refusal = |pairs: &[(&str, &str)], endpoint: &str| {
+            s3_settings(pairs, endpoint).unwrap_err().to_string()
+        };
+        assert_eq!(
+            refusal(&[], "http://127.0.0.1:9000"),
+            "pgBackRest reaches S3 only over HTTPS, and BACKUP_S3_ENDPOINT is 'http://127.0.0.1:9000': put TLS in front of the store and set BACKUP_PITR_S3_ENDPOINT to its https:// address"
+        );
+        assert!(
+            refusal(&[], "https://localhost:9443").contains("the service container's own loopback"),
+        );
+        assert!(refusal(&[], "https://s3.example.com/sub").contains("address only"));
+        assert!(
+            refusal(
+                &[("BACKUP_PITR_S3_CA_FILE", "/nonexistent/ca.pem")],
+                "https://s3.example.com"
+            )
+            .starts_with("reading BACKUP_PITR_S3_CA_FILE /nonexistent/ca.pem")
+        );
+        let err = PitrSettings::resolve(
+            &sources(&[("BACKUP_PITR_REPO", "s3")]),
+            "app",
+            None,
+            &|_| unreachable!(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("BACKUP_PITR_REPO=s3 needs the bucket"),
+            "{err}"
+        );
+        let err = resolve(&sources(&[("BACKUP_PITR_REPO", "nfs")]), "app")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "BACKUP_PITR_REPO 'nfs' is not valid: use volume or s3");
+        let err = PitrSettings::resolve(
+            &sources(&[("BACKUP_PITR_REPO", "s3")]),
+            "app",
+            Some(&bucket("https://s3.example.com")),
+            &|_| Ok(("AK".into(), Secret::new("a\nrepo1-path=/x"), None)),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("spans lines"), "{err}");
+    }
+
     #[test]
     fn settings_have_defaults_and_refuse_bad_values() {
-        let s = PitrSettings::resolve(&sources(&[]), "my app").unwrap();
+        let s = resolve(&sources(&[]), "my app").unwrap();
         assert_eq!(
             (s.stanza.as_str(), s.retention_full, s.archive_timeout),
             ("my_app", None, 60)
         );
         assert!(s.cipher.is_none());
-        let err = PitrSettings::resolve(&sources(&[("BACKUP_PITR_RETENTION_FULL", "0")]), "app")
+        let err = resolve(&sources(&[("BACKUP_PITR_RETENTION_FULL", "0")]), "app")
             .unwrap_err()
             .to_string();
         assert_eq!(
             err,
             "BACKUP_PITR_RETENTION_FULL '0' is not valid: use a whole number from 1 to 9999"
         );
-        let err = PitrSettings::resolve(&sources(&[("BACKUP_PITR_STANZA", "a b")]), "app")
+        let err = resolve(&sources(&[("BACKUP_PITR_STANZA", "a b")]), "app")
             .unwrap_err()
             .to_string();
         assert!(
             err.starts_with("BACKUP_PITR_STANZA 'a b' is not valid"),
             "{err}"
         );
-        let s = PitrSettings::resolve(
+        let s = resolve(
             &sources(&[
                 ("BACKUP_PITR_CIPHER_PASS", "p/@?ss"),
                 ("BACKUP_PITR_ARCHIVE_TIMEOUT", "30"),

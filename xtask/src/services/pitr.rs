@@ -18,8 +18,8 @@ use time::OffsetDateTime;
 use crate::core::config::Settings;
 use crate::core::metrics;
 use crate::core::pitr::{
-    self, Archiver, BackupKind, CONF, Change, Physical, PitrSettings, REPO, Server, StanzaInfo,
-    Target, WORK_DIR,
+    self, Archiver, BackupKind, CONF, Change, Physical, PitrSettings, REPO, Repository, Server,
+    StanzaInfo, Target, WORK_DIR,
 };
 use crate::services::catalog::LocalStore;
 use crate::services::compose::Compose;
@@ -79,7 +79,12 @@ impl Pitr {
         let mut pitr = Pitr {
             compose,
             service: settings.compose_service.clone(),
-            settings: PitrSettings::resolve(&settings.sources, &settings.connection.dbname)?,
+            settings: PitrSettings::resolve(
+                &settings.sources,
+                &settings.connection.dbname,
+                settings.s3.as_ref(),
+                &crate::services::s3::credentials,
+            )?,
             server: Server { pg_path, user },
             healthy_within: Duration::from_secs(300),
         };
@@ -192,16 +197,31 @@ impl Pitr {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    /// Whether the repository directory is a volume of its own (else it
-    /// would vanish with the container, and every backup with it).
-    pub(crate) fn repository_is_mounted(&self) -> anyhow::Result<bool> {
+    /// The repository directory must be a volume of its own: else it would
+    /// vanish with the container, and every backup (or, with an S3
+    /// repository, the configuration archiving needs) with it.
+    pub(crate) fn require_repository_volume(&self) -> anyhow::Result<()> {
         let mounts = self.sh(
             "root",
             "reading the service's mounts",
             "cat /proc/self/mountinfo",
             &[],
         )?;
-        Ok(mounts.lines().any(|l| l.split(' ').nth(4) == Some(REPO)))
+        if !mounts.lines().any(|l| l.split(' ').nth(4) == Some(REPO)) {
+            bail!(
+                "the compose service '{}' has no volume at {REPO}: add `- db-pitr:{REPO}` to its volumes (as this template's docker-compose.yml does) and run `cargo xtask db-up`, so the backups outlive the container",
+                self.service
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the service has our pgBackRest configuration.
+    pub(crate) fn has_conf(&self) -> anyhow::Result<bool> {
+        Ok(self
+            .exec("postgres", &["test", "-f", CONF], b"")?
+            .status
+            .success())
     }
 
     /// The settings `db-pitr` manages, as SHOW gives them.
@@ -229,6 +249,19 @@ impl Pitr {
             .success()
             .then(|| String::from_utf8_lossy(&existing.stdout).into_owned());
         let conf = pitr::render_conf(&self.settings, &self.server, existing.as_deref());
+        // The store's CA certificate first: the new configuration names it.
+        // Named by its content, it never replaces one the old file uses.
+        if let Repository::S3(r) = &self.settings.repository
+            && let (Some(pem), Some(path)) = (&r.ca_pem, r.ca_path())
+        {
+            let script = format!(
+                "set -e; umask 022; cat > {path}.tmp; chown postgres:postgres {path}.tmp; mv {path}.tmp {path}"
+            );
+            let out = self.exec("root", &["sh", "-c", &script], pem.as_bytes())?;
+            if !out.status.success() {
+                bail!("writing {path} failed: {}", last_lines(&out.stderr));
+            }
+        }
         let new = format!("{CONF}.new");
         let script = format!(
             "set -e; chown postgres:postgres {REPO}; chmod 0750 {REPO}; \
@@ -248,6 +281,14 @@ impl Pitr {
         // `info` exits 0 even when it cannot read the repository: the
         // stanza's code says (1: no stanza yet, 2: no backup yet, 99: an
         // error such as a wrong cipher pass).
+        let hint = match &self.settings.repository {
+            Repository::Volume => {
+                "is BACKUP_PITR_CIPHER_PASS the stanza's pass (or unset for an unencrypted one)?"
+            }
+            Repository::S3(_) => {
+                "does the service reach the store at that address (BACKUP_PITR_S3_ENDPOINT), is its certificate trusted (BACKUP_PITR_S3_CA_FILE), are the keys right, and is BACKUP_PITR_CIPHER_PASS the stanza's pass?"
+            }
+        };
         let verdict = if tried.status.success() {
             match pitr::parse_info(
                 &String::from_utf8_lossy(&tried.stdout),
@@ -256,14 +297,16 @@ impl Pitr {
                 Ok(info) if info.code <= 2 => Ok(()),
                 Err(e) => Err(format!("pgBackRest's answer to the new settings: {e:#}")),
                 Ok(info) => Err(format!(
-                    "pgBackRest cannot read the stanza '{}' with the new settings ({}): is BACKUP_PITR_CIPHER_PASS the stanza's pass (or unset for an unencrypted one)?",
+                    "pgBackRest cannot read the stanza '{}' in {} with the new settings ({}): {hint}",
                     self.settings.stanza,
+                    self.settings.repository.describe(),
                     info.describe()
                 )),
             }
         } else {
             Err(format!(
-                "pgBackRest cannot read the repository with the new settings ({}): is BACKUP_PITR_CIPHER_PASS the stanza's pass?",
+                "pgBackRest cannot read {} with the new settings ({}): {hint}",
+                self.settings.repository.describe(),
                 last_lines(&tried.stderr)
             ))
         };
@@ -319,8 +362,7 @@ impl Pitr {
 
     /// The stanza's information; `None` when it has never been created.
     pub(crate) fn info(&self) -> anyhow::Result<Option<StanzaInfo>> {
-        let conf = self.exec("postgres", &["test", "-f", CONF], b"")?;
-        if !conf.status.success() {
+        if !self.has_conf()? {
             return Ok(None);
         }
         let json = self.pgbackrest("pgbackrest info", &["info", "--output=json"])?;

@@ -33,7 +33,7 @@ const SIGNED_FOR: Duration = Duration::from_secs(6 * 3600);
 const ATTEMPTS: u32 = 4;
 
 /// The keys: from the settings, or the profile of the shared credentials file.
-fn credentials(config: &S3Config) -> anyhow::Result<(String, Secret, Option<Secret>)> {
+pub(crate) fn credentials(config: &S3Config) -> anyhow::Result<(String, Secret, Option<Secret>)> {
     match &config.credentials {
         S3Credentials::Keys {
             access_key,

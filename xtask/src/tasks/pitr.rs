@@ -9,7 +9,7 @@ use anyhow::bail;
 use serde_json::json;
 
 use crate::core::human;
-use crate::core::pitr::{self, CONF, Change, REPO};
+use crate::core::pitr::{self, CONF, Change};
 use crate::flags::{DbPitr, PitrAction};
 use crate::services::catalog::LocalStore;
 use crate::services::pitr::Pitr;
@@ -26,17 +26,13 @@ pub(crate) fn run(args: DbPitr, ctx: &Context) -> anyhow::Result<ExitCode> {
 }
 
 fn enable(engine: &Pitr, dry_run: bool) -> anyhow::Result<ExitCode> {
-    if !engine.repository_is_mounted()? {
-        bail!(
-            "the compose service '{}' has no volume at {REPO}: add `- db-pitr:{REPO}` to its volumes (as this template's docker-compose.yml does) and run `cargo xtask db-up`, so the backups outlive the container",
-            engine.service()
-        );
-    }
+    engine.require_repository_volume()?;
     let changes = pitr::enable_changes(&engine.current_settings()?, &engine.settings);
     let stanza = &engine.settings.stanza;
     println!(
-        "{}stanza '{stanza}', repository {REPO} (the db-pitr volume){}, configuration {CONF}",
+        "{}stanza '{stanza}', repository {}{}, configuration {CONF}",
         if dry_run { "would enable: " } else { "" },
+        engine.settings.repository.describe(),
         if engine.settings.cipher.is_some() {
             ", encrypted (aes-256-cbc)"
         } else {
@@ -68,7 +64,8 @@ fn disable(engine: &Pitr, dry_run: bool) -> anyhow::Result<ExitCode> {
     }
     engine.apply(&changes)?;
     ui::info(format!(
-        "WAL archiving is off; the repository and its backups are kept in {REPO} (the db-pitr volume)"
+        "WAL archiving is off; the repository and its backups are kept in {}",
+        engine.settings.repository.describe()
     ));
     Ok(ExitCode::SUCCESS)
 }
@@ -115,7 +112,7 @@ fn status(engine: &Pitr, ctx: &Context, as_json: bool) -> anyhow::Result<ExitCod
             .collect();
         println!(
             "{}",
-            json!({"stanza": engine.settings.stanza, "status": info.message, "status_detail": info.describe(), "status_code": info.code,
+            json!({"stanza": engine.settings.stanza, "repository": engine.settings.repository.describe(), "status": info.message, "status_detail": info.describe(), "status_code": info.code,
                 "cipher": info.cipher, "backups": backups, "wal_min": info.wal_min, "wal_max": info.wal_max,
                 "archive_lag_seconds": lag, "waiting_segments": archiver.waiting,
                 "last_archived_wal": archiver.last_archived_wal,
@@ -126,8 +123,9 @@ fn status(engine: &Pitr, ctx: &Context, as_json: bool) -> anyhow::Result<ExitCod
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "stanza '{}': {} (cipher {})",
+        "stanza '{}' in {}: {} (cipher {})",
         engine.settings.stanza,
+        engine.settings.repository.describe(),
         info.describe(),
         info.cipher
     );

@@ -19,7 +19,7 @@ use crate::core::dbprops::Skip;
 use crate::core::dump::filter::TableFilter;
 use crate::core::human;
 use crate::core::meta::Content;
-use crate::core::pitr::{self, Target};
+use crate::core::pitr::{self, Repository, Target};
 use crate::core::plan::{self, Consent, Replace};
 use crate::flags::DbRestore;
 use crate::services::catalog::{self, Backups, Store};
@@ -561,10 +561,28 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
             return Err(anyhow::Error::new(e).context("taking the restore's lock in BACKUP_DIR"));
         }
     };
-    let Some(info) = engine.info()? else {
-        return Err(format_err!(
+    let not_enabled = || {
+        format_err!(
             "point-in-time recovery is not enabled for the compose service '{service}': run `cargo xtask db-pitr enable`, then `cargo xtask db-backup --physical`; nothing was changed"
-        ));
+        )
+    };
+    let info = match engine.info()? {
+        Some(info) => info,
+        // The machine was lost with both volumes; the backups are in the
+        // bucket. The configuration is written again from the settings (and
+        // tried on the bucket first), so the restore can read them.
+        None if matches!(engine.settings.repository, Repository::S3(_))
+            && !engine.has_conf()? =>
+        {
+            engine.require_repository_volume()?;
+            ui::info(format!(
+                "the service has no pgBackRest configuration: writing it for {} from the settings",
+                engine.settings.repository.describe()
+            ));
+            engine.write_conf()?;
+            engine.info()?.ok_or_else(not_enabled)?
+        }
+        None => return Err(not_enabled()),
     };
     let spaces = engine.tablespaces()?;
     if !spaces.is_empty() {
