@@ -369,11 +369,12 @@ fn pitr_on_an_s3_repository_restores_after_both_volumes_are_lost() {
         .collect();
     p.append_env(&pairs);
     p.up(&[]);
-    let mut printed = String::new();
-    let mut ok = |args: &[&str]| {
+    let printed = std::cell::RefCell::new(String::new());
+    let ok = |args: &[&str]| {
         let out = ok(&p, args);
-        printed.push_str(&String::from_utf8_lossy(&out.stdout));
-        printed.push_str(&String::from_utf8_lossy(&out.stderr));
+        let mut all = printed.borrow_mut();
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+        all.push_str(&String::from_utf8_lossy(&out.stderr));
         out
     };
 
@@ -383,6 +384,10 @@ fn pitr_on_an_s3_repository_restores_after_both_volumes_are_lost() {
         &["db-pitr", "enable"],
         "pgBackRest reaches S3 only over HTTPS",
     );
+    let plain = p.run(&["db-pitr", "enable"], &[]);
+    printed
+        .borrow_mut()
+        .push_str(&String::from_utf8_lossy(&plain.stderr));
     let ca = tls.ca();
     p.append_env(&[
         ("BACKUP_PITR_S3_ENDPOINT", &tls.endpoint()),
@@ -427,23 +432,58 @@ fn pitr_on_an_s3_repository_restores_after_both_volumes_are_lost() {
     let repo = s3.root.path().join("backups/team/app/pgbackrest");
     assert!(repo.join("backup/app/backup.info").is_file(), "{repo:?}");
     assert!(repo.join("archive/app/archive.info").is_file(), "{repo:?}");
+    // The logical backups' listing and prune never reach into it.
+    ok(&["db-backup"]);
+    let prune = ok(&["db-prune", "--remote", "--json"]);
     assert!(
-        s3.objects().is_empty(),
-        "no object among the logical backups"
+        !String::from_utf8_lossy(&prune.stdout).contains("pgbackrest"),
+        "{}",
+        show(&prune)
     );
+    let listed = ok(&["db-list", "--remote", "--json"]);
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains("pgbackrest/"),
+        "{}",
+        show(&listed)
+    );
+    assert!(repo.join("backup/app/backup.info").is_file(), "{repo:?}");
     let info = std::fs::read(repo.join("backup/app/backup.info")).unwrap();
     assert!(
         !String::from_utf8_lossy(&info).contains("backup-archive-start"),
         "the repository is encrypted"
     );
     let volume = p.compose(&["exec", "-T", "db", "ls", "/var/lib/pgbackrest"]);
+    assert!(volume.status.success(), "{}", show(&volume));
     let volume = String::from_utf8_lossy(&volume.stdout).to_string();
+    assert!(volume.lines().any(|l| l == "pgbackrest.conf"), "{volume}");
     assert!(
         !volume.lines().any(|l| l == "archive" || l == "backup"),
         "{volume}"
     );
     let status = json_of(&ok(&["db-pitr", "status", "--json"]));
     assert_eq!(status["backups"].as_array().unwrap().len(), 2, "{status}");
+    assert_eq!(status["repository"], "s3://backups/team/app/pgbackrest");
+
+    // Settings that would move the repository, or write keys that expire,
+    // are refused with the configuration in use untouched.
+    let moved = p.run(&["db-pitr", "enable"], &[("BACKUP_S3_PREFIX", "elsewhere")]);
+    let err = String::from_utf8_lossy(&moved.stderr).to_string();
+    printed.borrow_mut().push_str(&err);
+    assert!(
+        !moved.status.success() && err.contains("add --move-repository"),
+        "{}",
+        show(&moved)
+    );
+    let temporary = p.run(&["db-pitr", "enable"], &[("AWS_SESSION_TOKEN", "t0ken")]);
+    let err = String::from_utf8_lossy(&temporary.stderr).to_string();
+    printed.borrow_mut().push_str(&err);
+    assert!(
+        !temporary.status.success() && err.contains("the S3 keys are temporary"),
+        "{}",
+        show(&temporary)
+    );
+    let status = json_of(&ok(&["db-pitr", "status", "--json"]));
+    assert_eq!(status["repository"], "s3://backups/team/app/pgbackrest");
 
     // The machine is lost: the service and both its volumes. What the
     // archive holds when it dies is made deterministic here.
@@ -459,6 +499,25 @@ fn pitr_on_an_s3_repository_restores_after_both_volumes_are_lost() {
     let out = p.compose(&["down", "--volumes", "--timeout", "5"]);
     assert!(out.status.success(), "{}", show(&out));
     p.up(&[]);
+    let no_conf = || {
+        !p.compose(&[
+            "exec",
+            "-T",
+            "db",
+            "test",
+            "-e",
+            "/var/lib/pgbackrest/pgbackrest.conf",
+        ])
+        .status
+        .success()
+    };
+    // Enabling the new, empty server on that stanza would archive onto
+    // another server's history: refused, nothing written.
+    refused(&p, &["db-pitr", "enable"], "is of another server");
+    assert!(no_conf());
+    // A restore refused before it starts leaves no configuration behind.
+    refused(&p, &["db-restore", "--to-latest"], "add --yes");
+    assert!(no_conf());
     let out = ok(&["db-restore", "--to-latest", "--yes"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no pgBackRest configuration"),
@@ -466,12 +525,23 @@ fn pitr_on_an_s3_repository_restores_after_both_volumes_are_lost() {
         show(&out)
     );
     assert_eq!(p.psql("app", "app", "SELECT count(*) FROM t"), "1001");
+    let mode = p.compose(&[
+        "exec",
+        "-T",
+        "db",
+        "stat",
+        "-c",
+        "%a %U",
+        "/var/lib/pgbackrest/pgbackrest.conf",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "600 postgres");
     // Archiving goes on into the bucket, and the next backup builds on the old ones.
     let next = json_of(&ok(&["db-backup", "--physical", "--json"]));
     assert_eq!(next["type"], "incr", "{next}");
     let status = json_of(&ok(&["db-pitr", "status", "--json"]));
     assert_eq!(status["status_code"], 0, "{status}");
     assert_eq!(status["backups"].as_array().unwrap().len(), 3, "{status}");
+    let printed = printed.into_inner();
     assert!(
         !printed.contains(e2e::S3_SECRET_KEY) && !printed.contains("s3cr/et@pass?word"),
         "no secret is printed: {printed}"

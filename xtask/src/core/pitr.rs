@@ -84,7 +84,10 @@ pub(crate) struct S3Repository {
     pub(crate) ca_pem: Option<String>,
     pub(crate) access_key: String,
     pub(crate) secret_key: Secret,
-    pub(crate) session_token: Option<Secret>,
+    /// The keys came with a session token: they expire, and archive-push
+    /// would fail with them hours later. Refused when the configuration is
+    /// written (reading one written before needs no keys).
+    pub(crate) temporary_keys: bool,
 }
 
 impl S3Repository {
@@ -210,10 +213,14 @@ fn s3_repository(
         None => (s3.endpoint.clone(), "BACKUP_S3_ENDPOINT"),
     };
     let url = url::Url::parse(&endpoint).map_err(|e| {
-        anyhow::format_err!(
-            "{key} '{endpoint}' is not a URL ({e}): set it to the store's https:// address"
-        )
+        anyhow::format_err!("{key} is not a URL ({e}): set it to the store's https:// address")
     })?;
+    // Before any message repeats the address: user info may be a secret.
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!(
+            "{key} has user info in it: give the store's address only, and the keys in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        );
+    }
     if url.scheme() != "https" {
         bail!(
             "pgBackRest reaches S3 only over HTTPS, and {key} is '{endpoint}': put TLS in front of the store and set BACKUP_PITR_S3_ENDPOINT to its https:// address"
@@ -222,51 +229,51 @@ fn s3_repository(
     let host = match url.host() {
         Some(url::Host::Domain(d)) => d.to_string(),
         Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        // pgBackRest's endpoint setting takes no brackets, and without them
+        // a colon would read as a port.
+        Some(url::Host::Ipv6(_)) => bail!(
+            "{key} '{endpoint}' is an IPv6 address, which pgBackRest's endpoint setting cannot take: use a host name"
+        ),
         None => bail!("{key} '{endpoint}' names no host: set it to the store's https:// address"),
     };
-    let loopback = host.eq_ignore_ascii_case("localhost")
+    let container_itself = host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
         || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback {
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    if container_itself {
         bail!(
-            "{key} '{endpoint}' is the service container's own loopback for pgBackRest, which runs there: set BACKUP_PITR_S3_ENDPOINT to an address the container reaches, e.g. https://host.docker.internal:{}",
+            "{key} '{endpoint}' is the service container itself for pgBackRest, which runs there: set BACKUP_PITR_S3_ENDPOINT to an address the container reaches, e.g. https://host.docker.internal:{}",
             url.port_or_known_default().unwrap_or(443)
         );
     }
-    if !matches!(url.path(), "" | "/") || url.query().is_some() || !url.username().is_empty() {
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
         bail!(
             "{key} '{endpoint}' has more than a scheme, host and port: pgBackRest takes the store's address only"
         );
     }
     let ca_pem = match sources.get("BACKUP_PITR_S3_CA_FILE") {
         None => None,
-        Some((path, _)) => {
-            let pem = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading BACKUP_PITR_S3_CA_FILE {path}"))?;
-            if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                bail!(
-                    "BACKUP_PITR_S3_CA_FILE {path} holds no PEM certificate: point it at the CA that signed the store's certificate"
-                );
-            }
-            Some(pem)
-        }
+        Some((path, _)) => Some(ca_file(&path)?),
     };
     let (access_key, secret_key, session_token) = keys(s3)?;
-    // One line each in pgbackrest.conf: a line break would add settings.
-    let one_line = |v: &str| !v.contains(['\n', '\r']);
-    if !(one_line(&s3.bucket)
-        && one_line(&s3.region)
-        && one_line(&access_key)
-        && one_line(secret_key.expose())
-        && session_token.as_ref().is_none_or(|t| one_line(t.expose())))
+    let path = format!("/{}pgbackrest", s3.prefix);
+    // One line each in pgbackrest.conf: a line break would add settings,
+    // and pgBackRest trims what surrounds a value.
+    let plain = |v: &str| !v.contains(['\n', '\r']) && v.trim() == v && !v.is_empty();
+    if !(plain(&s3.bucket)
+        && plain(&s3.region)
+        && plain(&path)
+        && plain(&access_key)
+        && plain(secret_key.expose()))
     {
-        bail!("an S3 setting or key spans lines: pgBackRest's configuration takes one line each");
+        bail!(
+            "an S3 setting or key (bucket, region, prefix, access key, secret key) is empty, spans lines or has spaces around it: pgBackRest's configuration takes one plain line each"
+        );
     }
     Ok(S3Repository {
         bucket: s3.bucket.clone(),
-        path: format!("/{}pgbackrest", s3.prefix),
+        path,
         host,
         port: url.port(),
         region: s3.region.clone(),
@@ -274,8 +281,28 @@ fn s3_repository(
         ca_pem,
         access_key,
         secret_key,
-        session_token,
+        temporary_keys: session_token.is_some(),
     })
+}
+
+/// BACKUP_PITR_S3_CA_FILE: a small regular file of PEM certificates.
+fn ca_file(path: &str) -> anyhow::Result<String> {
+    const MAX: u64 = 1 << 20;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("reading BACKUP_PITR_S3_CA_FILE {path}"))?;
+    if !meta.is_file() || meta.len() > MAX {
+        bail!(
+            "BACKUP_PITR_S3_CA_FILE {path} is not a certificate file (a regular file under 1 MiB): point it at the PEM of the CA that signed the store's certificate"
+        );
+    }
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading BACKUP_PITR_S3_CA_FILE {path}"))?;
+    match String::from_utf8(bytes) {
+        Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Ok(pem),
+        _ => bail!(
+            "BACKUP_PITR_S3_CA_FILE {path} holds no PEM certificate: point it at the CA that signed the store's certificate (a DER file converts with `openssl x509 -inform der -in ca.der -out ca.pem`)"
+        ),
+    }
 }
 
 /// A stanza name from a database name: what pgBackRest accepts, kept readable.
@@ -305,7 +332,20 @@ pub(crate) struct Server {
 /// The whole pgbackrest.conf. The cipher pass is in it (the file is 0600,
 /// owned by postgres): archive-push runs from the server, which has no
 /// other way to receive a secret.
-pub(crate) fn render_conf(s: &PitrSettings, server: &Server, existing: Option<&str>) -> String {
+/// Why a configuration is written: `enable`, or a restore that found none
+/// (the machine was lost; the repository is in a bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConfFor {
+    Enable,
+    Restore,
+}
+
+pub(crate) fn render_conf(
+    s: &PitrSettings,
+    server: &Server,
+    existing: Option<&str>,
+    purpose: ConfFor,
+) -> String {
     let mut out = String::new();
     out.push_str("# Written by `cargo xtask db-pitr enable`; rewritten on every enable.\n");
     out.push_str("[global]\n");
@@ -331,20 +371,24 @@ pub(crate) fn render_conf(s: &PitrSettings, server: &Server, existing: Option<&s
             // The keys are here for the same reason as the cipher pass.
             let _ = writeln!(out, "repo1-s3-key={}", r.access_key);
             let _ = writeln!(out, "repo1-s3-key-secret={}", r.secret_key.expose());
-            if let Some(token) = &r.session_token {
-                let _ = writeln!(out, "repo1-s3-token={}", token.expose());
-            }
         }
     }
-    let _ = writeln!(
-        out,
-        "repo1-retention-full={}",
-        // BACKUP_PITR_RETENTION_FULL, else what the configuration said: a
-        // later enable without the variable must not expire backups.
-        s.retention_full
-            .or_else(|| existing.and_then(retention_in))
-            .unwrap_or(DEFAULT_RETENTION_FULL)
-    );
+    // BACKUP_PITR_RETENTION_FULL, else what the configuration said: a
+    // later enable without the variable must not expire backups. Written
+    // for a restore, without either: the retention the bucket had is not
+    // known, so nothing expires until an enable sets it.
+    let retention = s
+        .retention_full
+        .or_else(|| existing.and_then(retention_in))
+        .or((purpose == ConfFor::Enable).then_some(DEFAULT_RETENTION_FULL));
+    match retention {
+        Some(n) => {
+            let _ = writeln!(out, "repo1-retention-full={n}");
+        }
+        None => out.push_str(
+            "# repo1-retention-full unset: nothing expires until `cargo xtask db-pitr enable`\n",
+        ),
+    }
     if let Some(pass) = &s.cipher {
         out.push_str("repo1-cipher-type=aes-256-cbc\n");
         let _ = writeln!(out, "repo1-cipher-pass={}", pass.expose());
@@ -376,6 +420,26 @@ pub(crate) fn stanza_in(archive_command: &str) -> Option<String> {
     let rest = archive_command.strip_prefix(&format!("pgbackrest --config={CONF} --stanza="))?;
     let stanza = rest.strip_suffix(" archive-push %p")?;
     (!stanza.is_empty() && !stanza.contains(' ')).then(|| stanza.to_string())
+}
+
+/// Where a configuration file puts the repository, as
+/// [`Repository::describe`] says it.
+pub(crate) fn repository_in(conf: &str) -> String {
+    let setting = |key: &str| {
+        conf.lines()
+            .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    if setting("repo1-type") == "s3" {
+        format!(
+            "s3://{}{}",
+            setting("repo1-s3-bucket"),
+            setting("repo1-path")
+        )
+    } else {
+        format!("{} (the db-pitr volume)", setting("repo1-path"))
+    }
 }
 
 /// `repo1-retention-full` in a configuration file.
@@ -908,8 +972,9 @@ mod tests {
     #[test]
     fn an_s3_repository_is_the_bucket_reached_over_https_from_the_service() {
         let s = s3_settings(&[], "https://minio.internal:9443").unwrap();
-        let conf = render_conf(&s, &server(), None);
+        let conf = render_conf(&s, &server(), None, ConfFor::Enable);
         insta::assert_snapshot!(conf);
+        assert_eq!(repository_in(&conf), s.repository.describe());
         assert!(
             !format!("{s:?}").contains("se/cr@t?x"),
             "Debug hides the key"
@@ -938,7 +1003,7 @@ mod tests {
             "https://s3.example.com",
         )
         .unwrap();
-        let conf = render_conf(&s, &server(), None);
+        let conf = render_conf(&s, &server(), None, ConfFor::Enable);
         assert!(
             conf.contains("repo1-storage-ca-file=/var/lib/pgbackrest/s3-ca-"),
             "{conf}"
@@ -951,10 +1016,31 @@ mod tests {
             refusal(&[], "http://127.0.0.1:9000"),
             "pgBackRest reaches S3 only over HTTPS, and BACKUP_S3_ENDPOINT is 'http://127.0.0.1:9000': put TLS in front of the store and set BACKUP_PITR_S3_ENDPOINT to its https:// address"
         );
-        assert!(
-            refusal(&[], "https://localhost:9443").contains("the service container's own loopback"),
-        );
+        assert!(refusal(&[], "https://localhost:9443").contains("the service container itself"),);
         assert!(refusal(&[], "https://s3.example.com/sub").contains("address only"));
+        assert!(refusal(&[], "https://0.0.0.0:9443").contains("the service container itself"));
+        assert!(refusal(&[], "https://[fd00::1]:9443").contains("IPv6"));
+        let secret = refusal(&[], "https://ak:pa55w0rd@s3.example.com");
+        assert!(
+            secret.contains("has user info in it") && !secret.contains("pa55w0rd"),
+            "{secret}"
+        );
+        let not_pem = dir.path().join("ca.der");
+        std::fs::write(&not_pem, [0x30u8, 0x82, 0xff, 0x01]).unwrap();
+        assert!(
+            refusal(
+                &[("BACKUP_PITR_S3_CA_FILE", not_pem.to_str().unwrap())],
+                "https://s3.example.com"
+            )
+            .contains("openssl x509 -inform der")
+        );
+        assert!(
+            refusal(
+                &[("BACKUP_PITR_S3_CA_FILE", dir.path().to_str().unwrap())],
+                "https://s3.example.com"
+            )
+            .contains("is not a certificate file")
+        );
         assert!(
             refusal(
                 &[("BACKUP_PITR_S3_CA_FILE", "/nonexistent/ca.pem")],
@@ -1026,18 +1112,23 @@ mod tests {
 
     #[test]
     fn the_configuration_names_the_stanza_the_server_and_the_exclusion() {
-        let conf = render_conf(&settings(), &server(), None);
+        let conf = render_conf(&settings(), &server(), None, ConfFor::Enable);
         insta::assert_snapshot!(conf);
         // An enable without BACKUP_PITR_RETENTION_FULL keeps the file's.
         let kept = render_conf(
             &settings(),
             &server(),
             Some("[global]\nrepo1-retention-full=8\n"),
+            ConfFor::Enable,
         );
+        // Written for a restore on a new machine: no expiry it cannot know.
+        let fresh = render_conf(&settings(), &server(), None, ConfFor::Restore);
+        assert!(!fresh.contains("repo1-retention-full="), "{fresh}");
         assert!(kept.contains("repo1-retention-full=8\n"), "{kept}");
+        assert_eq!(repository_in(&conf), settings().repository.describe());
         let mut enc = settings();
         enc.cipher = Some(Secret::new("k3y"));
-        let conf = render_conf(&enc, &server(), None);
+        let conf = render_conf(&enc, &server(), None, ConfFor::Enable);
         assert!(conf.contains("repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=k3y\n"));
     }
 

@@ -18,8 +18,8 @@ use time::OffsetDateTime;
 use crate::core::config::Settings;
 use crate::core::metrics;
 use crate::core::pitr::{
-    self, Archiver, BackupKind, CONF, Change, Physical, PitrSettings, REPO, Repository, Server,
-    StanzaInfo, Target, WORK_DIR,
+    self, Archiver, BackupKind, CONF, Change, ConfFor, Physical, PitrSettings, REPO, Repository,
+    Server, StanzaInfo, Target, WORK_DIR,
 };
 use crate::services::catalog::LocalStore;
 use crate::services::compose::Compose;
@@ -216,6 +216,30 @@ impl Pitr {
         Ok(())
     }
 
+    /// Our pgBackRest configuration as the service has it, if it has one.
+    pub(crate) fn existing_conf(&self) -> anyhow::Result<Option<String>> {
+        let out = self.exec("postgres", &["cat", CONF], b"")?;
+        Ok(out
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+    }
+
+    /// Where the configuration in use puts the repository (the settings may
+    /// have changed since `enable` wrote it).
+    pub(crate) fn repository_in_use(&self) -> anyhow::Result<String> {
+        Ok(self.existing_conf()?.map_or_else(
+            || self.settings.repository.describe(),
+            |c| pitr::repository_in(&c),
+        ))
+    }
+
+    /// Removes our pgBackRest configuration (best effort: a restore that
+    /// wrote it and failed).
+    pub(crate) fn remove_conf(&self) {
+        let _ = self.exec("root", &["rm", "-f", CONF], b"");
+    }
+
     /// Whether the service has our pgBackRest configuration.
     pub(crate) fn has_conf(&self) -> anyhow::Result<bool> {
         Ok(self
@@ -238,22 +262,28 @@ impl Pitr {
     }
 
     /// Writes pgbackrest.conf (0600, owned by postgres) from stdin: the
-    /// cipher pass never reaches an argv. The new file is tried first
-    /// (`info` reads the repository with it: a wrong cipher pass fails) and
-    /// only then replaces the one archive-push uses, so a mistaken enable
-    /// cannot stop the archiving that works.
-    pub(crate) fn write_conf(&self) -> anyhow::Result<()> {
-        let existing = self.exec("postgres", &["cat", CONF], b"")?;
-        let existing = existing
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&existing.stdout).into_owned());
-        let conf = pitr::render_conf(&self.settings, &self.server, existing.as_deref());
+    /// cipher pass and the S3 keys never reach an argv. The new file is
+    /// tried first (`info` reads the repository with it: a wrong cipher
+    /// pass or key fails; for `enable` the stanza is created with it, so the
+    /// repository takes writes) and only then replaces the one archive-push
+    /// uses, so a mistaken enable cannot stop the archiving that works.
+    pub(crate) fn write_conf(&self, purpose: ConfFor) -> anyhow::Result<()> {
+        if let Repository::S3(r) = &self.settings.repository
+            && r.temporary_keys
+        {
+            bail!(
+                "the S3 keys are temporary (AWS_SESSION_TOKEN is set): archive-push uses the keys written into pgBackRest's configuration for every WAL segment, and these expire; give the repository long-lived keys (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY alone); nothing was changed"
+            );
+        }
+        let existing = self.existing_conf()?;
+        let conf = pitr::render_conf(&self.settings, &self.server, existing.as_deref(), purpose);
         // The store's CA certificate first: the new configuration names it.
         // Named by its content, it never replaces one the old file uses.
-        if let Repository::S3(r) = &self.settings.repository
-            && let (Some(pem), Some(path)) = (&r.ca_pem, r.ca_path())
-        {
+        let ca = match &self.settings.repository {
+            Repository::S3(r) => r.ca_pem.as_ref().zip(r.ca_path()),
+            Repository::Volume => None,
+        };
+        if let Some((pem, path)) = &ca {
             let script = format!(
                 "set -e; umask 022; cat > {path}.tmp; chown postgres:postgres {path}.tmp; mv {path}.tmp {path}"
             );
@@ -271,16 +301,48 @@ impl Pitr {
         if !out.status.success() {
             bail!("writing {CONF} failed: {}", last_lines(&out.stderr));
         }
+        if let Err(why) = self.try_conf(&new, purpose) {
+            let _ = self.exec("root", &["rm", "-f", &new], b"");
+            bail!("{why}; nothing was changed");
+        }
+        let out = self.exec("root", &["mv", &new, CONF], b"")?;
+        if !out.status.success() {
+            bail!("writing {CONF} failed: {}", last_lines(&out.stderr));
+        }
+        // CA certificates no configuration names any more (ours by their name).
+        let keep = ca.map_or("-".to_string(), |(_, path)| path);
+        let _ = self.exec(
+            "root",
+            &[
+                "find",
+                REPO,
+                "-maxdepth",
+                "1",
+                "-name",
+                "s3-ca-*.pem",
+                "!",
+                "-path",
+                &keep,
+                "-delete",
+            ],
+            b"",
+        );
+        Ok(())
+    }
+
+    /// The checks a new configuration passes before it is used.
+    fn try_conf(&self, new: &str, purpose: ConfFor) -> Result<(), String> {
         let config = format!("--config={new}");
         let stanza = format!("--stanza={}", self.settings.stanza);
-        let tried = self.exec(
-            "postgres",
-            &["pgbackrest", &config, &stanza, "info", "--output=json"],
-            b"",
-        )?;
-        // `info` exits 0 even when it cannot read the repository: the
-        // stanza's code says (1: no stanza yet, 2: no backup yet, 99: an
-        // error such as a wrong cipher pass).
+        let where_ = self.settings.repository.describe();
+        let name = &self.settings.stanza;
+        let tried = self
+            .exec(
+                "postgres",
+                &["pgbackrest", &config, &stanza, "info", "--output=json"],
+                b"",
+            )
+            .map_err(|e| format!("{e:#}"))?;
         let hint = match &self.settings.repository {
             Repository::Volume => {
                 "is BACKUP_PITR_CIPHER_PASS the stanza's pass (or unset for an unencrypted one)?"
@@ -289,36 +351,58 @@ impl Pitr {
                 "does the service reach the store at that address (BACKUP_PITR_S3_ENDPOINT), is its certificate trusted (BACKUP_PITR_S3_CA_FILE), are the keys right, and is BACKUP_PITR_CIPHER_PASS the stanza's pass?"
             }
         };
-        let verdict = if tried.status.success() {
-            match pitr::parse_info(
-                &String::from_utf8_lossy(&tried.stdout),
-                &self.settings.stanza,
-            ) {
-                Ok(info) if info.code <= 2 => Ok(()),
-                Err(e) => Err(format!("pgBackRest's answer to the new settings: {e:#}")),
-                Ok(info) => Err(format!(
-                    "pgBackRest cannot read the stanza '{}' in {} with the new settings ({}): {hint}",
-                    self.settings.stanza,
-                    self.settings.repository.describe(),
-                    info.describe()
-                )),
-            }
-        } else {
-            Err(format!(
-                "pgBackRest cannot read {} with the new settings ({}): {hint}",
-                self.settings.repository.describe(),
+        if !tried.status.success() {
+            return Err(format!(
+                "pgBackRest cannot read {where_} with the new settings ({}): {hint}",
                 last_lines(&tried.stderr)
-            ))
-        };
-        if let Err(why) = verdict {
-            let _ = self.exec("root", &["rm", "-f", &new], b"");
-            bail!("{why}; nothing was changed");
+            ));
         }
-        let out = self.exec("root", &["mv", &new, CONF], b"")?;
-        if !out.status.success() {
-            bail!("writing {CONF} failed: {}", last_lines(&out.stderr));
+        // `info` exits 0 even when it cannot read the repository: the
+        // stanza's code says (1: no stanza yet, 2: no backup yet, 99: an
+        // error such as a wrong cipher pass).
+        let info = pitr::parse_info(&String::from_utf8_lossy(&tried.stdout), name)
+            .map_err(|e| format!("pgBackRest's answer to the new settings: {e:#}"))?;
+        match (info.code, purpose) {
+            (0 | 2, ConfFor::Enable) => {
+                // Another server's stanza (two projects on one bucket and
+                // prefix, the same database name): archive-push would
+                // refuse every segment, and a restore would bring that server.
+                let running = self.system_identifier().map_err(|e| format!("{e:#}"))?;
+                match info.system_id {
+                    Some(theirs) if theirs != running => Err(format!(
+                        "the stanza '{name}' in {where_} is of another server (system identifier {theirs}; this one is {running}): give this server its own with BACKUP_PITR_STANZA, or, if it is that server after its data was lost, bring it back with `cargo xtask db-restore --to-latest --yes`"
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            (0 | 2, ConfFor::Restore) => Ok(()),
+            (1, ConfFor::Enable) => {
+                // Created now, with the new file: a repository that takes no
+                // writes is found before archive_command points at it.
+                let out = self
+                    .exec(
+                        "postgres",
+                        &["pgbackrest", &config, &stanza, "stanza-create"],
+                        b"",
+                    )
+                    .map_err(|e| format!("{e:#}"))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "pgBackRest cannot create the stanza '{name}' in {where_} ({}): {hint}",
+                        last_lines(&out.stderr)
+                    ))
+                }
+            }
+            (1, ConfFor::Restore) => Err(format!(
+                "there is no stanza '{name}' in {where_}: check BACKUP_PITR_STANZA and the repository's settings (BACKUP_PITR_REPO, BACKUP_S3_BUCKET, BACKUP_S3_PREFIX)"
+            )),
+            _ => Err(format!(
+                "pgBackRest cannot read the stanza '{name}' in {where_} with the new settings ({}): {hint}",
+                info.describe()
+            )),
         }
-        Ok(())
     }
 
     /// ALTER SYSTEM for each change; a reload, or a restart when one needs it.
@@ -879,11 +963,12 @@ impl Pitr {
                     "wal_start": b.wal_start, "wal_stop": b.wal_stop})
             })
             .collect();
+        let repository = self.repository_in_use()?;
         let value = serde_json::json!({"stanza": stanza, "service": self.service,
-            "status": info.message, "backups": rows, "wal_min": info.wal_min, "wal_max": info.wal_max,
+            "repository": repository, "status": info.message, "backups": rows, "wal_min": info.wal_min, "wal_max": info.wal_max,
             "restorable_from": info.backups.first().map(|b| pitr::utc(b.stopped))});
         let mut text = format!(
-            "\nphysical backups of the compose service '{}' (pgBackRest stanza '{stanza}', {}), newest first:\n",
+            "\nphysical backups of the compose service '{}' (pgBackRest stanza '{stanza}' in {repository}, {}), newest first:\n",
             self.service, info.message
         );
         if info.backups.is_empty() {

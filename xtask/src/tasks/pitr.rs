@@ -9,7 +9,7 @@ use anyhow::bail;
 use serde_json::json;
 
 use crate::core::human;
-use crate::core::pitr::{self, CONF, Change};
+use crate::core::pitr::{self, CONF, Change, ConfFor};
 use crate::flags::{DbPitr, PitrAction};
 use crate::services::catalog::LocalStore;
 use crate::services::pitr::Pitr;
@@ -19,13 +19,16 @@ use crate::ui;
 pub(crate) fn run(args: DbPitr, ctx: &Context) -> anyhow::Result<ExitCode> {
     let engine = Pitr::connect(&ctx.settings)?;
     match args.action {
-        PitrAction::Enable { dry_run } => enable(&engine, dry_run),
+        PitrAction::Enable {
+            dry_run,
+            move_repository,
+        } => enable(&engine, dry_run, move_repository),
         PitrAction::Disable { dry_run } => disable(&engine, dry_run),
         PitrAction::Status { json } => status(&engine, ctx, json),
     }
 }
 
-fn enable(engine: &Pitr, dry_run: bool) -> anyhow::Result<ExitCode> {
+fn enable(engine: &Pitr, dry_run: bool, move_repository: bool) -> anyhow::Result<ExitCode> {
     engine.require_repository_volume()?;
     let changes = pitr::enable_changes(&engine.current_settings()?, &engine.settings);
     let stanza = &engine.settings.stanza;
@@ -39,11 +42,27 @@ fn enable(engine: &Pitr, dry_run: bool) -> anyhow::Result<ExitCode> {
             ""
         }
     );
+    // A repository that moves leaves its backups behind, out of every
+    // restore's reach: only when asked.
+    let now = engine.settings.repository.describe();
+    if let Some(was) = engine.existing_conf()?.map(|c| pitr::repository_in(&c))
+        && was != now
+    {
+        if !move_repository {
+            bail!(
+                "the repository would move from {was} to {now} (BACKUP_PITR_REPO, the bucket or its prefix changed): restores would no longer reach the backups in {was}; set the settings back, or add --move-repository; nothing was changed"
+            );
+        }
+        ui::warn(format!(
+            "the repository {} from {was} to {now}: the backups in {was} stay there, no longer used or expired, and restores reach back only to the first backup in {now} (take one now: `cargo xtask db-backup --physical --full`)",
+            if dry_run { "would move" } else { "moves" }
+        ));
+    }
     print_changes(&changes);
     if dry_run {
         return Ok(ExitCode::SUCCESS);
     }
-    engine.write_conf()?;
+    engine.write_conf(ConfFor::Enable)?;
     engine.apply(&changes)?;
     engine.create_and_check()?;
     ui::info(format!(
@@ -65,7 +84,7 @@ fn disable(engine: &Pitr, dry_run: bool) -> anyhow::Result<ExitCode> {
     engine.apply(&changes)?;
     ui::info(format!(
         "WAL archiving is off; the repository and its backups are kept in {}",
-        engine.settings.repository.describe()
+        engine.repository_in_use()?
     ));
     Ok(ExitCode::SUCCESS)
 }
@@ -100,6 +119,7 @@ fn status(engine: &Pitr, ctx: &Context, as_json: bool) -> anyhow::Result<ExitCod
         );
     };
     let (archiver, lag) = engine.measure_lag(&LocalStore::of(&ctx.settings))?;
+    let repository = engine.repository_in_use()?;
     if as_json {
         let backups: Vec<_> = info
             .backups
@@ -112,7 +132,7 @@ fn status(engine: &Pitr, ctx: &Context, as_json: bool) -> anyhow::Result<ExitCod
             .collect();
         println!(
             "{}",
-            json!({"stanza": engine.settings.stanza, "repository": engine.settings.repository.describe(), "status": info.message, "status_detail": info.describe(), "status_code": info.code,
+            json!({"stanza": engine.settings.stanza, "repository": repository, "status": info.message, "status_detail": info.describe(), "status_code": info.code,
                 "cipher": info.cipher, "backups": backups, "wal_min": info.wal_min, "wal_max": info.wal_max,
                 "archive_lag_seconds": lag, "waiting_segments": archiver.waiting,
                 "last_archived_wal": archiver.last_archived_wal,
@@ -125,7 +145,7 @@ fn status(engine: &Pitr, ctx: &Context, as_json: bool) -> anyhow::Result<ExitCod
     println!(
         "stanza '{}' in {}: {} (cipher {})",
         engine.settings.stanza,
-        engine.settings.repository.describe(),
+        repository,
         info.describe(),
         info.cipher
     );

@@ -19,7 +19,7 @@ use crate::core::dbprops::Skip;
 use crate::core::dump::filter::TableFilter;
 use crate::core::human;
 use crate::core::meta::Content;
-use crate::core::pitr::{self, Repository, Target};
+use crate::core::pitr::{self, ConfFor, Repository, StanzaInfo, Target};
 use crate::core::plan::{self, Consent, Replace};
 use crate::flags::DbRestore;
 use crate::services::catalog::{self, Backups, Store};
@@ -566,8 +566,8 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
             "point-in-time recovery is not enabled for the compose service '{service}': run `cargo xtask db-pitr enable`, then `cargo xtask db-backup --physical`; nothing was changed"
         )
     };
-    let info = match engine.info()? {
-        Some(info) => info,
+    let (info, wrote_conf) = match engine.info()? {
+        Some(info) => (info, false),
         // The machine was lost with both volumes; the backups are in the
         // bucket. The configuration is written again from the settings (and
         // tried on the bucket first), so the restore can read them.
@@ -579,11 +579,33 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
                 "the service has no pgBackRest configuration: writing it for {} from the settings",
                 engine.settings.repository.describe()
             ));
-            engine.write_conf()?;
-            engine.info()?.ok_or_else(not_enabled)?
+            engine.write_conf(ConfFor::Restore)?;
+            (engine.info()?.ok_or_else(not_enabled)?, true)
         }
         None => return Err(not_enabled()),
     };
+    let result = recover(&engine, &info, args, &service);
+    // A configuration written for this restore is not left behind by one
+    // that did not bring the backed-up server back ("nothing was changed"
+    // holds): the next attempt writes it again from the settings.
+    if result.is_err() && wrote_conf {
+        let restored = info
+            .system_id
+            .is_some_and(|id| engine.system_identifier().is_ok_and(|r| r == id));
+        if !restored {
+            engine.remove_conf();
+        }
+    }
+    result
+}
+
+/// The restore to a point, once the stanza's information is read.
+fn recover(
+    engine: &Pitr,
+    info: &StanzaInfo,
+    args: &DbRestore,
+    service: &str,
+) -> anyhow::Result<ExitCode> {
     let spaces = engine.tablespaces()?;
     if !spaces.is_empty() {
         return Err(format_err!(
@@ -595,7 +617,7 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
         Some(text) => engine.parse_time(text)?,
         None => Target::Latest,
     };
-    pitr::check_covered(&info, &target, engine.now()?)
+    pitr::check_covered(info, &target, engine.now()?)
         .map_err(|why| format_err!("{why}; nothing was changed"))?;
     // When the service's data was lost and it started afresh, the running
     // server is not the one backed up: the backed-up one replaces it, to
@@ -606,20 +628,20 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     // A server that started afresh has no timeline of the backups': the
     // archive's newest one is followed.
     let (timeline, history) = if same_server {
-        engine.timeline(&info)?
+        engine.timeline(info)?
     } else {
         ui::warn(format!(
             "the running server (system identifier {running}) is not the one the physical backups are of ({}): it is replaced by the backed-up server",
             info.system_id.unwrap_or_default()
         ));
         let tli = info.newest_timeline().unwrap_or(1);
-        (tli, engine.history(tli, &info)?)
+        (tli, engine.history(tli, info)?)
     };
     let set = pitr::choose_set(&info.backups, timeline, &history, &target)
         .map_err(|why| format_err!("{why}; nothing was changed"))?;
     confirm(pitr::consent(
         &target,
-        &service,
+        service,
         args.yes,
         io::stdin().is_terminal(),
     ))?;
