@@ -547,3 +547,116 @@ fn pitr_on_an_s3_repository_restores_after_both_volumes_are_lost() {
         "no secret is printed: {printed}"
     );
 }
+
+/// Starts `args`, waits for a line of its progress containing `phase`, then
+/// sends `signal`; returns the exit status and everything it printed.
+fn signal_at_phase(
+    p: &Project,
+    args: &[&str],
+    phase: &str,
+    signal: &str,
+) -> (std::process::ExitStatus, String) {
+    use std::io::BufRead as _;
+    let mut child = p.x.spawn(args, &Default::default());
+    let stderr = child.stderr.take().unwrap();
+    let (seen, at) = std::sync::mpsc::channel();
+    let phase = phase.to_string();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            if line.contains(&phase) {
+                let _ = seen.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let reached = at.recv_timeout(std::time::Duration::from_secs(120)).is_ok();
+    if reached {
+        std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    let status = child.wait().unwrap();
+    let printed = reader.join().unwrap();
+    assert!(reached, "the phase was never reached: {printed}");
+    (status, printed)
+}
+
+/// Ctrl-C and SIGTERM at each phase of a restore to a time: before the
+/// exchange the run stops with the service on its data and nothing left
+/// behind; once the service is stopped for the exchange, it runs to its end.
+#[test]
+fn pitr_restore_signals_at_each_phase_leave_one_whole_data() {
+    let p = Project::new();
+    p.up(&[]);
+    ok(&p, &["db-pitr", "enable"]);
+    ok(&p, &["db-backup", "--physical"]);
+    p.psql(
+        "app",
+        "app",
+        "CREATE TABLE t (x text); INSERT INTO t VALUES ('A')",
+    );
+    let t = p.psql("app", "app", "SELECT now()");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    p.psql("app", "app", "INSERT INTO t VALUES ('B')");
+    let leftovers = || {
+        let out = p.compose(&[
+            "exec",
+            "-T",
+            "db",
+            "sh",
+            "-c",
+            "ls /var/lib/postgresql/data/.xtask-pitr",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("restore-"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let restore = ["db-restore", "--to-time", t.as_str(), "--yes"];
+
+    for (phase, signal, code) in [
+        ("restoring physical backup", "-TERM", 143),
+        ("recovering to the target in a server beside", "-INT", 130),
+    ] {
+        let (status, printed) = signal_at_phase(&p, &restore, phase, signal);
+        assert_eq!(status.code(), Some(code), "{phase}: {printed}");
+        assert!(
+            printed.contains("the service is on its old data"),
+            "{phase}: {printed}"
+        );
+        assert_eq!(rows(&p), "A,B", "{phase}: the service keeps its data");
+        assert_eq!(p.psql("app", "app", "SELECT pg_is_in_recovery()"), "f");
+        assert!(leftovers().is_empty(), "{phase}: {:?}", leftovers());
+    }
+
+    // Once the service is stopped for the exchange, stopping half-way would
+    // leave less than either data: the restore runs to its end.
+    let (status, printed) = signal_at_phase(&p, &restore, "stopping the compose service", "-TERM");
+    assert!(status.success(), "{printed}");
+    assert_eq!(rows(&p), "A");
+    assert_eq!(p.psql("app", "app", "SELECT pg_is_in_recovery()"), "f");
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+
+    // A physical backup runs in the service: a signal is acted on when it
+    // has ended, and the backup is kept (not left running with its lock).
+    let (status, printed) = signal_at_phase(
+        &p,
+        &["db-backup", "--physical", "--full"],
+        "physical backup of stanza",
+        "-TERM",
+    );
+    assert_eq!(status.code(), Some(143), "{printed}");
+    assert!(
+        printed.contains("the physical backup had already finished and is kept"),
+        "{printed}"
+    );
+    let status = json_of(&ok(&p, &["db-pitr", "status", "--json"]));
+    assert_eq!(status["backups"].as_array().unwrap().len(), 2, "{status}");
+    ok(&p, &["db-backup", "--physical", "--incr"]);
+}

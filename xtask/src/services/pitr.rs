@@ -465,6 +465,12 @@ impl Pitr {
             Some(k) => k,
             None => pitr::default_kind(before, self.now()?),
         };
+        ui::info(format!(
+            "taking a {} physical backup of stanza '{}' in the compose service '{}' ...",
+            kind.as_str(),
+            self.settings.stanza,
+            self.service
+        ));
         let kind_arg = format!("--type={}", kind.as_str());
         let mut args = vec!["backup", kind_arg.as_str()];
         // BACKUP_PITR_RETENTION_FULL when set now; else the configuration's.
