@@ -73,7 +73,7 @@ pub(crate) enum PitrAction {
         /// Show the changes and make none
         #[arg(long)]
         dry_run: bool,
-        /// Let the repository move (BACKUP_PITR_REPO, the bucket or its prefix changed):
+        /// Let the repository move (BACKUP_PITR_REPO, the store, the bucket or its prefix changed):
         /// the backups in the old one are then no longer used
         #[arg(long)]
         move_repository: bool,

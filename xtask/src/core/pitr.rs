@@ -91,9 +91,11 @@ pub(crate) struct S3Repository {
 }
 
 impl S3Repository {
-    /// `s3://bucket/path`, for messages.
+    /// `s3://bucket/path at host[:port]`, for messages; the store is part
+    /// of it (the same bucket name elsewhere is another repository).
     pub(crate) fn location(&self) -> String {
-        format!("s3://{}{}", self.bucket, self.path)
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        format!("s3://{}{} at {}{port}", self.bucket, self.path, self.host)
     }
 
     /// Where the CA certificate is put in the service: named by its
@@ -258,6 +260,12 @@ fn s3_repository(
     };
     let (access_key, secret_key, session_token) = keys(s3)?;
     let path = format!("/{}pgbackrest", s3.prefix);
+    if path.contains("//") {
+        bail!(
+            "BACKUP_S3_PREFIX '{}' has an empty part ('//'): pgBackRest's repository path takes none; remove the doubled '/'",
+            s3.prefix
+        );
+    }
     // One line each in pgbackrest.conf: a line break would add settings,
     // and pgBackRest trims what surrounds a value.
     let plain = |v: &str| !v.contains(['\n', '\r']) && v.trim() == v && !v.is_empty();
@@ -432,14 +440,26 @@ pub(crate) fn repository_in(conf: &str) -> String {
             .unwrap_or_default()
     };
     if setting("repo1-type") == "s3" {
+        let port = match setting("repo1-storage-port") {
+            "" => String::new(),
+            p => format!(":{p}"),
+        };
         format!(
-            "s3://{}{}",
+            "s3://{}{} at {}{port}",
             setting("repo1-s3-bucket"),
-            setting("repo1-path")
+            setting("repo1-path"),
+            setting("repo1-s3-endpoint")
         )
     } else {
         format!("{} (the db-pitr volume)", setting("repo1-path"))
     }
+}
+
+/// The CA certificate a configuration file names.
+pub(crate) fn ca_file_in(conf: &str) -> Option<String> {
+    conf.lines()
+        .find_map(|l| l.trim().strip_prefix("repo1-storage-ca-file="))
+        .map(|v| v.trim().to_string())
 }
 
 /// `repo1-retention-full` in a configuration file.
@@ -1008,6 +1028,10 @@ mod tests {
             conf.contains("repo1-storage-ca-file=/var/lib/pgbackrest/s3-ca-"),
             "{conf}"
         );
+        let Repository::S3(r) = &s.repository else {
+            panic!("an S3 repository")
+        };
+        assert_eq!(ca_file_in(&conf), r.ca_path());
 
         let refusal = |pairs: &[(&str, &str)], endpoint: &str| {
             s3_settings(pairs, endpoint).unwrap_err().to_string()
@@ -1019,6 +1043,17 @@ mod tests {
         assert!(refusal(&[], "https://localhost:9443").contains("the service container itself"),);
         assert!(refusal(&[], "https://s3.example.com/sub").contains("address only"));
         assert!(refusal(&[], "https://0.0.0.0:9443").contains("the service container itself"));
+        let mut doubled = bucket("https://s3.example.com");
+        doubled.prefix = "team//app/".into();
+        let err = PitrSettings::resolve(
+            &sources(&[("BACKUP_PITR_REPO", "s3")]),
+            "app",
+            Some(&doubled),
+            &|_| Ok(("AK".into(), Secret::new("s"), None)),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("has an empty part"), "{err}");
         assert!(refusal(&[], "https://[fd00::1]:9443").contains("IPv6"));
         let secret = refusal(&[], "https://ak:pa55w0rd@s3.example.com");
         assert!(

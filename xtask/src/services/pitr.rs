@@ -27,6 +27,20 @@ use crate::services::interrupt;
 use crate::services::process::Finished;
 use crate::ui;
 
+/// A restore that failed half-way through the exchange: the service is
+/// stopped and its data directory holds part of each data. The only failure
+/// after which the backed-up server may yet be put in place (by hand).
+#[derive(Debug)]
+pub(crate) struct DataLeftMixed(String);
+
+impl std::fmt::Display for DataLeftMixed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DataLeftMixed {}
+
 /// The compose service with pgBackRest, ready to be driven.
 pub(crate) struct Pitr {
     compose: Compose,
@@ -268,51 +282,75 @@ impl Pitr {
     /// repository takes writes) and only then replaces the one archive-push
     /// uses, so a mistaken enable cannot stop the archiving that works.
     pub(crate) fn write_conf(&self, purpose: ConfFor) -> anyhow::Result<()> {
-        if let Repository::S3(r) = &self.settings.repository
-            && r.temporary_keys
-        {
-            bail!(
-                "the S3 keys are temporary (AWS_SESSION_TOKEN is set): archive-push uses the keys written into pgBackRest's configuration for every WAL segment, and these expire; give the repository long-lived keys (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY alone); nothing was changed"
-            );
-        }
+        self.check_lasting_keys(purpose)?;
         let existing = self.existing_conf()?;
         let conf = pitr::render_conf(&self.settings, &self.server, existing.as_deref(), purpose);
-        // The store's CA certificate first: the new configuration names it.
-        // Named by its content, it never replaces one the old file uses.
+        // The directory is postgres's (a new volume is root's); every file in
+        // it is written by postgres, so nothing there can point root's
+        // writes elsewhere.
+        let script = format!("set -e; chown postgres:postgres {REPO}; chmod 0750 {REPO}");
+        let out = self.exec("root", &["sh", "-c", &script], b"")?;
+        if !out.status.success() {
+            bail!("preparing {REPO} failed: {}", last_lines(&out.stderr));
+        }
+        // The store's CA certificate: the new configuration names it. Named
+        // by its content, it never replaces one the old file uses.
         let ca = match &self.settings.repository {
             Repository::S3(r) => r.ca_pem.as_ref().zip(r.ca_path()),
             Repository::Volume => None,
         };
+        let in_use = existing.as_deref().and_then(pitr::ca_file_in);
         if let Some((pem, path)) = &ca {
             let script = format!(
-                "set -e; umask 022; cat > {path}.tmp; chown postgres:postgres {path}.tmp; mv {path}.tmp {path}"
+                "set -e; umask 022; rm -f {path}.tmp; cat > {path}.tmp; mv -f {path}.tmp {path}"
             );
-            let out = self.exec("root", &["sh", "-c", &script], pem.as_bytes())?;
+            let out = self.exec("postgres", &["sh", "-c", &script], pem.as_bytes())?;
             if !out.status.success() {
                 bail!("writing {path} failed: {}", last_lines(&out.stderr));
             }
         }
         let new = format!("{CONF}.new");
-        let script = format!(
-            "set -e; chown postgres:postgres {REPO}; chmod 0750 {REPO}; \
-             umask 077; cat > {new}; chown postgres:postgres {new}"
-        );
-        let out = self.exec("root", &["sh", "-c", &script], conf.as_bytes())?;
+        let script = format!("set -e; umask 077; rm -f {new}; cat > {new}");
+        let out = self.exec("postgres", &["sh", "-c", &script], conf.as_bytes())?;
         if !out.status.success() {
             bail!("writing {CONF} failed: {}", last_lines(&out.stderr));
         }
         if let Err(why) = self.try_conf(&new, purpose) {
-            let _ = self.exec("root", &["rm", "-f", &new], b"");
+            let _ = self.exec("postgres", &["rm", "-f", &new], b"");
+            self.remove_unused_cas(in_use.as_deref());
             bail!("{why}; nothing was changed");
         }
-        let out = self.exec("root", &["mv", &new, CONF], b"")?;
+        let out = self.exec("postgres", &["mv", "-f", &new, CONF], b"")?;
         if !out.status.success() {
             bail!("writing {CONF} failed: {}", last_lines(&out.stderr));
         }
-        // CA certificates no configuration names any more (ours by their name).
-        let keep = ca.map_or("-".to_string(), |(_, path)| path);
+        self.remove_unused_cas(ca.map(|(_, path)| path).as_deref());
+        Ok(())
+    }
+
+    /// Keys with a session token expire, and archive-push would go on using
+    /// them for every segment: refused (also for a dry run, which must not
+    /// promise what the real run refuses).
+    pub(crate) fn check_lasting_keys(&self, purpose: ConfFor) -> anyhow::Result<()> {
+        if let Repository::S3(r) = &self.settings.repository
+            && r.temporary_keys
+        {
+            bail!(
+                "the S3 keys are temporary (AWS_SESSION_TOKEN is set): {} archives with the keys written into pgBackRest's configuration, for every WAL segment, and these expire; give the repository long-lived keys (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY alone); nothing was changed",
+                match purpose {
+                    ConfFor::Enable => "the server",
+                    ConfFor::Restore => "the restored server",
+                }
+            );
+        }
+        Ok(())
+    }
+
+    /// Our CA certificates (by their name) but the one a configuration
+    /// names; best effort.
+    fn remove_unused_cas(&self, keep: Option<&str>) {
         let _ = self.exec(
-            "root",
+            "postgres",
             &[
                 "find",
                 REPO,
@@ -322,12 +360,11 @@ impl Pitr {
                 "s3-ca-*.pem",
                 "!",
                 "-path",
-                &keep,
+                keep.unwrap_or("-"),
                 "-delete",
             ],
             b"",
         );
-        Ok(())
     }
 
     /// The checks a new configuration passes before it is used.
@@ -754,6 +791,11 @@ impl Pitr {
             return Err(e);
         }
 
+        // The last moment a signal stops the restore with nothing changed.
+        if let Err(e) = interrupt::check("nothing was changed; the service is on its old data") {
+            cleanup();
+            return Err(e.into());
+        }
         // The exchange: the service stops, the directories swap, it starts.
         // From here a signal is noted and this runs to its end: stopping
         // half-way would leave less than either data.
@@ -779,9 +821,10 @@ impl Pitr {
                 return Err(e.context("the service is back on its old data"));
             }
             Err(Swap::Mixed(e)) => {
-                return Err(e.context(format!(
-                    "the data directory holds part of each: the old entries are in {aside}, the restored ones in {fresh}; the service is left stopped: move them back by hand (see docs/operations/database-recovery.md)"
-                )));
+                return Err(DataLeftMixed(format!(
+                    "the data directory holds part of each: the old entries are in {aside}, the restored ones in {fresh}; the service is left stopped: move them back by hand (see docs/operations/database-recovery.md): {e:#}"
+                ))
+                .into());
             }
         }
         let started = self

@@ -50,7 +50,7 @@ fn enable(engine: &Pitr, dry_run: bool, move_repository: bool) -> anyhow::Result
     {
         if !move_repository {
             bail!(
-                "the repository would move from {was} to {now} (BACKUP_PITR_REPO, the bucket or its prefix changed): restores would no longer reach the backups in {was}; set the settings back, or add --move-repository; nothing was changed"
+                "the repository would move from {was} to {now} (BACKUP_PITR_REPO, the store, the bucket or its prefix changed): restores would no longer reach the backups in {was}; set the settings back, or add --move-repository; nothing was changed"
             );
         }
         ui::warn(format!(
@@ -58,6 +58,7 @@ fn enable(engine: &Pitr, dry_run: bool, move_repository: bool) -> anyhow::Result
             if dry_run { "would move" } else { "moves" }
         ));
     }
+    engine.check_lasting_keys(ConfFor::Enable)?;
     print_changes(&changes);
     if dry_run {
         return Ok(ExitCode::SUCCESS);

@@ -29,7 +29,7 @@ use crate::services::load::{
     self, Checked, Input, LoadError, Scratch, Source, Transform, derived_name,
 };
 use crate::services::pg::{self, PgVersion};
-use crate::services::pitr::Pitr;
+use crate::services::pitr::{DataLeftMixed, Pitr};
 use crate::tasks::Context;
 use crate::{Failure, ui};
 
@@ -586,15 +586,14 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
     };
     let result = recover(&engine, &info, args, &service);
     // A configuration written for this restore is not left behind by one
-    // that did not bring the backed-up server back ("nothing was changed"
-    // holds): the next attempt writes it again from the settings.
-    if result.is_err() && wrote_conf {
-        let restored = info
-            .system_id
-            .is_some_and(|id| engine.system_identifier().is_ok_and(|r| r == id));
-        if !restored {
-            engine.remove_conf();
-        }
+    // that did not happen ("nothing was changed" holds): the next attempt
+    // writes it again from the settings. Kept when the data is left half
+    // exchanged: put in place by hand, the restored server archives with it.
+    if let Err(e) = &result
+        && wrote_conf
+        && e.downcast_ref::<DataLeftMixed>().is_none()
+    {
+        engine.remove_conf();
     }
     result
 }
