@@ -34,6 +34,26 @@ fn refused(p: &Project, args: &[&str], says: &str) {
     assert_eq!(errors.len(), 1, "one line: {err}");
 }
 
+/// A shell script in the service; its stdout.
+fn service_sh(p: &Project, script: &str) -> String {
+    let out = p.compose(&["exec", "-T", "db", "sh", "-c", script]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Rows A, the time T after their commit, then rows B: a restore to T
+/// gives A alone. Returns T, as the server prints it.
+fn rows_a_then_time_then_b(p: &Project) -> String {
+    p.psql(
+        "app",
+        "app",
+        "CREATE TABLE t (x text); INSERT INTO t VALUES ('A')",
+    );
+    let t = p.psql("app", "app", "SELECT now()");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    p.psql("app", "app", "INSERT INTO t VALUES ('B')");
+    t
+}
+
 /// A file name in the repository's archive of this stanza, by WAL segment.
 fn archived_segment(p: &Project, segment: &str) -> String {
     let list = format!("ls /var/lib/pgbackrest/archive/app/17-1/*/{segment}-*");
@@ -88,14 +108,7 @@ fn pitr_restores_to_a_time_and_to_the_latest_state_and_leaves_the_data_on_failur
     let full = json_of(&ok(&p, &["db-backup", "--physical", "--json"]));
     assert_eq!(full["type"], "full", "{full}");
 
-    p.psql(
-        "app",
-        "app",
-        "CREATE TABLE t (x text); INSERT INTO t VALUES ('A')",
-    );
-    let t = p.psql("app", "app", "SELECT now()");
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    p.psql("app", "app", "INSERT INTO t VALUES ('B')");
+    let t = rows_a_then_time_then_b(&p);
 
     // Refusals touch nothing: before the first backup, in the future, not a time, no consent.
     refused(
@@ -171,15 +184,7 @@ fn pitr_restores_to_a_time_and_to_the_latest_state_and_leaves_the_data_on_failur
     );
     assert_eq!(p.psql("app", "app", "SELECT count(*) FROM t"), "1003");
     assert_eq!(p.psql("app", "app", "SELECT pg_is_in_recovery()"), "f");
-    let left = p.compose(&[
-        "exec",
-        "-T",
-        "db",
-        "sh",
-        "-c",
-        "ls /var/lib/postgresql/data/.xtask-pitr",
-    ]);
-    let left = String::from_utf8_lossy(&left.stdout).to_string();
+    let left = service_sh(&p, "ls /var/lib/postgresql/data/.xtask-pitr");
     assert!(
         !left.lines().any(|l| l.starts_with("restore-")),
         "no partial restore is left: {left}"
@@ -406,14 +411,7 @@ fn pitr_on_an_s3_repository_restores_after_both_volumes_are_lost() {
 
     let full = json_of(&ok(&["db-backup", "--physical", "--json"]));
     assert_eq!(full["type"], "full", "{full}");
-    p.psql(
-        "app",
-        "app",
-        "CREATE TABLE t (x text); INSERT INTO t VALUES ('A')",
-    );
-    let t = p.psql("app", "app", "SELECT now()");
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    p.psql("app", "app", "INSERT INTO t VALUES ('B')");
+    let t = rows_a_then_time_then_b(&p);
     ok(&["db-restore", "--to-latest", "-y"]);
     assert_eq!(rows(&p), "A,B");
     ok(&["db-restore", "--to-time", &t, "-y"]);
@@ -469,22 +467,19 @@ fn pitr_on_an_s3_repository_restores_after_both_volumes_are_lost() {
 
     // Settings that would move the repository, or write keys that expire,
     // are refused with the configuration in use untouched.
-    let moved = p.run(&["db-pitr", "enable"], &[("BACKUP_S3_PREFIX", "elsewhere")]);
-    let err = String::from_utf8_lossy(&moved.stderr).to_string();
-    printed.borrow_mut().push_str(&err);
-    assert!(
-        !moved.status.success() && err.contains("add --move-repository"),
-        "{}",
-        show(&moved)
-    );
-    let temporary = p.run(&["db-pitr", "enable"], &[("AWS_SESSION_TOKEN", "t0ken")]);
-    let err = String::from_utf8_lossy(&temporary.stderr).to_string();
-    printed.borrow_mut().push_str(&err);
-    assert!(
-        !temporary.status.success() && err.contains("the S3 keys are temporary"),
-        "{}",
-        show(&temporary)
-    );
+    for (setting, says) in [
+        (("BACKUP_S3_PREFIX", "elsewhere"), "add --move-repository"),
+        (("AWS_SESSION_TOKEN", "t0ken"), "the S3 keys are temporary"),
+    ] {
+        let out = p.run(&["db-pitr", "enable"], &[setting]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        printed.borrow_mut().push_str(&err);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{}",
+            show(&out)
+        );
+    }
     let status = json_of(&ok(&["db-pitr", "status", "--json"]));
     assert_eq!(status["repository"], repository.as_str());
 
@@ -503,15 +498,12 @@ fn pitr_on_an_s3_repository_restores_after_both_volumes_are_lost() {
     assert!(out.status.success(), "{}", show(&out));
     p.up(&[]);
     let no_conf = || {
-        let out = p.compose(&[
-            "exec",
-            "-T",
-            "db",
-            "sh",
-            "-c",
+        service_sh(
+            &p,
             "test -e /var/lib/pgbackrest/pgbackrest.conf && echo present || echo absent",
-        ]);
-        String::from_utf8_lossy(&out.stdout).trim() == "absent"
+        )
+        .trim()
+            == "absent"
     };
     // Enabling the new, empty server on that stanza would archive onto
     // another server's history: refused, nothing written.
@@ -597,24 +589,9 @@ fn pitr_restore_signals_at_each_phase_leave_one_whole_data() {
     p.up(&[]);
     ok(&p, &["db-pitr", "enable"]);
     ok(&p, &["db-backup", "--physical"]);
-    p.psql(
-        "app",
-        "app",
-        "CREATE TABLE t (x text); INSERT INTO t VALUES ('A')",
-    );
-    let t = p.psql("app", "app", "SELECT now()");
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    p.psql("app", "app", "INSERT INTO t VALUES ('B')");
+    let t = rows_a_then_time_then_b(&p);
     let leftovers = || {
-        let out = p.compose(&[
-            "exec",
-            "-T",
-            "db",
-            "sh",
-            "-c",
-            "ls /var/lib/postgresql/data/.xtask-pitr",
-        ]);
-        String::from_utf8_lossy(&out.stdout)
+        service_sh(&p, "ls /var/lib/postgresql/data/.xtask-pitr")
             .lines()
             .filter(|l| l.starts_with("restore-"))
             .map(String::from)
