@@ -146,17 +146,18 @@ impl Pitr {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// `--config=...` and `--stanza=...`: what every pgBackRest call starts with.
-    fn config_and_stanza(&self) -> [String; 2] {
+    /// `--config=...` and `--stanza=...`: what every pgBackRest call starts
+    /// with (`conf`: ours, [`CONF`], or a new one being tried).
+    fn config_and_stanza(&self, conf: &str) -> [String; 2] {
         [
-            format!("--config={CONF}"),
+            format!("--config={conf}"),
             format!("--stanza={}", self.settings.stanza),
         ]
     }
 
     /// pgBackRest with our configuration and stanza; stdout, or its error.
     fn pgbackrest(&self, what: &str, args: &[&str]) -> anyhow::Result<String> {
-        let [config, stanza] = self.config_and_stanza();
+        let [config, stanza] = self.config_and_stanza(CONF);
         let mut argv = vec!["pgbackrest", config.as_str(), stanza.as_str()];
         argv.extend_from_slice(args);
         let out = self.exec("postgres", &argv, b"")?;
@@ -281,10 +282,14 @@ impl Pitr {
     /// pass or key fails; for `enable` the stanza is created with it, so the
     /// repository takes writes) and only then replaces the one archive-push
     /// uses, so a mistaken enable cannot stop the archiving that works.
-    pub(crate) fn write_conf(&self, purpose: ConfFor) -> anyhow::Result<()> {
+    /// `existing`: the configuration it replaces, as the caller read it.
+    pub(crate) fn write_conf(
+        &self,
+        existing: Option<&str>,
+        purpose: ConfFor,
+    ) -> anyhow::Result<()> {
         self.check_lasting_keys(purpose)?;
-        let existing = self.existing_conf()?;
-        let conf = pitr::render_conf(&self.settings, &self.server, existing.as_deref(), purpose);
+        let conf = pitr::render_conf(&self.settings, &self.server, existing, purpose);
         // The directory is postgres's (a new volume is root's); every file in
         // it is written by postgres, so nothing there can point root's
         // writes elsewhere.
@@ -299,7 +304,7 @@ impl Pitr {
             Repository::S3(r) => r.ca_pem.as_ref().zip(r.ca_path()),
             Repository::Volume => None,
         };
-        let in_use = existing.as_deref().and_then(pitr::ca_file_in);
+        let in_use = existing.and_then(pitr::ca_file_in);
         if let Some((pem, path)) = &ca {
             let script = format!(
                 "set -e; umask 022; rm -f {path}.tmp; cat > {path}.tmp; mv -f {path}.tmp {path}"
@@ -369,8 +374,7 @@ impl Pitr {
 
     /// The checks a new configuration passes before it is used.
     fn try_conf(&self, new: &str, purpose: ConfFor) -> Result<(), String> {
-        let config = format!("--config={new}");
-        let stanza = format!("--stanza={}", self.settings.stanza);
+        let [config, stanza] = self.config_and_stanza(new);
         let where_ = self.settings.repository.describe();
         let name = &self.settings.stanza;
         let tried = self
@@ -611,7 +615,7 @@ impl Pitr {
             return Ok(Vec::new());
         }
         let name = format!("{tli:08X}.history");
-        let [config, stanza] = self.config_and_stanza();
+        let [config, stanza] = self.config_and_stanza(CONF);
         let in_repo = format!(
             "archive/{}/{}/{name}",
             self.settings.stanza,

@@ -32,10 +32,10 @@ fn enable(engine: &Pitr, dry_run: bool, move_repository: bool) -> anyhow::Result
     engine.require_repository_volume()?;
     let changes = pitr::enable_changes(&engine.current_settings()?, &engine.settings);
     let stanza = &engine.settings.stanza;
+    let now = engine.settings.repository.describe();
     println!(
-        "{}stanza '{stanza}', repository {}{}, configuration {CONF}",
+        "{}stanza '{stanza}', repository {now}{}, configuration {CONF}",
         if dry_run { "would enable: " } else { "" },
-        engine.settings.repository.describe(),
         if engine.settings.cipher.is_some() {
             ", encrypted (aes-256-cbc)"
         } else {
@@ -44,8 +44,8 @@ fn enable(engine: &Pitr, dry_run: bool, move_repository: bool) -> anyhow::Result
     );
     // A repository that moves leaves its backups behind, out of every
     // restore's reach: only when asked.
-    let now = engine.settings.repository.describe();
-    if let Some(was) = engine.existing_conf()?.map(|c| pitr::repository_in(&c))
+    let existing = engine.existing_conf()?;
+    if let Some(was) = existing.as_deref().map(pitr::repository_in)
         && was != now
     {
         if !move_repository {
@@ -63,7 +63,7 @@ fn enable(engine: &Pitr, dry_run: bool, move_repository: bool) -> anyhow::Result
     if dry_run {
         return Ok(ExitCode::SUCCESS);
     }
-    engine.write_conf(ConfFor::Enable)?;
+    engine.write_conf(existing.as_deref(), ConfFor::Enable)?;
     engine.apply(&changes)?;
     engine.create_and_check()?;
     ui::info(format!(

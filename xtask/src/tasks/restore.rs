@@ -566,25 +566,23 @@ fn to_a_point(args: &DbRestore, ctx: &Context) -> anyhow::Result<ExitCode> {
             "point-in-time recovery is not enabled for the compose service '{service}': run `cargo xtask db-pitr enable`, then `cargo xtask db-backup --physical`; nothing was changed"
         )
     };
-    let (info, wrote_conf) = match engine.info()? {
-        Some(info) => (info, false),
-        // The machine was lost with both volumes; the backups are in the
-        // bucket. The configuration is written again from the settings (and
-        // tried on the bucket first), so the restore can read them.
-        None if matches!(engine.settings.repository, Repository::S3(_))
-            && !engine.has_conf()? =>
-        {
-            engine.require_repository_volume()?;
-            ui::info(format!(
-                "the service has no pgBackRest configuration: writing it for {} from the settings",
-                engine.settings.repository.describe()
-            ));
-            engine.write_conf(ConfFor::Restore)?;
-            (engine.info()?.ok_or_else(not_enabled)?, true)
-        }
-        None => return Err(not_enabled()),
-    };
-    let result = recover(&engine, &info, args, &service);
+    // The machine was lost with both volumes; the backups are in the
+    // bucket. The configuration is written again from the settings (and
+    // tried on the bucket first), so the restore can read them.
+    let wrote_conf =
+        matches!(engine.settings.repository, Repository::S3(_)) && !engine.has_conf()?;
+    if wrote_conf {
+        engine.require_repository_volume()?;
+        ui::info(format!(
+            "the service has no pgBackRest configuration: writing it for {} from the settings",
+            engine.settings.repository.describe()
+        ));
+        engine.write_conf(None, ConfFor::Restore)?;
+    }
+    let result = engine
+        .info()
+        .and_then(|info| info.ok_or_else(not_enabled))
+        .and_then(|info| recover(&engine, &info, args, &service));
     // A configuration written for this restore is not left behind by one
     // that did not happen ("nothing was changed" holds): the next attempt
     // writes it again from the settings. Kept when the data is left half
