@@ -1,6 +1,6 @@
 //! Every format and codec through every command, on real servers: plain
-//! SQL under gzip, zstd or nothing, and pg_dump's custom archive restored
-//! with `pg_restore --jobs`. Round trips compare as the pagila round trip
+//! SQL under gzip, zstd or nothing, and pg_dump's custom archive and
+//! directory format restored with `pg_restore --jobs`. Round trips compare as the pagila round trip
 //! does (schema, per-table hashes, sequences, large objects); refusals leave
 //! the target as it was.
 
@@ -32,12 +32,14 @@ fn pagila_round_trips_through_every_format_and_codec() {
     pg.psql("pagila", "SELECT lo_from_bytea(0, convert_to(repeat('large object ', 5000), 'UTF8')); SELECT lo_from_bytea(0, '\\x00ff00ff'::bytea)");
     let x = crate::xtask();
     let env = pg.xtask_env("pagila");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--compress", "zstd"], ".sql.zst"),
         (&["--compress", "zstd:19", "--jobs", "1"], ".sql.zst"),
         (&["--compress", "none"], ".sql"),
         (&["--format", "custom"], ".dump"),
         (&["--format", "custom", "--compress", "none"], ".dump"),
+        (&["--format", "directory", "--jobs", "2"], ".dir"),
+        (&["--format", "directory", "--compress", "none"], ".dir"),
     ];
     let mut files = Vec::new();
     for (i, (flags, extension)) in cases.iter().enumerate() {
@@ -51,10 +53,10 @@ fn pagila_round_trips_through_every_format_and_codec() {
         assert!(file.ends_with(extension), "{file}");
         assert_eq!(meta["verification"]["ok"], true, "{meta}");
         assert!(meta["tables"]["public.rental"].as_u64().unwrap() > 16_000);
-        let format = if extension == &".dump" {
-            "custom"
-        } else {
-            "plain"
+        let format = match *extension {
+            ".dump" => "custom",
+            ".dir" => "directory",
+            _ => "plain",
         };
         assert_eq!(meta["format"], format);
 
@@ -86,35 +88,50 @@ fn pagila_round_trips_through_every_format_and_codec() {
     let listed = json_of(&out);
     assert_eq!(listed["backups"].as_array().unwrap().len(), files.len());
 
-    // --table from a custom archive: the same dependency-aware selection.
-    let custom = &files[3];
-    let out = x.run(
-        &[
-            "db-restore",
-            custom,
-            "--target-db",
-            "films",
-            "--table",
-            "public.film",
-        ],
-        &env,
-    );
-    assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(
-        pg.table_rows("films", "public.film"),
-        pg.table_rows("pagila", "public.film")
-    );
-    let indexes = "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'film'";
-    assert_eq!(pg.psql("films", indexes), pg.psql("pagila", indexes));
-    assert_eq!(
-        pg.psql(
-            "films",
-            "SELECT count(*) FROM pg_tables WHERE tablename = 'rental'"
-        ),
-        "0"
+    // A directory backup is pg_dump's files, each one in the manifest.
+    let directory = &files[5];
+    let manifest =
+        std::fs::read_to_string(x.backup_dir().join(format!("{directory}.sha256"))).unwrap();
+    let on_disk = std::fs::read_dir(x.backup_dir().join(directory))
+        .unwrap()
+        .count();
+    assert_eq!(manifest.lines().count(), on_disk, "{manifest}");
+    assert!(
+        manifest.contains(&format!("{directory}/toc.dat")),
+        "{manifest}"
     );
 
-    // A clone from a custom archive masks the rows as from any other backup.
+    // --table from a custom archive and from a directory: the same
+    // dependency-aware selection.
+    for (archive, films) in [(&files[3], "films"), (directory, "films_dir")] {
+        let out = x.run(
+            &[
+                "db-restore",
+                archive,
+                "--target-db",
+                films,
+                "--table",
+                "public.film",
+            ],
+            &env,
+        );
+        assert!(out.status.success(), "{}", show(&out));
+        assert_eq!(
+            pg.table_rows(films, "public.film"),
+            pg.table_rows("pagila", "public.film")
+        );
+        let indexes = "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'film'";
+        assert_eq!(pg.psql(films, indexes), pg.psql("pagila", indexes));
+        assert_eq!(
+            pg.psql(
+                films,
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'rental'"
+            ),
+            "0"
+        );
+    }
+
+    // A clone from a directory backup masks the rows as from any other backup.
     std::fs::write(
         x.root.path().join("mask.toml"),
         "[mask]\n\"public.customer.email\" = \"email\"\n",
@@ -127,7 +144,7 @@ fn pagila_round_trips_through_every_format_and_codec() {
         &[
             "db-clone",
             "--from",
-            custom,
+            directory,
             "--to",
             "masked",
             "--mask",

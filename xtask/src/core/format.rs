@@ -1,6 +1,7 @@
-//! What a backup file is: a plain SQL dump under a codec (gzip, zstd or
-//! none), or a pg_dump custom archive. The pair decides the file's
-//! extension, the `.meta` record, and how the file is read back.
+//! What a backup is: a plain SQL dump under a codec (gzip, zstd or
+//! none), a pg_dump custom archive, or pg_dump's directory of files. The
+//! pair decides the name's extension, the `.meta` record, and how the
+//! backup is read back.
 
 use std::fmt;
 use std::str::FromStr;
@@ -99,11 +100,13 @@ impl fmt::Display for Compression {
     }
 }
 
-/// What pg_dump writes: a SQL script, or its custom archive (`pg_dump -Fc`).
+/// What pg_dump writes: a SQL script, its custom archive (`pg_dump -Fc`),
+/// or its directory of files (`pg_dump -Fd`, the one it writes with `--jobs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Format {
     Plain,
     Custom,
+    Directory,
 }
 
 impl Format {
@@ -111,6 +114,7 @@ impl Format {
         match self {
             Format::Plain => "plain",
             Format::Custom => "custom",
+            Format::Directory => "directory",
         }
     }
 }
@@ -121,11 +125,10 @@ impl FromStr for Format {
         match s.to_ascii_lowercase().as_str() {
             "plain" | "p" => Ok(Format::Plain),
             "custom" | "c" => Ok(Format::Custom),
-            "directory" | "d" => Err(
-                "the directory format is not supported yet: use --format custom (pg_restore -j restores it in parallel)"
-                    .into(),
-            ),
-            _ => Err(format!("unknown format '{s}': use plain or custom")),
+            "directory" | "d" => Ok(Format::Directory),
+            _ => Err(format!(
+                "unknown format '{s}': use plain, custom or directory"
+            )),
         }
     }
 }
@@ -143,20 +146,25 @@ pub(crate) enum Layout {
     Plain(Codec),
     /// pg_dump's custom archive, compressed inside by pg_dump: `.dump`.
     Custom,
+    /// pg_dump's directory of files (`toc.dat` and one file per table's
+    /// data, compressed by pg_dump): `.dir`, a directory and not a file.
+    Directory,
 }
 
 impl Layout {
-    pub(crate) const ALL: [Layout; 4] = [
+    pub(crate) const ALL: [Layout; 5] = [
         Layout::Plain(Codec::Gzip),
         Layout::Plain(Codec::Zstd),
         Layout::Plain(Codec::None),
         Layout::Custom,
+        Layout::Directory,
     ];
 
     pub(crate) fn of(format: Format, compression: Compression) -> Layout {
         match format {
             Format::Plain => Layout::Plain(compression.codec),
             Format::Custom => Layout::Custom,
+            Format::Directory => Layout::Directory,
         }
     }
 
@@ -166,6 +174,7 @@ impl Layout {
             Layout::Plain(Codec::Zstd) => ".sql.zst",
             Layout::Plain(Codec::None) => ".sql",
             Layout::Custom => ".dump",
+            Layout::Directory => ".dir",
         }
     }
 
@@ -222,11 +231,7 @@ mod tests {
         }
         assert_eq!(Layout::split("a.sql.gz.sha256"), None);
         assert_eq!(Layout::split("a.tar"), None);
-        assert!(
-            "directory"
-                .parse::<Format>()
-                .unwrap_err()
-                .contains("custom")
-        );
+        assert_eq!("directory".parse::<Format>(), Ok(Format::Directory));
+        assert!("tar".parse::<Format>().unwrap_err().contains("directory"));
     }
 }

@@ -9,6 +9,7 @@ pub(crate) mod environments;
 pub(crate) mod format;
 pub(crate) mod health;
 pub(crate) mod human;
+pub(crate) mod manifest;
 pub(crate) mod meta;
 pub(crate) mod metrics;
 pub(crate) mod naming;

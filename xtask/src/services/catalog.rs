@@ -18,11 +18,13 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::core::config::Settings;
+use crate::core::format::Layout;
+use crate::core::manifest::Manifest;
 use crate::core::meta::{self, BackupMeta, Content, Run, SourceId, parse_sha256_line};
 use crate::core::metrics::{self, Metrics};
 use crate::core::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
 use crate::core::retention::{self, Candidate, Decision, Policy, Reason};
-use crate::services::fsutil::{self, LOCK_PREFIX, PARTIAL_PREFIX, PartialFile};
+use crate::services::fsutil::{self, LOCK_PREFIX, PARTIAL_PREFIX, PartialDir, PartialFile};
 use crate::services::s3::S3Store;
 
 /// The files of one backup name the tool recognises, and which exist.
@@ -289,6 +291,14 @@ pub(crate) struct Entry {
     pub(crate) size: u64,
     /// False for directories (and anything else that is not a plain file).
     pub(crate) is_file: bool,
+    /// A directory (a directory backup's files are in it; its size is theirs).
+    pub(crate) is_dir: bool,
+}
+
+/// Whether `name` is a directory backup's (`….dir`), whose dump is a
+/// directory of files in a local store and the objects under `name/` in S3.
+pub(crate) fn is_directory_backup(name: &str) -> bool {
+    Layout::split(name).is_some_and(|(_, l)| l == Layout::Directory)
 }
 
 /// A file being written into a store: nothing is visible under its name
@@ -310,8 +320,11 @@ pub(crate) trait Store: Send + Sync {
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
     /// A file as a stream.
     fn open(&self, name: &str) -> io::Result<Box<dyn Read + Send>>;
-    /// Removes a file; one already gone is not an error.
+    /// Removes a file (a directory backup's directory: the files in it,
+    /// then it); one already gone is not an error.
     fn remove(&self, name: &str) -> io::Result<()>;
+    /// The files directly in a directory backup's directory.
+    fn members(&self, dir: &str) -> io::Result<Vec<Entry>>;
     /// Writes a small file whole, replacing it.
     fn put(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
     /// Writes a small file that must not exist yet (`AlreadyExists`), where
@@ -350,7 +363,14 @@ pub(crate) trait Store: Send + Sync {
             } else {
                 (file.as_str(), 0)
             };
-            let Some(name) = BackupName::parse(dump).filter(|_| entry.is_file) else {
+            // A directory backup's dump is a directory; everything else is a file.
+            let Some(name) = BackupName::parse(dump).filter(|n| {
+                if part == 0 && n.layout == Layout::Directory {
+                    entry.is_dir
+                } else {
+                    entry.is_file
+                }
+            }) else {
                 foreign.push(file);
                 continue;
             };
@@ -393,12 +413,20 @@ pub(crate) trait Store: Send + Sync {
                 .has_meta
                 .then(|| self.read_meta(&set.name).ok())
                 .flatten();
+            // A directory backup's `.sha256` is its manifest: `.meta` records the manifest's digest.
             let sha256_file = set
                 .has_sha256
                 .then(|| self.read(&set.name.sha256_name()).ok())
                 .flatten()
-                .and_then(|t| parse_sha256_line(&String::from_utf8_lossy(&t)))
-                .map(|(hex, _)| hex);
+                .and_then(|t| {
+                    let text = String::from_utf8_lossy(&t);
+                    match set.name.layout {
+                        Layout::Directory => Manifest::parse(&text, &set.name.file_name())
+                            .ok()
+                            .map(|_| Manifest::digest_of(&text)),
+                        _ => parse_sha256_line(&text).map(|(hex, _)| hex),
+                    }
+                });
             let size = inventory
                 .sizes
                 .get(&set.name.file_name())
@@ -476,6 +504,89 @@ pub(crate) fn commit_set(
     result
 }
 
+/// Publishes a directory backup's set from the directory pg_dump wrote
+/// (`partial`), whose files `manifest` lists. Into a local store as one
+/// rename after its sidecars (as [`commit_set`]: once the directory is
+/// visible its set is complete); into S3 each file uploaded and checked,
+/// then the sidecars, and on failure everything sent goes again.
+pub(crate) fn commit_dir_set(
+    store: &dyn Store,
+    partial: PartialDir,
+    manifest: &Manifest,
+    name: &BackupName,
+    meta: &BackupMeta,
+) -> anyhow::Result<()> {
+    let text = manifest.render();
+    let dir = name.file_name();
+    let Some(path) = store.local_path(&dir) else {
+        let contents = LocalStore::new(partial.contents());
+        return upload_dir_set(&contents, "", store, manifest, name, meta);
+    };
+    store
+        .put_new(&name.sha256_name(), text.as_bytes())
+        .with_context(|| format!("cannot write {}", store.display(&name.sha256_name())))?;
+    let result = store
+        .put(&name.meta_name(), meta.to_json().as_bytes())
+        .with_context(|| format!("cannot write {}", store.display(&name.meta_name())))
+        .and_then(|()| {
+            partial
+                .publish(&path)
+                .with_context(|| format!("cannot publish {}", store.display(&dir)))
+        });
+    if result.is_err() {
+        let _ = store.remove(&name.sha256_name());
+        let _ = store.remove(&name.meta_name());
+    }
+    result
+}
+
+/// Every file `manifest` lists, from `from` (under `from_dir`, `""` when
+/// `from` is the directory itself) into `to` under `name.dir/`, each
+/// checked against its digest there; then the sidecars. Nothing is left
+/// behind on failure.
+fn upload_dir_set(
+    from: &dyn Store,
+    from_dir: &str,
+    to: &dyn Store,
+    manifest: &Manifest,
+    name: &BackupName,
+    meta: &BackupMeta,
+) -> anyhow::Result<()> {
+    let dir = name.file_name();
+    let result = (|| -> anyhow::Result<()> {
+        for (file, hex) in &manifest.files {
+            let source = if from_dir.is_empty() {
+                file.clone()
+            } else {
+                format!("{from_dir}/{file}")
+            };
+            let member = format!("{dir}/{file}");
+            let mut out = to
+                .create(&member)
+                .with_context(|| format!("cannot write to {}", to.location()))?;
+            io::copy(
+                &mut from
+                    .open(&source)
+                    .with_context(|| format!("cannot read {}", from.display(&source)))?,
+                &mut out,
+            )
+            .with_context(|| format!("cannot copy {member} to {}", to.location()))?;
+            out.commit(hex)
+                .with_context(|| format!("cannot publish {}", to.display(&member)))?;
+        }
+        to.put_new(&name.sha256_name(), manifest.render().as_bytes())
+            .with_context(|| format!("cannot write {}", to.display(&name.sha256_name())))?;
+        to.put(&name.meta_name(), meta.to_json().as_bytes())
+            .with_context(|| format!("cannot write {}", to.display(&name.meta_name())))
+    })();
+    if result.is_err() {
+        let _ = to.remove(&name.sha256_name());
+        let _ = to.remove(&name.meta_name());
+        let _ = to.remove(&dir);
+    }
+    result
+}
+
 /// Copies a complete set from one store to another (the off-site copy of a
 /// local backup), the dump streamed; nothing is overwritten.
 pub(crate) fn copy_set(from: &dyn Store, to: &dyn Store, name: &BackupName) -> anyhow::Result<()> {
@@ -487,6 +598,11 @@ pub(crate) fn copy_set(from: &dyn Store, to: &dyn Store, name: &BackupName) -> a
         );
     }
     let meta = from.read_meta(name)?;
+    if name.layout == Layout::Directory {
+        let text = String::from_utf8_lossy(&from.read(&name.sha256_name())?).into_owned();
+        let manifest = Manifest::parse(&text, &name.file_name()).map_err(anyhow::Error::msg)?;
+        return upload_dir_set(from, &name.file_name(), to, &manifest, name, &meta);
+    }
     let mut file = to.create(&name.file_name())?;
     io::copy(&mut from.open(&name.file_name())?, &mut file)?;
     commit_set(to, file, name, &meta)
@@ -580,11 +696,38 @@ impl Store for LocalStore {
         for entry in entries {
             let entry = entry?;
             let meta = entry.metadata().ok();
+            // A name that is not UTF-8 never parses as a backup: it is listed as foreign.
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let size = if is_dir && is_directory_backup(&name) {
+                self.members(&name)?.iter().map(|e| e.size).sum()
+            } else {
+                meta.as_ref().map_or(0, |m| m.len())
+            };
             out.push(Entry {
-                // A name that is not UTF-8 never parses as a backup: it is listed as foreign.
-                name: entry.file_name().to_string_lossy().into_owned(),
-                size: meta.as_ref().map_or(0, |m| m.len()),
+                name,
+                size,
                 is_file: entry.file_type().is_ok_and(|t| t.is_file()),
+                is_dir,
+            });
+        }
+        Ok(out)
+    }
+
+    fn members(&self, dir: &str) -> io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.path(dir))? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            out.push(Entry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                size: if kind.is_file() {
+                    entry.metadata()?.len()
+                } else {
+                    0
+                },
+                is_file: kind.is_file(),
+                is_dir: kind.is_dir(),
             });
         }
         Ok(out)
@@ -599,7 +742,21 @@ impl Store for LocalStore {
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        match fs::remove_file(self.path(name)) {
+        let path = self.path(name);
+        if is_directory_backup(name) && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            // pg_dump's files; anything else in it (a directory) stays, and so does it.
+            for member in self.members(name)?.iter().filter(|m| !m.is_dir) {
+                match fs::remove_file(path.join(&member.name)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            return match fs::remove_dir(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            };
+        }
+        match fs::remove_file(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }

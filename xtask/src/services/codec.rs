@@ -703,6 +703,33 @@ pub(crate) fn read_checked<V: Visitor>(
     })
 }
 
+/// The SQL of an archive `unarchive` reads by itself (a directory backup:
+/// `pg_restore -f - DIR`, nothing on its stdin) through the dump reader
+/// into `visitor`, `flush` after each chunk; damage pg_restore reports is
+/// the archive's ([`ReadError::Damaged`]), as for a custom archive.
+pub(crate) fn read_unarchived<V: Visitor>(
+    unarchive: Unarchive<'_>,
+    visitor: &mut V,
+    flush: impl FnMut(&mut V) -> io::Result<()>,
+) -> Result<ScanReport, ReadError> {
+    let mut feeder = Feeder {
+        reader: Reader::new(),
+        visitor,
+        flush,
+        stopped: None,
+    };
+    unpack_archive(io::empty(), unarchive, &mut feeder)?;
+    match feeder.stopped {
+        Some(ReadError::Damaged(_, e)) => return Err(ReadError::Damaged("directory backup", e)),
+        Some(e) => return Err(e),
+        None => {}
+    }
+    let scan = feeder.reader.finish(feeder.visitor);
+    (feeder.flush)(feeder.visitor).map_err(ReadError::Sink)?;
+    scan.check().map_err(ReadError::Dump)?;
+    Ok(scan)
+}
+
 /// What the layers of a file were.
 struct Layers {
     encrypted: bool,

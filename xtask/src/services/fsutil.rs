@@ -4,12 +4,16 @@
 //! through a symlink: in a shared directory someone else's link must not
 //! make us truncate or write its target.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use sha2::Digest as _;
 use tempfile::NamedTempFile;
+
+use crate::core::manifest::is_member_name;
 
 /// Prefix of the files a run writes before they are complete. Never a backup.
 pub(crate) const PARTIAL_PREFIX: &str = ".xtask-partial-";
@@ -155,11 +159,28 @@ pub(crate) fn remove_stale_partials(dir: &Path) -> io::Result<Vec<PathBuf>> {
             .file_name()
             .to_string_lossy()
             .starts_with(PARTIAL_PREFIX)
-            || !entry.file_type().is_ok_and(|t| t.is_file())
         {
             continue;
         }
         let path = entry.path();
+        // A partial directory (never followed if it is a link): its lock file says.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let Ok(lock) = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path.join(PARTIAL_LOCK))
+            else {
+                continue;
+            };
+            if lock.try_lock().is_ok() {
+                fs::remove_dir_all(&path)?;
+                removed.push(path);
+            }
+            continue;
+        }
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
         let Ok(file) = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -173,6 +194,122 @@ pub(crate) fn remove_stale_partials(dir: &Path) -> io::Result<Vec<PathBuf>> {
         }
     }
     Ok(removed)
+}
+
+/// A directory being filled in `parent` (pg_dump's directory format writes
+/// into [`PartialDir::contents`]) under a name no reader takes for a
+/// backup; removed with everything in it on drop unless published. A lock
+/// file inside, held for its whole life, tells a later run whether its
+/// writer is alive.
+pub(crate) struct PartialDir {
+    dir: tempfile::TempDir,
+    _lock: File,
+}
+
+impl PartialDir {
+    pub(crate) fn create(parent: &Path) -> io::Result<PartialDir> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{PARTIAL_PREFIX}{}-", std::process::id()))
+            .suffix(".d")
+            .tempdir_in(parent)?;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
+        let lock = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.path().join(PARTIAL_LOCK))?;
+        lock.lock()?;
+        Ok(PartialDir { dir, _lock: lock })
+    }
+
+    /// Where the contents go; it does not exist until the writer makes it
+    /// (pg_dump wants a directory that is missing or empty).
+    pub(crate) fn contents(&self) -> PathBuf {
+        self.dir.path().join("contents")
+    }
+
+    /// Gives the contents their final name, never over anything already
+    /// there (`AlreadyExists`), after every file in them and the directory
+    /// itself are on disk; then makes the rename durable.
+    pub(crate) fn publish(self, final_path: &Path) -> io::Result<()> {
+        let contents = self.contents();
+        for entry in fs::read_dir(&contents)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                let file = File::open(entry.path())?;
+                file.set_permissions(fs::Permissions::from_mode(0o600))?;
+                file.sync_all()?;
+            }
+        }
+        File::open(&contents)?.sync_all()?;
+        rename_noreplace(&contents, final_path)?;
+        sync_dir(final_path)
+    }
+}
+
+/// The lock file inside a [`PartialDir`].
+const PARTIAL_LOCK: &str = ".lock";
+
+/// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`
+/// (an empty directory would be replaced silently by a plain rename).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them
+    // as relative to the working directory, as `fs::rename` does.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The SHA-256 of every file in `dir` (a directory backup's), by name, and
+/// their total size. Anything but a plain file under a plain name is refused
+/// (`InvalidData`): it is not what pg_dump writes.
+pub(crate) fn hash_directory(dir: &Path) -> io::Result<(BTreeMap<String, String>, u64)> {
+    let mut files = BTreeMap::new();
+    let mut total = 0;
+    let mut buf = vec![0; 1 << 20];
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type()?.is_file() || !is_member_name(&name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}/{name} is not a file pg_dump writes into a directory backup",
+                    dir.display()
+                ),
+            ));
+        }
+        let mut file = fs::File::open(entry.path())?;
+        let mut hasher = sha2::Sha256::new();
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+        }
+        files.insert(name, format!("{:x}", hasher.finalize()));
+    }
+    Ok((files, total))
 }
 
 /// Writes a small file atomically: temporary name, fsync, rename, fsync the directory.

@@ -37,12 +37,14 @@ use crate::core::dump::quote_ident;
 use crate::core::dump::scan::ScanReport;
 use crate::core::dump::{Line, LineKind, Reader, Visitor};
 use crate::core::format::Layout;
+use crate::core::manifest::{Manifest, is_member_name};
 use crate::core::meta::{BackupMeta, Content, parse_sha256_line};
 use crate::core::naming::AGE_SUFFIX;
 use crate::core::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
 use crate::services::catalog::{self, LocalStore, Store};
 use crate::services::codec::{self, Opening, ReadError, ReadReport, Unarchive};
 use crate::services::crypto::{self, Identities};
+use crate::services::fsutil;
 use crate::services::interrupt;
 use crate::services::pg::{Client, DumpOptions, PgError, PgVersion, Runner};
 use crate::{Failure, ui};
@@ -76,7 +78,8 @@ impl Source {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let remote = store.location() != local.location();
-        if !remote && as_path.is_file() {
+        let directory = catalog::is_directory_backup(&file_name);
+        if !remote && (as_path.is_file() || directory && as_path.is_dir()) {
             let dir = as_path
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
@@ -90,7 +93,7 @@ impl Source {
         if store
             .entries()?
             .iter()
-            .any(|e| e.name == file_name && e.is_file)
+            .any(|e| e.name == file_name && (e.is_file || directory && e.is_dir))
         {
             return Ok(Source {
                 name: BackupName::parse(&file_name),
@@ -122,6 +125,11 @@ impl Source {
                 .head()
                 .is_some_and(|h| codec::Sniffed::of(&h) == codec::Sniffed::Custom),
         }
+    }
+
+    /// Whether it is a directory backup (pg_dump's directory format), as its name says.
+    pub(crate) fn is_directory(&self) -> bool {
+        catalog::is_directory_backup(&self.file_name)
     }
 
     /// Whether it is encrypted with age, as its first bytes say (a name
@@ -229,14 +237,24 @@ pub(crate) fn latest(
 /// What the sidecars say, read and cross-checked without reading the dump.
 #[derive(Debug, Clone)]
 pub(crate) struct Sidecars {
+    /// The digest `.sha256` names (a directory backup's: its manifest's digest).
     pub(crate) expected: Option<String>,
     pub(crate) meta: Option<BackupMeta>,
+    /// A directory backup's files and their digests, from its `.sha256`.
+    pub(crate) manifest: Option<Manifest>,
 }
 
 /// Reads `.sha256` and `.meta` and checks they agree with each other.
 pub(crate) fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
     let sha_name = format!("{}{SHA256_SUFFIX}", source.file_name);
+    let mut manifest = None;
     let expected = match source.read_sidecar(SHA256_SUFFIX) {
+        Ok(text) if source.is_directory() => {
+            let m = Manifest::parse(&text, &source.file_name)
+                .map_err(|e| format_err!("{e}: the manifest is damaged"))?;
+            manifest = Some(m);
+            Some(Manifest::digest_of(&text))
+        }
         Ok(text) => {
             let (hex, named) = parse_sha256_line(&text).ok_or_else(|| {
                 format_err!("{sha_name} is not a sha256sum line: the checksum file is damaged")
@@ -273,7 +291,11 @@ pub(crate) fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
             source.file_name
         );
     }
-    Ok(Sidecars { expected, meta })
+    Ok(Sidecars {
+        expected,
+        meta,
+        manifest,
+    })
 }
 
 /// What a check of a backup established.
@@ -342,6 +364,7 @@ pub(crate) fn visit<V: Visitor>(
     let unchecked = Sidecars {
         expected: None,
         meta: None,
+        manifest: None,
     };
     let read = read_backup(source, &unchecked, client, access, visitor, flush);
     with_contents(read, source).map(drop)
@@ -372,6 +395,10 @@ fn read_backup<V: Visitor>(
     visitor: &mut V,
     flush: impl FnMut(&mut V) -> io::Result<()>,
 ) -> Result<Checked, LoadError> {
+    if source.is_directory() {
+        let dir = LocalDir::of(source)?;
+        return read_directory(&dir, source, sidecars, client, visitor, flush);
+    }
     let file = source.open().map_err(|e| {
         LoadError::Environment(format_err!("{}: cannot read it: {e}", source.file_name))
     })?;
@@ -420,6 +447,179 @@ fn read_backup<V: Visitor>(
     }
     Ok(Checked {
         report,
+        meta: sidecars.meta.clone(),
+        checksum_recorded: sidecars.expected.is_some(),
+    })
+}
+
+/// A directory backup as a directory on this machine, where pg_restore
+/// can read it: where it is, or a download of it from another store into
+/// a temporary directory that goes on every path (dropped).
+struct LocalDir {
+    path: std::path::PathBuf,
+    _download: Option<tempfile::TempDir>,
+}
+
+impl LocalDir {
+    fn of(source: &Source) -> Result<LocalDir, LoadError> {
+        LocalDir::in_store(source.store.as_ref(), &source.file_name)
+    }
+
+    fn in_store(store: &dyn Store, name: &str) -> Result<LocalDir, LoadError> {
+        if let Some(path) = store.local_path(name) {
+            return Ok(LocalDir {
+                path,
+                _download: None,
+            });
+        }
+        let shown = store.display(name);
+        let env = |e: io::Error| LoadError::Environment(format_err!("{shown}: {e}"));
+        ui::info(format!("downloading {shown} to read it"));
+        let tmp = tempfile::Builder::new()
+            .prefix(".xtask-download-")
+            .tempdir()
+            .map_err(|e| {
+                LoadError::Environment(format_err!("cannot create a temporary directory: {e}"))
+            })?;
+        for member in store.members(name).map_err(env)? {
+            if !is_member_name(&member.name) {
+                return Err(LoadError::File(format_err!(
+                    "{shown}/{} is not a file pg_dump writes into a directory backup",
+                    member.name
+                )));
+            }
+            interrupt::check("nothing was changed").map_err(LoadError::Interrupted)?;
+            let mut from = store
+                .open(&format!("{name}/{}", member.name))
+                .map_err(env)?;
+            let mut to = std::fs::File::create(tmp.path().join(&member.name)).map_err(env)?;
+            io::copy(&mut from, &mut to).map_err(env)?;
+        }
+        Ok(LocalDir {
+            path: tmp.path().to_path_buf(),
+            _download: Some(tmp),
+        })
+    }
+}
+
+/// pg_restore for a directory backup: this machine's (it reads the files
+/// by path), at least as new as the pg_dump that wrote it when one is installed.
+fn directory_tools(
+    client: Option<&Client>,
+    meta: Option<&BackupMeta>,
+) -> Result<Client, LoadError> {
+    let wanted = meta
+        .and_then(|m| PgVersion::parse(&m.pg_dump_version))
+        .map(|v| v.major);
+    match client {
+        Some(c) if matches!(c.runner, Runner::Host { .. }) && wanted.is_none_or(|w| c.version.major >= w) => {
+            Ok(c.clone())
+        }
+        _ => Ok(Client::find(wanted).map_err(|_| {
+            LoadError::Environment(format_err!(
+                "reading a directory backup needs pg_restore{} on this machine: install the PostgreSQL client",
+                wanted.map(|w| format!(" {w} or newer")).unwrap_or_default()
+            ))
+        })?),
+    }
+}
+
+/// Every check of a directory backup, and one read of its SQL into
+/// `visitor`: each file against the manifest (none missing, none added,
+/// every digest), the total size against `.meta`, then the archive through
+/// `pg_restore -f -` and the dump reader, and the row counts against `.meta`.
+fn read_directory<V: Visitor>(
+    dir: &LocalDir,
+    source: &Source,
+    sidecars: &Sidecars,
+    client: Option<&Client>,
+    visitor: &mut V,
+    flush: impl FnMut(&mut V) -> io::Result<()>,
+) -> Result<Checked, LoadError> {
+    read_directory_named(dir, &source.file_name, sidecars, client, visitor, flush)
+}
+
+/// `db-backup --verify` of the directory backup it just wrote into `store`
+/// (with its sidecars `meta` and the manifest there): every check `db-verify` makes.
+pub(crate) fn verify_new_directory(
+    store: &dyn Store,
+    name: &BackupName,
+    meta: &BackupMeta,
+    client: &Client,
+) -> Result<Checked, LoadError> {
+    let file_name = name.file_name();
+    let text = store.read(&name.sha256_name()).map_err(|e| {
+        LoadError::Environment(format_err!("cannot read {}: {e}", name.sha256_name()))
+    })?;
+    let text = String::from_utf8_lossy(&text);
+    let manifest =
+        Manifest::parse(&text, &file_name).map_err(|e| LoadError::File(format_err!("{e}")))?;
+    let sidecars = Sidecars {
+        expected: Some(Manifest::digest_of(&text)),
+        meta: Some(meta.clone()),
+        manifest: Some(manifest),
+    };
+    let dir = LocalDir::in_store(store, &file_name)?;
+    read_directory_named(&dir, &file_name, &sidecars, Some(client), &mut (), |_| {
+        Ok(())
+    })
+}
+
+fn read_directory_named<V: Visitor>(
+    dir: &LocalDir,
+    name: &str,
+    sidecars: &Sidecars,
+    client: Option<&Client>,
+    visitor: &mut V,
+    flush: impl FnMut(&mut V) -> io::Result<()>,
+) -> Result<Checked, LoadError> {
+    let (found, bytes) = fsutil::hash_directory(&dir.path).map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData => LoadError::File(format_err!("{e}")),
+        _ => LoadError::Environment(format_err!("{name}: cannot read it: {e}")),
+    })?;
+    if let Some(manifest) = &sidecars.manifest
+        && let Some(why) = manifest.disagreement(&found)
+    {
+        return Err(LoadError::File(format_err!("{why}")));
+    }
+    if sidecars.manifest.is_none() {
+        ui::warn(format!(
+            "{name} has no .sha256 (made elsewhere?): only pg_restore's read of it checks it"
+        ));
+    }
+    if let Some(meta) = &sidecars.meta
+        && meta.size_bytes != bytes
+    {
+        return Err(LoadError::File(format_err!(
+            "{name}: .meta records {} bytes, its files have {bytes}",
+            meta.size_bytes
+        )));
+    }
+    let tools = directory_tools(client, sidecars.meta.as_ref())?;
+    let unarchive = tools.dir_unarchiver(&dir.path);
+    let scan = match codec::read_unarchived(&unarchive, visitor, flush) {
+        Ok(scan) => scan,
+        Err(ReadError::Sink(e)) => return Err(LoadError::Sink(e)),
+        Err(e) if e.is_about_the_file() => {
+            return Err(LoadError::File(format_err!("{name}: {e}")));
+        }
+        Err(e) => return Err(LoadError::Environment(format_err!("{name}: {e}"))),
+    };
+    if let Some(meta) = &sidecars.meta
+        && meta.tables != scan.tables
+    {
+        return Err(LoadError::File(format_err!(
+            "{name}: the row counts in .meta disagree with the dump's data"
+        )));
+    }
+    Ok(Checked {
+        report: ReadReport {
+            sha256: sidecars.expected.clone().unwrap_or_default(),
+            compressed_bytes: bytes,
+            scan,
+            encrypted: false,
+            contents_checked: true,
+        },
         meta: sidecars.meta.clone(),
         checksum_recorded: sidecars.expected.is_some(),
     })
@@ -707,7 +907,7 @@ pub(crate) fn load<'a>(
 ) -> Result<Loaded<'a>, LoadError> {
     // pg_restore --jobs reads a file: never a decrypted copy on disk.
     if let (Input::Backup(source, sidecars), Transform::Whole) = (&input, &transform)
-        && source.is_archive()
+        && (source.is_archive() || source.is_directory())
         && !source.is_encrypted()
         && matches!(client.runner, Runner::Host { .. })
     {
@@ -833,7 +1033,12 @@ fn load_archive(
     let mut newer = None;
     let client = archive_tools(client, sidecars.meta.as_ref(), &mut newer);
     let mut download = None;
+    let mut directory = None;
     let (local, path) = match source.store.local_path(&source.file_name) {
+        _ if source.is_directory() => {
+            let dir = directory.insert(LocalDir::of(source)?);
+            (source.clone(), dir.path.clone())
+        }
         Some(p) => (source.clone(), p),
         None => {
             ui::info(format!(
@@ -882,10 +1087,8 @@ fn load_archive(
     // The checks of a plain load (checksum, size, the SQL's structure, row
     // counts against .meta), on a read of the same file beside the load:
     // the load is swapped in only when both pass.
-    let checking = Sidecars {
-        expected: sidecars.expected.clone(),
-        meta: sidecars.meta.clone(),
-    };
+    let checking = sidecars.clone();
+    let directory = directory.as_ref();
     std::thread::scope(|s| {
         let check = s.spawn(|| {
             // Not encrypted (that never takes this road): no keys; one thread
@@ -894,12 +1097,14 @@ fn load_archive(
                 identities: None,
                 jobs: 1,
             };
-            read_backup(&local, &checking, Some(client), &plain, &mut (), |_| {
-                match interrupt::received() {
-                    Some(_) => Err(io::Error::other("interrupted")),
-                    None => Ok(()),
-                }
-            })
+            let flush = |_: &mut ()| match interrupt::received() {
+                Some(_) => Err(io::Error::other("interrupted")),
+                None => Ok(()),
+            };
+            match directory {
+                Some(dir) => read_directory(dir, &local, &checking, Some(client), &mut (), flush),
+                None => read_backup(&local, &checking, Some(client), &plain, &mut (), flush),
+            }
         });
         let loaded = run_pg_restore(client, target, &args);
         let checked = check

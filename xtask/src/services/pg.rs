@@ -453,11 +453,19 @@ impl Client {
                 "pg_dumpall"
             }
             None => {
-                match opts.archive {
-                    None => args.push("--format=plain".into()),
-                    Some(c) => {
+                match (&opts.archive, &opts.directory) {
+                    (None, _) => args.push("--format=plain".into()),
+                    (Some(c), None) => {
                         args.push("--format=custom".into());
-                        args.push(self.archive_compression(c)?.into());
+                        args.push(self.archive_compression(*c)?.into());
+                    }
+                    (Some(c), Some((path, jobs))) => {
+                        args.push("--format=directory".into());
+                        args.push(self.archive_compression(*c)?.into());
+                        args.push(format!("--jobs={}", (*jobs).max(1)).into());
+                        let mut file = OsString::from("--file=");
+                        file.push(path);
+                        args.push(file);
                     }
                 }
                 if opts.schema_only {
@@ -492,6 +500,20 @@ impl Client {
     pub(crate) fn unarchiver(&self) -> impl Fn() -> std::io::Result<std::process::Child> + '_ {
         move || {
             let args = ["--file=-".into()];
+            self.command("pg_restore", &args, &Connection::local_default())
+                .spawn(Stdio::piped(), Stdio::piped())
+                .map_err(|e| std::io::Error::other(self.spawn_error("pg_restore", e).to_string()))
+        }
+    }
+
+    /// `pg_restore --file=- DIR`: a directory backup's SQL on stdout
+    /// (stdin is not read). The tools must be this machine's: they read the path.
+    pub(crate) fn dir_unarchiver<'a>(
+        &'a self,
+        dir: &'a Path,
+    ) -> impl Fn() -> std::io::Result<std::process::Child> + 'a {
+        move || {
+            let args = ["--file=-".into(), dir.as_os_str().to_owned()];
             self.command("pg_restore", &args, &Connection::local_default())
                 .spawn(Stdio::piped(), Stdio::piped())
                 .map_err(|e| std::io::Error::other(self.spawn_error("pg_restore", e).to_string()))
@@ -798,8 +820,12 @@ pub(crate) struct DumpOptions {
     pub(crate) schema_only: bool,
     /// The server's globals instead of a database: `Some(with role passwords)`.
     pub(crate) globals: Option<bool>,
-    /// pg_dump's custom archive compressed so, instead of plain SQL.
+    /// pg_dump's custom archive compressed so, instead of plain SQL (with
+    /// `directory`: its directory format compressed so).
     pub(crate) archive: Option<Compression>,
+    /// pg_dump's directory format written here by `jobs` workers (nothing
+    /// on stdout): `pg_dump --format=directory --jobs --file`.
+    pub(crate) directory: Option<(PathBuf, usize)>,
     /// Dump at this exported snapshot (`pg_dump --snapshot`).
     pub(crate) snapshot: Option<String>,
 }

@@ -5,12 +5,15 @@
 
 use std::io::Write;
 
-use anyhow::format_err;
+use anyhow::{Context as _, format_err};
 
 use crate::core::config::Connection;
+use crate::core::dump::scan::ScanReport;
 use crate::core::format;
+use crate::core::manifest::Manifest;
 use crate::services::codec::{self, Archived};
 use crate::services::crypto::Recipients;
+use crate::services::fsutil::{self, PartialDir};
 use crate::services::pg::{self, Client, DumpOptions};
 use crate::ui;
 
@@ -88,4 +91,63 @@ pub(crate) fn dump_into(
         format_err!("the dump pg_dump produced is incomplete: {e}; nothing was published")
     })?;
     Ok(archived)
+}
+
+/// What [`dump_directory`] produced: the files' manifest, their total size,
+/// and what the archive's SQL holds.
+pub(crate) struct DirectoryDump {
+    pub(crate) manifest: Manifest,
+    pub(crate) bytes: u64,
+    pub(crate) scan: ScanReport,
+}
+
+/// pg_dump's directory format into `partial` (`opts.directory` names its
+/// contents) to the end; then every file it wrote hashed into the manifest
+/// of `dir_name`, and the archive's SQL read through `pg_restore -f -` and
+/// the dump reader (row counts, structure), as a custom archive's is.
+pub(crate) fn dump_directory(
+    client: &Client,
+    conn: &Connection,
+    opts: &DumpOptions,
+    partial: &PartialDir,
+    dir_name: &str,
+) -> anyhow::Result<DirectoryDump> {
+    let path = partial.contents();
+    let mut pg_dump = client.dump(conn, opts)?;
+    ui::detail(format!(
+        "pg_dump is writing the directory with {} jobs",
+        opts.directory.as_ref().map_or(1, |(_, jobs)| *jobs)
+    ));
+    // Nothing comes on stdout: it ends when pg_dump does.
+    std::io::copy(&mut pg_dump, &mut std::io::sink())?;
+    let (status, stderr) = pg_dump.finish()?;
+    if !status.success() {
+        if stderr.trim().is_empty() {
+            return Err(format_err!(
+                "pg_dump stopped before the dump was complete ({status}); nothing was published"
+            ));
+        }
+        return Err(pg::classify("pg_dump", &stderr, conn).into());
+    }
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        ui::warn(format!("pg_dump: {line}"));
+    }
+    let (files, bytes) =
+        fsutil::hash_directory(&path).context("reading the directory pg_dump wrote")?;
+    let manifest = Manifest {
+        dir: dir_name.to_string(),
+        files,
+    };
+    if !manifest.files.contains_key("toc.dat") {
+        anyhow::bail!("pg_dump wrote no toc.dat; nothing was published");
+    }
+    let unarchive = client.dir_unarchiver(&path);
+    let scan = codec::read_unarchived(&unarchive, &mut (), |_| Ok(())).map_err(|e| {
+        format_err!("the dump pg_dump produced does not read back: {e}; nothing was published")
+    })?;
+    Ok(DirectoryDump {
+        manifest,
+        bytes,
+        scan,
+    })
 }

@@ -26,7 +26,7 @@ use rusty_s3::actions::{
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use crate::core::config::{S3Config, S3Credentials, Secret, Settings};
-use crate::services::catalog::{Entry, NewFile, Store};
+use crate::services::catalog::{Entry, NewFile, Store, is_directory_backup};
 
 /// How long a presigned request stays valid (one part, one GET stream).
 const SIGNED_FOR: Duration = Duration::from_secs(6 * 3600);
@@ -330,15 +330,23 @@ impl S3Store {
         })
     }
 
-    /// Object names (without the prefix) directly under the prefix, with sizes.
-    pub(crate) fn list(&self) -> Result<Vec<(String, u64)>, S3Error> {
+    /// The objects directly under `under` (`""`, or a directory backup's
+    /// `name.dir/`), named from there, with their sizes; and the
+    /// "directories" there (common prefixes, without their `/`).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn list_in(
+        &self,
+        under: &str,
+    ) -> Result<(Vec<(String, u64)>, Vec<String>), S3Error> {
         let mut out = Vec::new();
+        let mut dirs = Vec::new();
         let mut token: Option<String> = None;
+        let prefix = format!("{}{under}", self.settings.prefix);
         loop {
             let what = format!("listing {}", self.location());
             let mut r = self.send(&what, || {
                 let mut action = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
-                action.with_prefix(self.settings.prefix.as_str());
+                action.with_prefix(prefix.as_str());
                 action.with_delimiter("/");
                 if let Some(t) = &token {
                     action.with_continuation_token(t.as_str());
@@ -357,16 +365,27 @@ impl S3Store {
                 message: format!("{what}: the store's answer is not an S3 object listing"),
             })?;
             for c in parsed.contents {
-                if let Some(name) = c.key.strip_prefix(&self.settings.prefix)
+                if let Some(name) = c.key.strip_prefix(&prefix)
                     && !name.is_empty()
                     && !name.contains('/')
                 {
                     out.push((name.to_string(), c.size.unwrap_or(0)));
                 }
             }
+            for p in parsed.common_prefixes {
+                if let Some(name) = p
+                    .prefix
+                    .strip_prefix(&prefix)
+                    .and_then(|n| n.strip_suffix('/'))
+                    && !name.is_empty()
+                    && !name.contains('/')
+                {
+                    dirs.push(name.to_string());
+                }
+            }
             match parsed.next_continuation_token {
                 Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(out),
+                _ => return Ok((out, dirs)),
             }
         }
     }
@@ -520,13 +539,39 @@ impl Store for S3Store {
     }
 
     fn entries(&self) -> io::Result<Vec<Entry>> {
-        Ok(self
-            .list()?
+        let (files, dirs) = self.list_in("")?;
+        let mut out: Vec<Entry> = files
             .into_iter()
             .map(|(name, size)| Entry {
                 name,
                 size,
                 is_file: true,
+                is_dir: false,
+            })
+            .collect();
+        // A directory backup is the objects under `name.dir/`: its size is theirs.
+        for dir in dirs.into_iter().filter(|d| is_directory_backup(d)) {
+            let size = self.members(&dir)?.iter().map(|e| e.size).sum();
+            out.push(Entry {
+                name: dir,
+                size,
+                is_file: false,
+                is_dir: true,
+            });
+        }
+        Ok(out)
+    }
+
+    fn members(&self, dir: &str) -> io::Result<Vec<Entry>> {
+        Ok(self
+            .list_in(&format!("{dir}/"))?
+            .0
+            .into_iter()
+            .map(|(name, size)| Entry {
+                name,
+                size,
+                is_file: true,
+                is_dir: false,
             })
             .collect())
     }
@@ -540,6 +585,12 @@ impl Store for S3Store {
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
+        if is_directory_backup(name) {
+            for member in self.members(name)? {
+                self.delete(&format!("{name}/{}", member.name))?;
+            }
+            return Ok(());
+        }
         Ok(self.delete(name)?)
     }
 

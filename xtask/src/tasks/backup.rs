@@ -14,18 +14,20 @@ use time::OffsetDateTime;
 use crate::core::config::Settings;
 use crate::core::format::{Format, Layout};
 use crate::core::human;
+use crate::core::manifest::Manifest;
 use crate::core::meta::{self, BackupMeta, Content, Encryption, Roles, Run, Verification};
 use crate::core::metrics::{self, Check, Outcome};
 use crate::core::naming::{self, BackupName, BackupType, TypeChoice};
 use crate::core::pitr::BackupKind;
 use crate::core::plan::Placement;
 use crate::flags::DbBackup;
-use crate::services::catalog::{self, LocalStore, PruneReport, Store};
+use crate::services::catalog::{self, LocalStore, NewFile, PruneReport, Store};
 use crate::services::codec::{self, Opening};
 use crate::services::crypto::{self, Recipients};
-use crate::services::fsutil::{self, LockError, RunLock};
+use crate::services::fsutil::{self, LockError, PartialDir, RunLock};
 use crate::services::hooks::{self, Event, Status};
 use crate::services::interrupt;
+use crate::services::load;
 use crate::services::pg::{self, DumpOptions, Purpose, Route};
 use crate::services::pitr::Pitr;
 use crate::services::publish::{self, Compression};
@@ -403,8 +405,11 @@ fn backup(
         server,
     } = route.connect(Purpose::Dump)?;
     client.check_dump_compat(&server)?;
-    if settings.format == Format::Custom && matches!(what, What::Database(_)) {
+    if settings.format != Format::Plain && matches!(what, What::Database(_)) {
         client.archive_compression(settings.compression)?;
+    }
+    if settings.format == Format::Directory && matches!(what, What::Database(_)) {
+        refuse_directory(&client, &server, seal)?;
     }
 
     let clock = Instant::now();
@@ -459,23 +464,46 @@ fn backup(
         threads: settings.jobs,
         seal,
     };
-    let opts = DumpOptions {
+    let mut opts = DumpOptions {
         schema_only: args.schema_only,
         globals,
-        archive: (format == Format::Custom).then_some(settings.compression),
-        snapshot: None,
+        archive: (format != Format::Plain).then_some(settings.compression),
+        ..DumpOptions::default()
     };
-    let mut file = store
-        .create(&name.file_name())
-        .with_context(|| format!("cannot write to {}", store.location()))?;
-    let archived = publish::dump_into(
-        &client,
-        &conn,
-        &opts,
-        compression,
-        &mut file,
-        &store.location(),
-    )?;
+    let (written, archived) = if format == Format::Directory {
+        // pg_dump writes the files beside their final place (one rename
+        // publishes them), or in a temporary directory for a remote store.
+        let scratch = match store.local_path(&name.file_name()) {
+            Some(_) => {
+                fsutil::create_private_dir(&settings.backup_dir)?;
+                settings.backup_dir.clone()
+            }
+            None => std::env::temp_dir(),
+        };
+        let partial = PartialDir::create(&scratch)
+            .with_context(|| format!("cannot write to {}", scratch.display()))?;
+        opts.directory = Some((partial.contents(), settings.jobs));
+        let dumped = publish::dump_directory(&client, &conn, &opts, &partial, &name.file_name())?;
+        let archived = codec::Archived {
+            sha256: Manifest::digest_of(&dumped.manifest.render()),
+            compressed_bytes: dumped.bytes,
+            scan: dumped.scan,
+        };
+        (Written::Directory(partial, dumped.manifest), archived)
+    } else {
+        let mut file = store
+            .create(&name.file_name())
+            .with_context(|| format!("cannot write to {}", store.location()))?;
+        let archived = publish::dump_into(
+            &client,
+            &conn,
+            &opts,
+            compression,
+            &mut file,
+            &store.location(),
+        )?;
+        (Written::File(file), archived)
+    };
     let finished_at = OffsetDateTime::now_utc();
     let duration = clock.elapsed().as_secs_f64();
     // What pg_dump leaves out without --create, and where it came from.
@@ -534,8 +562,42 @@ fn backup(
             recipients: r.ids.clone(),
         }),
     };
-    catalog::commit_set(store, file, &name, &meta)?;
+    match written {
+        Written::File(file) => catalog::commit_set(store, file, &name, &meta)?,
+        Written::Directory(partial, manifest) => {
+            catalog::commit_dir_set(store, partial, &manifest, &name, &meta)?;
+        }
+    }
     Ok(Done { meta, name, client })
+}
+
+/// A dump written and not yet published: a store's new file, or the
+/// directory pg_dump wrote with its manifest.
+enum Written<'s> {
+    File(Box<dyn NewFile + 's>),
+    Directory(PartialDir, Manifest),
+}
+
+/// The directory format's limits, before anything is written: pg_dump
+/// writes the files where it runs and pg_restore reads them by path (this
+/// machine's tools), and its files are not encrypted one by one.
+fn refuse_directory(
+    client: &pg::Client,
+    server: &pg::PgVersion,
+    seal: Option<&Recipients>,
+) -> anyhow::Result<()> {
+    if seal.is_some() {
+        anyhow::bail!(
+            "the directory format cannot be encrypted (BACKUP_AGE_RECIPIENTS is set): use --format custom, which is encrypted whole and restores with pg_restore --jobs too"
+        );
+    }
+    if !matches!(client.runner, pg::Runner::Host { .. }) {
+        anyhow::bail!(
+            "the directory format needs pg_dump {} on this machine (pg_dump writes the directory where it runs, and the compose route runs it in the service): install it, or use --format custom",
+            server.major
+        );
+    }
+    Ok(())
 }
 
 fn finish(
@@ -571,21 +633,27 @@ fn finish(
     if args.verify {
         let at = OffsetDateTime::now_utc();
         // (about the file?, what): only evidence about the file fails it.
-        let read = store
-            .open(&done.name.file_name())
-            .map_err(|e| (false, e.to_string()))
-            .and_then(|f| {
-                let unarchive = done.client.unarchiver();
-                let identities =
-                    crypto::identities(&settings.age).map_err(|e| (false, format!("{e:#}")))?;
-                let opening = Opening {
-                    identities: identities.as_ref(),
-                    unarchive: Some(&unarchive),
-                    workers: settings.jobs,
-                };
-                codec::read_checked(f, Some(&done.meta.sha256), opening, &mut (), |_| Ok(()))
-                    .map_err(|e| (e.is_about_the_file(), e.to_string()))
-            });
+        let read = if done.name.layout == Layout::Directory {
+            load::verify_new_directory(store, &done.name, &done.meta, &done.client)
+                .map(|c| c.report)
+                .map_err(|e| (e.is_about_the_file(), e.to_string()))
+        } else {
+            store
+                .open(&done.name.file_name())
+                .map_err(|e| (false, e.to_string()))
+                .and_then(|f| {
+                    let unarchive = done.client.unarchiver();
+                    let identities =
+                        crypto::identities(&settings.age).map_err(|e| (false, format!("{e:#}")))?;
+                    let opening = Opening {
+                        identities: identities.as_ref(),
+                        unarchive: Some(&unarchive),
+                        workers: settings.jobs,
+                    };
+                    codec::read_checked(f, Some(&done.meta.sha256), opening, &mut (), |_| Ok(()))
+                        .map_err(|e| (e.is_about_the_file(), e.to_string()))
+                })
+        };
         if read.as_ref().is_ok_and(|r| !r.contents_checked) {
             // Encrypted, and no key on this machine (as it should be on a server).
             ui::info(
