@@ -242,6 +242,82 @@ fn damaged_archives_and_streams_are_refused_with_nothing_touched() {
         let out = x.run(&["db-verify", &file], &env);
         assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     }
+    // A directory backup: a flipped byte in one of its files, a file gone,
+    // a file added, a manifest that disagrees with .meta, and a file cut
+    // short with both sidecars rewritten to match.
+    let out = x.run(
+        &["db-backup", "--json", "--no-prune", "--format", "directory"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let file = json_of(&out)["meta"]["file"].as_str().unwrap().to_string();
+    let restore = ["db-restore", file.as_str(), "--yes"];
+    let backup = dir.join(&file);
+    let data = std::fs::read_dir(&backup)
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
+    let data_name = data.file_name().unwrap().to_string_lossy().into_owned();
+    assert_ne!(data_name, "toc.dat");
+    let pristine = std::fs::read(&data).unwrap();
+    let manifest_path = dir.join(format!("{file}.sha256"));
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut flipped = pristine.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x55;
+    std::fs::write(&data, &flipped).unwrap();
+    refused(&restore, "checksum mismatch");
+    std::fs::remove_file(&data).unwrap();
+    refused(&restore, &format!("{file}/{data_name} is missing"));
+    std::fs::write(&data, &pristine).unwrap();
+    std::fs::write(backup.join("9999.dat.gz"), b"stray").unwrap();
+    refused(&restore, "is not in the manifest");
+    std::fs::remove_file(backup.join("9999.dat.gz")).unwrap();
+    let other = manifest.replacen(&manifest[..64], &"0".repeat(64), 1);
+    std::fs::write(&manifest_path, &other).unwrap();
+    refused(&restore, "one of them was changed");
+    let out = x.run(&["db-verify", &file], &env);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    // Cut short, the manifest and .meta rewritten to match: pg_restore's read refuses it.
+    let cut = &pristine[..pristine.len() / 2];
+    std::fs::write(&data, cut).unwrap();
+    let line = std::process::Command::new("sha256sum")
+        .arg(format!("{file}/{data_name}"))
+        .current_dir(&dir)
+        .output()
+        .unwrap()
+        .stdout;
+    let line = String::from_utf8(line).unwrap();
+    let rewritten: String = manifest
+        .lines()
+        .map(|l| {
+            if l.ends_with(&format!("/{data_name}")) {
+                line.clone()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&manifest_path, &rewritten).unwrap();
+    let meta_path = dir.join(format!("{file}.meta"));
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    let digest = std::process::Command::new("sha256sum")
+        .arg(&manifest_path)
+        .output()
+        .unwrap()
+        .stdout;
+    meta["sha256"] = String::from_utf8_lossy(&digest[..64]).into_owned().into();
+    let size = meta["size_bytes"].as_u64().unwrap() - (pristine.len() - cut.len()) as u64;
+    meta["size_bytes"] = size.into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    e2e::assert_sha256sum_passes(&dir.join("..").join(dir.file_name().unwrap()));
+    refused(&restore, "refusing to restore");
+    let out = x.run(&["db-verify", &file], &env);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+
     // A custom archive whose row counts were changed in both sidecars.
     let out = x.run(
         &["db-backup", "--json", "--no-prune", "--format", "custom"],
@@ -303,27 +379,58 @@ fn a_remote_custom_archive_is_downloaded_for_pg_restore_and_the_copy_removed() {
     env.extend(s3.env());
     env.insert("TMPDIR".into(), tmp.path().display().to_string());
     let before = pg.table_rows(DB, "t");
+    let left_in_tmp = || std::fs::read_dir(tmp.path()).unwrap().count();
 
+    for (format, extension) in [("custom", ".dump"), ("directory", ".dir")] {
+        let out = x.run(
+            &["db-backup", "--json", "--remote-only", "--format", format],
+            &env,
+        );
+        assert!(out.status.success(), "{}", show(&out));
+        let file = json_of(&out)["meta"]["file"].as_str().unwrap().to_string();
+        assert!(file.ends_with(extension));
+        let objects = s3.objects();
+        match format {
+            "custom" => assert!(objects.contains(&file), "{objects:?}"),
+            _ => assert!(s3.objects_in(&file).contains(&"toc.dat".to_string())),
+        }
+        assert!(objects.contains(&format!("{file}.sha256")), "{objects:?}");
+        assert_eq!(left_in_tmp(), 0, "{:?}", files_in(tmp.path()));
+
+        pg.psql(DB, "DELETE FROM t WHERE id > 10");
+        let out = x.run(&["db-restore", "--remote", "--latest", "--yes"], &env);
+        assert!(out.status.success(), "{}", show(&out));
+        assert_eq!(pg.table_rows(DB, "t"), before);
+        assert_eq!(left_in_tmp(), 0, "the downloaded copy is removed");
+        let out = x.run(&["db-verify", "--remote", "--latest"], &env);
+        assert!(out.status.success(), "{}", show(&out));
+        assert_eq!(left_in_tmp(), 0, "the downloaded copy is removed");
+    }
+    // A local directory backup's off-site copy: one object per file, and
+    // the listing shows it whole with its checksums recorded.
     let out = x.run(
-        &["db-backup", "--json", "--remote-only", "--format", "custom"],
+        &["db-backup", "--json", "--format", "directory", "--no-prune"],
         &env,
     );
     assert!(out.status.success(), "{}", show(&out));
-    let file = json_of(&out)["meta"]["file"].as_str().unwrap().to_string();
-    assert!(file.ends_with(".dump"));
-    assert!(s3.objects().contains(&file), "{:?}", s3.objects());
-
-    pg.psql(DB, "DELETE FROM t WHERE id > 10");
-    let out = x.run(&["db-restore", "--remote", "--latest", "--yes"], &env);
-    assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(pg.table_rows(DB, "t"), before);
-    assert!(
-        files_in(tmp.path()).is_empty(),
-        "the downloaded copy is removed: {:?}",
-        files_in(tmp.path())
-    );
-    let out = x.run(&["db-verify", "--remote", "--latest"], &env);
-    assert!(out.status.success(), "{}", show(&out));
+    let result = json_of(&out);
+    assert!(result["uploaded"].is_string(), "{result}");
+    let file = result["meta"]["file"].as_str().unwrap().to_string();
+    let local_files = std::fs::read_dir(x.backup_dir().join(&file))
+        .unwrap()
+        .count();
+    let uploaded = s3.objects_in(&file).len();
+    assert_eq!(uploaded, local_files);
+    let out = x.run(&["db-list", "--remote", "--json"], &env);
+    let listed = json_of(&out);
+    let row = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["file"] == file.as_str())
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone();
+    assert_eq!(row["checksum"], "recorded", "{row}");
 }
 
 #[test]

@@ -502,6 +502,18 @@ impl S3Server {
         files_in(&self.root.path().join(&self.bucket).join("team/app"))
     }
 
+    /// The objects under `dir/` beneath the prefix (a directory backup's files).
+    pub fn objects_in(&self, dir: &str) -> Vec<String> {
+        files_in(
+            &self
+                .root
+                .path()
+                .join(&self.bucket)
+                .join("team/app")
+                .join(dir),
+        )
+    }
+
     /// Multipart parts the server holds for uploads in progress.
     pub fn pending_parts(&self) -> usize {
         std::fs::read_dir(self.root.path())

@@ -1111,6 +1111,8 @@ pub(crate) fn pg_restore_error(stderr: &[u8]) -> String {
 fn archive_damage(message: &str) -> bool {
     [
         "input file",
+        // A directory backup's table data that does not read back.
+        "data file",
         "end of file",
         "did not find magic string",
         "corrupt",
