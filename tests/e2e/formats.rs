@@ -434,7 +434,7 @@ fn a_remote_custom_archive_is_downloaded_for_pg_restore_and_the_copy_removed() {
 }
 
 #[test]
-fn compose_route_writes_and_restores_a_zstd_custom_archive_of_postgres_17() {
+fn compose_route_writes_and_restores_zstd_custom_and_directory_backups_of_postgres_17() {
     let p = crate::compose::Project::new();
     p.up(&[]);
     p.psql(
@@ -447,6 +447,7 @@ fn compose_route_writes_and_restores_a_zstd_custom_archive_of_postgres_17() {
     for flags in [
         ["--format", "custom", "--compress", "zstd:5"],
         ["--format", "plain", "--compress", "zstd:5"],
+        ["--format", "directory", "--compress", "zstd:5"],
     ] {
         let mut args = vec!["db-backup", "--json", "--no-prune"];
         args.extend_from_slice(&flags);
@@ -457,6 +458,16 @@ fn compose_route_writes_and_restores_a_zstd_custom_archive_of_postgres_17() {
         assert_eq!(meta["compression"]["algorithm"], "zstd");
         assert_eq!(meta["tables"]["public.t"], 20000, "{meta}");
         let file = meta["file"].as_str().unwrap().to_string();
+        if flags[1] == "directory" {
+            // pg_dump 17 wrote zstd files in the service; they came out whole.
+            let dir = p.x.backup_dir().join(&file);
+            let names: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(names.iter().any(|n| n.ends_with(".dat.zst")), "{names:?}");
+            e2e::assert_sha256sum_passes(&p.x.backup_dir());
+        }
         let out = p.run(&["db-verify", &file], &[]);
         assert!(out.status.success(), "{}", show(&out));
         p.psql("app", "app", "DELETE FROM t WHERE id > 5");

@@ -703,11 +703,13 @@ pub(crate) fn read_checked<V: Visitor>(
     })
 }
 
-/// The SQL of an archive `unarchive` reads by itself (a directory backup:
-/// `pg_restore -f - DIR`, nothing on its stdin) through the dump reader
+/// The SQL of an archive `unarchive` reads (a directory backup: `pg_restore
+/// -f - DIR`, `input` on its stdin: nothing, or the directory as a tar
+/// stream for the compose service) through the dump reader
 /// into `visitor`, `flush` after each chunk; damage pg_restore reports is
 /// the archive's ([`ReadError::Damaged`]), as for a custom archive.
 pub(crate) fn read_unarchived<V: Visitor>(
+    input: impl Read + Send,
     unarchive: Unarchive<'_>,
     visitor: &mut V,
     flush: impl FnMut(&mut V) -> io::Result<()>,
@@ -718,7 +720,7 @@ pub(crate) fn read_unarchived<V: Visitor>(
         flush,
         stopped: None,
     };
-    unpack_archive(io::empty(), unarchive, &mut feeder)?;
+    unpack_archive(input, unarchive, &mut feeder)?;
     match feeder.stopped {
         Some(ReadError::Damaged(_, e)) => return Err(ReadError::Damaged("directory backup", e)),
         Some(e) => return Err(e),

@@ -127,6 +127,11 @@ impl Source {
         }
     }
 
+    /// Whether reading it takes pg_restore: a custom archive or a directory backup.
+    pub(crate) fn needs_pg_restore(&self) -> bool {
+        self.is_directory() || self.is_archive()
+    }
+
     /// Whether it is a directory backup (pg_dump's directory format), as its name says.
     pub(crate) fn is_directory(&self) -> bool {
         catalog::is_directory_backup(&self.file_name)
@@ -502,8 +507,8 @@ impl LocalDir {
     }
 }
 
-/// pg_restore for a directory backup: this machine's (it reads the files
-/// by path), at least as new as the pg_dump that wrote it when one is installed.
+/// pg_restore for a directory backup: `client`'s when it is at least as
+/// new as the pg_dump that wrote it, else this machine's newest that is.
 fn directory_tools(
     client: Option<&Client>,
     meta: Option<&BackupMeta>,
@@ -512,9 +517,7 @@ fn directory_tools(
         .and_then(|m| PgVersion::parse(&m.pg_dump_version))
         .map(|v| v.major);
     match client {
-        Some(c) if matches!(c.runner, Runner::Host { .. }) && wanted.is_none_or(|w| c.version.major >= w) => {
-            Ok(c.clone())
-        }
+        Some(c) if wanted.is_none_or(|w| c.version.major >= w) => Ok(c.clone()),
         _ => Ok(Client::find(wanted).map_err(|_| {
             LoadError::Environment(format_err!(
                 "reading a directory backup needs pg_restore{} on this machine: install the PostgreSQL client",
@@ -597,7 +600,10 @@ fn read_directory_named<V: Visitor>(
     }
     let tools = directory_tools(client, sidecars.meta.as_ref())?;
     let unarchive = tools.dir_unarchiver(&dir.path);
-    let scan = match codec::read_unarchived(&unarchive, visitor, flush) {
+    let input = tools
+        .dir_input(&dir.path)
+        .map_err(|e| LoadError::Environment(format_err!("{name}: cannot read it: {e}")))?;
+    let scan = match codec::read_unarchived(input, &unarchive, visitor, flush) {
         Ok(scan) => scan,
         Err(ReadError::Sink(e)) => return Err(LoadError::Sink(e)),
         Err(e) if e.is_about_the_file() => {
@@ -907,7 +913,7 @@ pub(crate) fn load<'a>(
 ) -> Result<Loaded<'a>, LoadError> {
     // pg_restore --jobs reads a file: never a decrypted copy on disk.
     if let (Input::Backup(source, sidecars), Transform::Whole) = (&input, &transform)
-        && (source.is_archive() || source.is_directory())
+        && source.needs_pg_restore()
         && !source.is_encrypted()
         && matches!(client.runner, Runner::Host { .. })
     {

@@ -463,9 +463,11 @@ impl Client {
                         args.push("--format=directory".into());
                         args.push(self.archive_compression(*c)?.into());
                         args.push(format!("--jobs={}", (*jobs).max(1)).into());
-                        let mut file = OsString::from("--file=");
-                        file.push(path);
-                        args.push(file);
+                        if let Runner::Host { .. } = self.runner {
+                            let mut file = OsString::from("--file=");
+                            file.push(path);
+                            args.push(file);
+                        }
                     }
                 }
                 if opts.schema_only {
@@ -477,6 +479,25 @@ impl Client {
                 "pg_dump"
             }
         };
+        if let (Some(_), Runner::Compose(_)) = (&opts.directory, &self.runner) {
+            // pg_dump writes the directory inside the service: it comes out
+            // as a tar stream on stdout, and the directory there goes.
+            let mut script: Vec<OsString> = vec![
+                "-c".into(),
+                concat!(
+                    "d=$(mktemp -d) || exit 1; trap 'rm -rf \"$d\"' EXIT; ",
+                    "pg_dump \"$@\" --file=\"$d/dump\" || exit $?; ",
+                    "tar -C \"$d/dump\" -cf - ."
+                )
+                .into(),
+                "sh".into(),
+            ];
+            script.extend(args);
+            return self
+                .command("sh", &script, conn)
+                .reader()
+                .map_err(|e| self.spawn_error(tool, e));
+        }
         self.command(tool, &args, conn)
             .reader()
             .map_err(|e| self.spawn_error(tool, e))
@@ -506,17 +527,54 @@ impl Client {
         }
     }
 
-    /// `pg_restore --file=- DIR`: a directory backup's SQL on stdout
-    /// (stdin is not read). The tools must be this machine's: they read the path.
+    /// `pg_restore --file=- DIR`: a directory backup's SQL on stdout. On
+    /// this machine it reads the path (stdin is not read); in the service
+    /// the directory comes on stdin as a tar stream ([`Client::dir_input`]),
+    /// unpacked into a temporary directory there that goes afterwards.
     pub(crate) fn dir_unarchiver<'a>(
         &'a self,
         dir: &'a Path,
     ) -> impl Fn() -> std::io::Result<std::process::Child> + 'a {
         move || {
-            let args = ["--file=-".into(), dir.as_os_str().to_owned()];
-            self.command("pg_restore", &args, &Connection::local_default())
+            let (tool, args): (&str, Vec<OsString>) = match self.runner {
+                Runner::Host { .. } => ("pg_restore", vec!["--file=-".into(), dir.into()]),
+                Runner::Compose(_) => (
+                    "sh",
+                    vec![
+                        "-c".into(),
+                        concat!(
+                            "d=$(mktemp -d) || exit 1; trap 'rm -rf \"$d\"' EXIT; ",
+                            "tar -xf - -C \"$d\" || exit 1; ",
+                            "pg_restore --file=- \"$d\""
+                        )
+                        .into(),
+                    ],
+                ),
+            };
+            self.command(tool, &args, &Connection::local_default())
                 .spawn(Stdio::piped(), Stdio::piped())
                 .map_err(|e| std::io::Error::other(self.spawn_error("pg_restore", e).to_string()))
+        }
+    }
+
+    /// What [`Client::dir_unarchiver`] reads on stdin: nothing on this
+    /// machine; for the service a tar stream of `dir` (this machine's `tar`).
+    pub(crate) fn dir_input(&self, dir: &Path) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        match self.runner {
+            Runner::Host { .. } => Ok(Box::new(std::io::empty())),
+            Runner::Compose(_) => {
+                let tar = ToolCommand::new("tar")
+                    .args([
+                        OsString::from("-C"),
+                        dir.into(),
+                        "-cf".into(),
+                        "-".into(),
+                        ".".into(),
+                    ])
+                    .reader()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                Ok(Box::new(tar))
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use crate::core::manifest::Manifest;
 use crate::services::codec::{self, Archived};
 use crate::services::crypto::Recipients;
 use crate::services::fsutil::{self, PartialDir};
-use crate::services::pg::{self, Client, DumpOptions};
+use crate::services::pg::{self, Client, DumpOptions, Runner};
 use crate::ui;
 
 /// How the dump is written: plain SQL under a codec with `threads`
@@ -118,8 +118,13 @@ pub(crate) fn dump_directory(
         "pg_dump is writing the directory with {} jobs",
         opts.directory.as_ref().map_or(1, |(_, jobs)| *jobs)
     ));
-    // Nothing comes on stdout: it ends when pg_dump does.
-    std::io::copy(&mut pg_dump, &mut std::io::sink())?;
+    let unpacked = match client.runner {
+        // Nothing comes on stdout: it ends when pg_dump does.
+        Runner::Host { .. } => std::io::copy(&mut pg_dump, &mut std::io::sink()).map(drop),
+        // The service's directory as a tar stream, unpacked here (GNU tar
+        // writes nothing outside `path`; anything but plain files is refused below).
+        Runner::Compose(_) => untar_into(&mut pg_dump, &path),
+    };
     let (status, stderr) = pg_dump.finish()?;
     if !status.success() {
         if stderr.trim().is_empty() {
@@ -129,6 +134,7 @@ pub(crate) fn dump_directory(
         }
         return Err(pg::classify("pg_dump", &stderr, conn).into());
     }
+    unpacked.context("unpacking the directory pg_dump wrote in the service")?;
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         ui::warn(format!("pg_dump: {line}"));
     }
@@ -142,7 +148,8 @@ pub(crate) fn dump_directory(
         anyhow::bail!("pg_dump wrote no toc.dat; nothing was published");
     }
     let unarchive = client.dir_unarchiver(&path);
-    let scan = codec::read_unarchived(&unarchive, &mut (), |_| Ok(())).map_err(|e| {
+    let input = client.dir_input(&path)?;
+    let scan = codec::read_unarchived(input, &unarchive, &mut (), |_| Ok(())).map_err(|e| {
         format_err!("the dump pg_dump produced does not read back: {e}; nothing was published")
     })?;
     Ok(DirectoryDump {
@@ -150,4 +157,34 @@ pub(crate) fn dump_directory(
         bytes,
         scan,
     })
+}
+
+/// A tar stream of a directory's files into `dir` (made, 0700) with this
+/// machine's `tar`: owners and modes are not taken from the stream.
+fn untar_into(stream: &mut impl std::io::Read, dir: &std::path::Path) -> std::io::Result<()> {
+    fsutil::create_private_dir(dir)?;
+    let mut tar = crate::services::process::ToolCommand::new("tar")
+        .args([
+            std::ffi::OsString::from("-xf"),
+            "-".into(),
+            "-C".into(),
+            dir.into(),
+            "--no-same-owner".into(),
+            "--no-same-permissions".into(),
+        ])
+        .spawn(std::process::Stdio::piped(), std::process::Stdio::null())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let errors = crate::services::process::drain(tar.stderr.take().expect("piped"));
+    let mut stdin = tar.stdin.take().expect("piped");
+    let copied = std::io::copy(stream, &mut stdin);
+    drop(stdin);
+    let status = tar.wait()?;
+    copied?;
+    if !status.success() {
+        return Err(std::io::Error::other(format!(
+            "tar: {}",
+            String::from_utf8_lossy(&errors.join().unwrap_or_default()).trim()
+        )));
+    }
+    Ok(())
 }

@@ -409,7 +409,7 @@ fn backup(
         client.archive_compression(settings.compression)?;
     }
     if settings.format == Format::Directory && matches!(what, What::Database(_)) {
-        refuse_directory(&client, &server, seal)?;
+        refuse_directory(seal)?;
     }
 
     let clock = Instant::now();
@@ -578,23 +578,12 @@ enum Written<'s> {
     Directory(PartialDir, Manifest),
 }
 
-/// The directory format's limits, before anything is written: pg_dump
-/// writes the files where it runs and pg_restore reads them by path (this
-/// machine's tools), and its files are not encrypted one by one.
-fn refuse_directory(
-    client: &pg::Client,
-    server: &pg::PgVersion,
-    seal: Option<&Recipients>,
-) -> anyhow::Result<()> {
+/// The directory format is not encrypted (its files are read by path, one
+/// by one): asked for both, nothing is written.
+fn refuse_directory(seal: Option<&Recipients>) -> anyhow::Result<()> {
     if seal.is_some() {
         anyhow::bail!(
             "the directory format cannot be encrypted (BACKUP_AGE_RECIPIENTS is set): use --format custom, which is encrypted whole and restores with pg_restore --jobs too"
-        );
-    }
-    if !matches!(client.runner, pg::Runner::Host { .. }) {
-        anyhow::bail!(
-            "the directory format needs pg_dump {} on this machine (pg_dump writes the directory where it runs, and the compose route runs it in the service): install it, or use --format custom",
-            server.major
         );
     }
     Ok(())

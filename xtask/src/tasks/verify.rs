@@ -69,7 +69,7 @@ pub(crate) fn run(args: DbVerify, ctx: &Context) -> anyhow::Result<ExitCode> {
             .map_err(LoadError::File)
             .and_then(|sidecars| {
                 // A custom archive is read through pg_restore: the route's.
-                let client = match source.is_archive() {
+                let client = match source.needs_pg_restore() {
                     true => Some(pg::route(settings).map_err(LoadError::Environment)?.client),
                     false => None,
                 };
