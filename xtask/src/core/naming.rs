@@ -353,6 +353,7 @@ mod tests {
                 "app_daily_20261124T020000Z.sql.zst",
                 "app_daily_20261124T020000Z.sql",
                 "app_daily_20261124T020000Z.dump",
+                "app_daily_20261124T020000Z.dir",
             ]
         );
         for (name, layout) in names.iter().zip(Layout::ALL) {

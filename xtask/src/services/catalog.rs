@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 use crate::core::config::Settings;
 use crate::core::format::Layout;
-use crate::core::manifest::Manifest;
+use crate::core::manifest::{Manifest, is_member_name};
 use crate::core::meta::{self, BackupMeta, Content, Run, SourceId, parse_sha256_line};
 use crate::core::metrics::{self, Metrics};
 use crate::core::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
@@ -744,8 +744,19 @@ impl Store for LocalStore {
     fn remove(&self, name: &str) -> io::Result<()> {
         let path = self.path(name);
         if is_directory_backup(name) && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            // pg_dump's files; anything else in it (a directory) stays, and so does it.
-            for member in self.members(name)?.iter().filter(|m| !m.is_dir) {
+            // pg_dump's files only: with anything else in it, nothing in it is deleted.
+            let members = self.members(name)?;
+            if let Some(foreign) = members
+                .iter()
+                .find(|m| !m.is_file || !is_member_name(&m.name))
+            {
+                return Err(io::Error::other(format!(
+                    "{}/{} is not a file this tool wrote: nothing in the directory was deleted",
+                    path.display(),
+                    foreign.name
+                )));
+            }
+            for member in &members {
                 match fs::remove_file(path.join(&member.name)) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}
@@ -1138,6 +1149,51 @@ mod tests {
             3,
             "no partial file is left"
         );
+    }
+
+    #[test]
+    fn a_directory_backup_is_a_set_with_its_manifest_and_goes_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let name = BackupName::new("app", BackupType::Daily, datetime!(2026-11-01 00:00 UTC))
+            .with_layout(Layout::Directory);
+        let partial = PartialDir::create(dir.path()).unwrap();
+        fs::create_dir(partial.contents()).unwrap();
+        fs::write(partial.contents().join("toc.dat"), b"toc").unwrap();
+        fs::write(partial.contents().join("3456.dat.gz"), b"rows").unwrap();
+        let (files, bytes) = fsutil::hash_directory(&partial.contents()).unwrap();
+        let manifest = Manifest {
+            dir: name.file_name(),
+            files,
+        };
+        let mut meta = crate::core::meta::example();
+        meta.file = name.file_name();
+        meta.sha256 = Manifest::digest_of(&manifest.render());
+        meta.size_bytes = bytes;
+        commit_dir_set(&store, partial, &manifest, &name, &meta).unwrap();
+        let listed = store.catalog().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].size, 7);
+        assert_eq!(listed[0].checksum_state(), ChecksumState::Recorded);
+        assert!(listed[0].usable());
+        // A manifest changed after the fact disagrees with .meta.
+        let sha = store.path(&name.sha256_name());
+        let text = fs::read_to_string(&sha).unwrap();
+        fs::write(&sha, text.replacen(&text[..2], "ff", 1)).unwrap();
+        assert_eq!(
+            store.catalog().unwrap()[0].checksum_state(),
+            ChecksumState::Disagrees
+        );
+        // Something the tool did not write inside: nothing in it is deleted.
+        fs::create_dir(store.path(&name.file_name()).join("notes")).unwrap();
+        assert!(store.remove(&name.file_name()).is_err());
+        assert!(store.path(&name.file_name()).join("toc.dat").exists());
+        fs::remove_dir(store.path(&name.file_name()).join("notes")).unwrap();
+        store.remove(&name.file_name()).unwrap();
+        assert!(!store.path(&name.file_name()).exists());
+        // A file named like a directory backup is not one.
+        fs::write(store.path(&name.file_name()), b"x").unwrap();
+        assert!(store.catalog().unwrap().is_empty());
     }
 
     #[test]

@@ -422,6 +422,44 @@ mod tests {
     }
 
     #[test]
+    fn partial_directories_publish_once_and_stale_ones_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = PartialDir::create(dir.path()).unwrap();
+        fs::create_dir(live.contents()).unwrap();
+        fs::write(live.contents().join("toc.dat"), b"toc").unwrap();
+        // A stale one (its writer gone: nobody holds its lock) goes; the live one stays.
+        let stale = PartialDir::create(dir.path()).unwrap();
+        let stale_path = stale.dir.path().to_path_buf();
+        std::mem::forget(stale.dir);
+        drop(stale._lock);
+        let removed = remove_stale_partials(dir.path()).unwrap();
+        assert_eq!(removed, vec![stale_path.clone()]);
+        assert!(!stale_path.exists());
+        assert!(live.contents().join("toc.dat").exists());
+        // Published under its name, never over an existing directory, even an empty one.
+        let taken = dir.path().join("a.dir");
+        fs::create_dir(&taken).unwrap();
+        let again = PartialDir::create(dir.path()).unwrap();
+        fs::create_dir(again.contents()).unwrap();
+        let err = again.publish(&taken).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        let target = dir.path().join("b.dir");
+        live.publish(&target).unwrap();
+        assert_eq!(fs::read(target.join("toc.dat")).unwrap(), b"toc");
+        let mode = fs::metadata(target.join("toc.dat"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left.len(), 2, "no partial directory is left: {left:?}");
+    }
+
+    #[test]
     fn open_directories_are_noticed() {
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
