@@ -349,7 +349,8 @@ pub(crate) struct DbBackup {
     /// [default: gzip:6]
     #[arg(long, value_name = "CODEC[:LEVEL]")]
     pub(crate) compress: Option<String>,
-    /// plain (SQL, .sql.gz) or custom (pg_dump -Fc, .dump: restored with pg_restore -j)
+    /// plain (SQL, .sql.gz), custom (pg_dump -Fc, .dump: restored with pg_restore -j) or
+    /// directory (pg_dump -Fd -j, .dir/: dumped and restored in parallel)
     /// [env: BACKUP_FORMAT] [default: plain]
     #[arg(long, value_name = "FORMAT", value_parser = format())]
     pub(crate) format: Option<Format>,
