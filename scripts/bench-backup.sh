@@ -233,6 +233,11 @@ for r in $(seq 1 "$rounds"); do
     measure xtask-custom "XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench '$xtask' db-backup -q --format custom --jobs 2"
     custom_size=$(stat -c %s "$out"/bench_*.dump)
     rm -rf "${out:?}"/*
+    # pg_dump's directory format with two jobs, bare and through the xtask.
+    measure devnull-dir "'$bindir/pg_dump' -Fd -j 2 -f '$work/bare.dir' && rm -rf '$work/bare.dir'"
+    measure xtask-dir "XTASK_ROOT='$work' BACKUP_DIR='$out' POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$port POSTGRES_USER=bench POSTGRES_DB=bench '$xtask' db-backup -q --format directory --jobs 2"
+    dir_size=$(du -sb "$out"/bench_*.dir | cut -f1)
+    rm -rf "${out:?}"/*
 done
 db_size=$("$bindir/psql" -AtqX -c "SELECT pg_database_size('bench')")
 
@@ -242,7 +247,9 @@ if [ "$restore_rounds" -gt 0 ]; then
     eval "$xenv '$xtask' db-backup -q --no-prune"
     eval "$xenv '$xtask' db-backup -q --no-prune --compress zstd"
     eval "$xenv '$xtask' db-backup -q --no-prune --format custom"
+    eval "$xenv '$xtask' db-backup -q --no-prune --format directory --jobs 2"
     file=$(ls "$out"/bench_*.sql.gz)
+    dfile=$(ls -d "$out"/bench_*.dir)
     zfile=$(ls "$out"/bench_*.sql.zst)
     cfile=$(ls "$out"/bench_*.dump)
     name=$(basename "$file")
@@ -260,31 +267,35 @@ if [ "$restore_rounds" -gt 0 ]; then
         measure restore-zstd "$xenv '$xtask' db-restore -q '$zfile' --target-db r_zstd"
         measure verify-zstd "$xenv '$xtask' db-verify -q '$zfile'"
         measure verify-custom "$xenv '$xtask' db-verify -q '$cfile'"
-        for d in r_shell r_xtask r_table r_custom r_zstd; do "$bindir/dropdb" --if-exists "$d"; done
+        "$bindir/dropdb" --if-exists r_dir
+        measure restore-dir "$xenv '$xtask' db-restore -q '$dfile' --target-db r_dir --jobs 2"
+        measure verify-dir "$xenv '$xtask' db-verify -q '$dfile'"
+        for d in r_shell r_xtask r_table r_custom r_zstd r_dir; do "$bindir/dropdb" --if-exists "$d"; done
     done
 fi
 
-python3 - "$work/results" "$gzip_size" "$xtask_size" "$sql_size" "$zstd_size" "$custom_size" "$db_size" <<'EOF'
+python3 - "$work/results" "$gzip_size" "$xtask_size" "$sql_size" "$zstd_size" "$custom_size" "$db_size" "$dir_size" <<'EOF'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     name, secs, rss = line.split()
     rows.setdefault(name, []).append((float(secs), int(rss)))
-gzip_size, xtask_size, sql_size, zstd_size, custom_size, db_size = map(int, sys.argv[2:8])
+gzip_size, xtask_size, sql_size, zstd_size, custom_size, db_size, dir_size = map(int, sys.argv[2:9])
 med = {k: statistics.median(s for s, _ in v) for k, v in rows.items()}
 print(f"plain SQL: {sql_size / 2**20:.0f} MiB; gzip -6: {gzip_size / 2**20:.1f} MiB; xtask: {xtask_size / 2**20:.1f} MiB ({xtask_size / gzip_size:.3f} x gzip)")
 print(f"{'command':<10} {'median s':>9} {'runs':>24} {'peak RSS MiB':>13} {'vs devnull':>10} {'shell/this':>10}")
-print(f"zstd: {zstd_size / 2**20:.1f} MiB ({zstd_size / gzip_size:.3f} x gzip -6); custom (pg_dump -Fc): {custom_size / 2**20:.1f} MiB; database: {db_size / 2**20:.0f} MiB")
-for k in ["devnull", "shell", "pigz", "xtask", "xtask-1t", "xtask-zstd", "devnull-custom", "xtask-custom"]:
+print(f"zstd: {zstd_size / 2**20:.1f} MiB ({zstd_size / gzip_size:.3f} x gzip -6); custom (pg_dump -Fc): {custom_size / 2**20:.1f} MiB; directory (pg_dump -Fd): {dir_size / 2**20:.1f} MiB; database: {db_size / 2**20:.0f} MiB")
+for k in ["devnull", "shell", "pigz", "xtask", "xtask-1t", "xtask-zstd", "devnull-custom", "xtask-custom", "devnull-dir", "xtask-dir"]:
     runs = " ".join(f"{s:.2f}" for s, _ in rows[k])
     rss = max(r for _, r in rows[k]) / 1024
     print(f"{k:<10} {med[k]:>9.2f} {runs:>24} {rss:>13.1f} {med[k] / med['devnull']:>10.2f} {med['shell'] / med[k]:>10.2f}")
 if "restore-table" in rows:
     runs = " ".join(f"{s:.2f}" for s, _ in rows["restore-table"])
     print(f"restore-table  median {med['restore-table']:>7.2f} s  runs {runs}  (--table public.noise: 1M of the 3M rows)")
-print(f"xtask-zstd / devnull = {med['xtask-zstd'] / med['devnull']:.2f}; xtask-custom / devnull-custom = {med['xtask-custom'] / med['devnull-custom']:.2f}")
+print(f"xtask-zstd / devnull = {med['xtask-zstd'] / med['devnull']:.2f}; xtask-custom / devnull-custom = {med['xtask-custom'] / med['devnull-custom']:.2f}; xtask-dir / devnull-custom = {med['xtask-dir'] / med['devnull-custom']:.2f}; xtask-dir / devnull-dir = {med['xtask-dir'] / med['devnull-dir']:.2f}")
 for a, b in [("verify-shell", "verify-xtask"), ("restore-shell", "restore-xtask"), ("restore-shell", "restore-custom"),
-             ("restore-shell", "restore-zstd"), ("verify-shell", "verify-zstd"), ("verify-shell", "verify-custom")]:
+             ("restore-shell", "restore-zstd"), ("verify-shell", "verify-zstd"), ("verify-shell", "verify-custom"),
+             ("restore-shell", "restore-dir"), ("verify-shell", "verify-dir")]:
     if a in rows:
         for k in (a, b):
             runs = " ".join(f"{s:.2f}" for s, _ in rows[k])
@@ -295,6 +306,6 @@ if "restore-custom" in rows:
     f = 100e9 / db_size
     print(f"projection to 100 GB (x{f:.0f} of this {db_size / 1e9:.2f} GB database), against the one-hour recovery objective:")
     for label, b, r in [("plain gzip:6", "xtask", "restore-xtask"), ("plain zstd", "xtask-zstd", "restore-zstd"),
-                        ("custom --jobs 2", "xtask-custom", "restore-custom")]:
+                        ("custom --jobs 2", "xtask-custom", "restore-custom"), ("directory --jobs 2", "xtask-dir", "restore-dir")]:
         print(f"  {label:<16} backup {med[b] * f / 60:6.1f} min   restore {med[r] * f / 60:6.1f} min")
 EOF

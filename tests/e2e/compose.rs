@@ -113,6 +113,67 @@ impl Project {
     }
 }
 
+impl Project {
+    /// A whole script into psql inside the service, stopping at the first error.
+    pub(crate) fn psql_script(&self, user: &str, db: &str, script: &[u8]) {
+        let mut child = Command::new("docker")
+            .args([
+                "compose",
+                "exec",
+                "-T",
+                "db",
+                "psql",
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .args(["-U", user, "-d", db])
+            .current_dir(self.root())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker compose runs");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), script).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "psql script: {}", show(&out));
+    }
+
+    /// What a restored database must equal, as restore::fingerprint reads
+    /// it: its schema (pg_dump in the service) and every table's rows.
+    pub(crate) fn fingerprint(&self, user: &str, db: &str) -> (String, BTreeMap<String, String>) {
+        let out = self.compose(&[
+            "exec",
+            "-T",
+            "db",
+            "pg_dump",
+            "-U",
+            user,
+            "--schema-only",
+            db,
+        ]);
+        assert!(out.status.success(), "{}", show(&out));
+        let schema: String = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let tables = self.psql(
+            user,
+            db,
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+        );
+        let mut hashes = BTreeMap::new();
+        for t in tables.lines() {
+            let h = self.psql(user, db, &format!("SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, E'\\n' ORDER BY x::text)), '') FROM ONLY {t} x"));
+            hashes.insert(t.to_string(), h);
+        }
+        (schema, hashes)
+    }
+}
+
 impl Drop for Project {
     fn drop(&mut self) {
         let _ = self.compose(&["down", "--volumes", "--timeout", "5"]);

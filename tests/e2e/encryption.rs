@@ -412,6 +412,24 @@ fn bad_recipients_stop_the_backup_before_pg_dump_starts() {
             files_in(&x.backup_dir())
         );
     }
+    // Encryption asked for with the directory format (whose files pg_restore
+    // reads one by one): refused in one line before anything is written.
+    let env = env_with(&pg, &[("BACKUP_AGE_RECIPIENTS", &public)]);
+    let out = x.run(&["db-backup", "--format", "directory"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be encrypted"), "{err}");
+    assert!(err.contains("--format custom"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let written: Vec<String> = std::fs::read_dir(x.backup_dir())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "metrics")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(written.is_empty(), "nothing was written: {written:?}");
     // An identity file that is set but cannot be read stops a restore at once.
     let env = env_with(
         &pg,

@@ -476,3 +476,110 @@ fn compose_route_writes_and_restores_zstd_custom_and_directory_backups_of_postgr
         assert_eq!(p.psql("app", "app", fingerprint), before);
     }
 }
+
+#[test]
+fn pagila_of_postgres_17_round_trips_through_a_directory_backup_on_the_compose_route() {
+    let p = crate::compose::Project::new();
+    p.up(&[]);
+    let _ = p.compose(&[
+        "exec",
+        "-T",
+        "db",
+        "psql",
+        "-U",
+        "app",
+        "-d",
+        "app",
+        "-c",
+        "CREATE ROLE postgres",
+    ]);
+    p.psql("app", "app", "CREATE DATABASE pagila");
+    for file in ["pagila-schema.sql.gz", "pagila-data.sql.gz"] {
+        let gz = std::fs::File::open(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/pagila")
+                .join(file),
+        )
+        .unwrap();
+        let mut sql = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut sql).unwrap();
+        p.psql_script("app", "pagila", &sql);
+    }
+    p.psql("app", "pagila", "SELECT lo_from_bytea(0, convert_to(repeat('large object ', 5000), 'UTF8')); SELECT lo_from_bytea(0, '\\x00ff00ff'::bytea)");
+    let out = p.run(
+        &[
+            "db-backup",
+            "-d",
+            "pagila",
+            "--json",
+            "--no-prune",
+            "--verify",
+            "--format",
+            "directory",
+            "--jobs",
+            "2",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let meta = &json_of(&out)["meta"];
+    assert_eq!(meta["via"], "compose");
+    assert_eq!(meta["verification"]["ok"], true, "{meta}");
+    assert!(meta["pg_dump_version"].as_str().unwrap().starts_with("17"));
+    let file = meta["file"].as_str().unwrap().to_string();
+    e2e::assert_sha256sum_passes(&p.x.backup_dir());
+
+    let out = p.run(
+        &["db-restore", &file, "--target-db", "pagila_copy", "--json"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let (schema_a, tables_a) = p.fingerprint("app", "pagila");
+    let (schema_b, tables_b) = p.fingerprint("app", "pagila_copy");
+    assert!(tables_a.len() > 20, "{tables_a:?}");
+    assert_eq!(tables_a, tables_b, "table contents differ");
+    assert_eq!(schema_a, schema_b, "schemas differ");
+    let blobs = "SELECT count(*) || ':' || md5(string_agg(encode(lo_get(oid), 'hex'), ',' ORDER BY md5(lo_get(oid)))) FROM pg_largeobject_metadata";
+    assert_eq!(
+        p.psql("app", "pagila_copy", blobs),
+        p.psql("app", "pagila", blobs)
+    );
+    let seq = "SELECT last_value FROM public.actor_actor_id_seq";
+    assert_eq!(
+        p.psql("app", "pagila_copy", seq),
+        p.psql("app", "pagila", seq)
+    );
+
+    // --table from it, on the compose route too.
+    let out = p.run(
+        &[
+            "db-restore",
+            &file,
+            "--target-db",
+            "films",
+            "--table",
+            "public.film",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        p.psql("app", "films", "SELECT count(*) FROM public.film"),
+        p.psql("app", "pagila", "SELECT count(*) FROM public.film")
+    );
+    // No temporary directory is left in the service.
+    let out = p.compose(&[
+        "exec",
+        "-T",
+        "db",
+        "sh",
+        "-c",
+        "ls -A /tmp | grep -c '^tmp\\.' || true",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "{}",
+        show(&out)
+    );
+}
