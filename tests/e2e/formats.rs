@@ -380,6 +380,7 @@ fn a_remote_custom_archive_is_downloaded_for_pg_restore_and_the_copy_removed() {
     env.insert("TMPDIR".into(), tmp.path().display().to_string());
     let before = pg.table_rows(DB, "t");
     let left_in_tmp = || std::fs::read_dir(tmp.path()).unwrap().count();
+    let mut dirs_in_bucket = Vec::new();
 
     for (format, extension) in [("custom", ".dump"), ("directory", ".dir")] {
         let out = x.run(
@@ -395,6 +396,9 @@ fn a_remote_custom_archive_is_downloaded_for_pg_restore_and_the_copy_removed() {
             _ => assert!(s3.objects_in(&file).contains(&"toc.dat".to_string())),
         }
         assert!(objects.contains(&format!("{file}.sha256")), "{objects:?}");
+        if format == "directory" {
+            dirs_in_bucket.push(file.clone());
+        }
         assert_eq!(left_in_tmp(), 0, "{:?}", files_in(tmp.path()));
 
         pg.psql(DB, "DELETE FROM t WHERE id > 10");
@@ -431,6 +435,27 @@ fn a_remote_custom_archive_is_downloaded_for_pg_restore_and_the_copy_removed() {
         .unwrap_or_else(|| panic!("{listed}"))
         .clone();
     assert_eq!(row["checksum"], "recorded", "{row}");
+    // Ten days on, db-prune --remote takes the older sets, every object of
+    // the older directory backup with them, and keeps the newest whole.
+    let older_dir = dirs_in_bucket.first().unwrap().clone();
+    assert!(s3.objects_in(&older_dir).len() > 1);
+    let mut later = env.clone();
+    later.insert(
+        "XTASK_NOW".into(),
+        (time::OffsetDateTime::now_utc() + time::Duration::days(10))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap(),
+    );
+    let out = x.run(&["db-prune", "--remote", "--json"], &later);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(json_of(&out)["deleted"], 2, "{}", show(&out));
+    assert!(
+        s3.objects_in(&older_dir).is_empty(),
+        "{:?}",
+        s3.objects_in(&older_dir)
+    );
+    assert_eq!(s3.objects_in(&file).len(), local_files);
+    assert_eq!(s3.objects().len(), 2, "{:?}", s3.objects());
 }
 
 #[test]
