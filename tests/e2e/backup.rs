@@ -352,6 +352,90 @@ fn killed_pg_dump_or_killed_xtask_leave_no_backup() {
     );
     assert!(partials(&dir).is_empty(), "{:?}", files_in(&dir));
     assert_eq!(backup_files(&dir).len(), 3);
+
+    // 3. The directory format: pg_dump killed mid-run publishes nothing
+    //    and leaves no partial directory; the xtask killed leaves one that
+    //    nothing takes for a backup, and the next run removes it.
+    let entries = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "metrics" && !n.starts_with(".xtask-lock-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = entries();
+    let started = |child: &std::process::Child| -> Vec<u32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let dumps = children_named(child.id(), "pg_dump");
+            let writing = entries().iter().any(|e| {
+                e.starts_with(".xtask-partial-")
+                    && std::fs::read_dir(dir.join(e).join("contents"))
+                        .is_ok_and(|mut d| d.next().is_some())
+            });
+            if writing && !dumps.is_empty() {
+                return dumps;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the directory backup never started"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let args = ["db-backup", "--format", "directory", "--jobs", "2"];
+    let child = x
+        .command(&args, &env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dumps = started(&child);
+    Command::new("kill")
+        .args(["-9", &dumps[0].to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing was published"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(entries(), before, "no partial directory, no backup");
+
+    let mut child = x.command(&args, &env).spawn().unwrap();
+    let dumps = started(&child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The orphaned pg_dump goes too (a Ctrl-C reaches the whole group).
+    for pid in dumps {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    let left: Vec<String> = entries()
+        .into_iter()
+        .filter(|e| !before.contains(e))
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with(".xtask-partial-"), "{left:?}");
+    let out = x.run(&["db-backup", "-v", "--format", "directory"], &env);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("removed the leftover of an interrupted run")
+    );
+    let new: Vec<String> = entries()
+        .into_iter()
+        .filter(|e| !before.contains(e))
+        .collect();
+    assert_eq!(
+        new.len(),
+        3,
+        "one directory backup and its sidecars: {new:?}"
+    );
+    assert!(new.iter().all(|e| e.contains(".dir")), "{new:?}");
 }
 
 fn mount_tmpfs(path: &Path, options: &str) {
