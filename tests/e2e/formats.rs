@@ -439,13 +439,7 @@ fn a_remote_custom_archive_is_downloaded_for_pg_restore_and_the_copy_removed() {
     // the older directory backup with them, and keeps the newest whole.
     let older_dir = dirs_in_bucket.first().unwrap().clone();
     assert!(s3.objects_in(&older_dir).len() > 1);
-    let mut later = env.clone();
-    later.insert(
-        "XTASK_NOW".into(),
-        (time::OffsetDateTime::now_utc() + time::Duration::days(10))
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap(),
-    );
+    let later = e2e::days_later(&env, 10);
     let out = x.run(&["db-prune", "--remote", "--json"], &later);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(json_of(&out)["deleted"], 2, "{}", show(&out));

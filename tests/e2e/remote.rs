@@ -275,13 +275,7 @@ fn remote_prune_applies_the_policy_to_the_remote_copies() {
     }
     assert_eq!(dumps(&s3.objects()).len(), 3);
     // Ten days on, with a 7-day daily retention: only the newest stays.
-    let mut later = env.clone();
-    later.insert(
-        "XTASK_NOW".into(),
-        (time::OffsetDateTime::now_utc() + time::Duration::days(10))
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap(),
-    );
+    let later = e2e::days_later(&env, 10);
     let out = x.run(&["db-prune", "--remote", "--dry-run", "--json"], &later);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(json_of(&out)["deleted"], 2);
@@ -434,13 +428,7 @@ fn two_servers_sharing_a_bucket_are_kept_apart() {
     assert_eq!(a.psql("copy", "SELECT server FROM who"), "a");
 
     // Each server's newest backup is a rail of its own.
-    let mut later = env.clone();
-    later.insert(
-        "XTASK_NOW".into(),
-        (time::OffsetDateTime::now_utc() + time::Duration::days(30))
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap(),
-    );
+    let later = e2e::days_later(&env, 30);
     let out = xa.run(&["db-prune", "--remote", "--json"], &later);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(json_of(&out)["deleted"], 0, "{}", show(&out));

@@ -378,6 +378,18 @@ pub fn assert_sha256sum_passes(dir: &Path) {
     assert!(check.status.success(), "{}", show(&check));
 }
 
+/// `env` with the clock of the run moved `days` on (`XTASK_NOW`).
+pub fn days_later(env: &BTreeMap<String, String>, days: i64) -> BTreeMap<String, String> {
+    let mut later = env.clone();
+    later.insert(
+        "XTASK_NOW".into(),
+        (time::OffsetDateTime::now_utc() + time::Duration::days(days))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap(),
+    );
+    later
+}
+
 /// stdout and stderr of a run, for assertion messages.
 pub fn show(out: &Output) -> String {
     format!(

@@ -295,6 +295,18 @@ pub(crate) struct Entry {
     pub(crate) is_dir: bool,
 }
 
+impl Entry {
+    /// A plain file (or object) of `size` bytes.
+    pub(crate) fn file(name: String, size: u64) -> Entry {
+        Entry {
+            name,
+            size,
+            is_file: true,
+            is_dir: false,
+        }
+    }
+}
+
 /// Whether `name` is a directory backup's (`….dir`), whose dump is a
 /// directory of files in a local store and the objects under `name/` in S3.
 pub(crate) fn is_directory_backup(name: &str) -> bool {

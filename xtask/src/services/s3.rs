@@ -542,12 +542,7 @@ impl Store for S3Store {
         let (files, dirs) = self.list_in("")?;
         let mut out: Vec<Entry> = files
             .into_iter()
-            .map(|(name, size)| Entry {
-                name,
-                size,
-                is_file: true,
-                is_dir: false,
-            })
+            .map(|(name, size)| Entry::file(name, size))
             .collect();
         // A directory backup is the objects under `name.dir/`: its size is theirs.
         for dir in dirs.into_iter().filter(|d| is_directory_backup(d)) {
@@ -567,12 +562,7 @@ impl Store for S3Store {
             .list_in(&format!("{dir}/"))?
             .0
             .into_iter()
-            .map(|(name, size)| Entry {
-                name,
-                size,
-                is_file: true,
-                is_dir: false,
-            })
+            .map(|(name, size)| Entry::file(name, size))
             .collect())
     }
 
