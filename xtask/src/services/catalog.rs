@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 use crate::core::config::Settings;
 use crate::core::format::Layout;
-use crate::core::manifest::{Manifest, is_member_name};
+use crate::core::manifest::Manifest;
 use crate::core::meta::{self, BackupMeta, Content, Run, SourceId, parse_sha256_line};
 use crate::core::metrics::{self, Metrics};
 use crate::core::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
@@ -307,6 +307,34 @@ impl Entry {
     }
 }
 
+/// The files of the directory backup `dir` in `store`, when every one of
+/// them is in its manifest: the tool wrote them all. Anything else in it (a
+/// file the manifest does not list, a subdirectory, no readable manifest)
+/// and nothing in it may be deleted.
+pub(crate) fn listed_members(store: &dyn Store, dir: &str) -> io::Result<Vec<Entry>> {
+    let refuse = |why: String| {
+        io::Error::other(format!(
+            "{}: {why}: nothing in it was deleted",
+            store.display(dir)
+        ))
+    };
+    let text = store
+        .read(&format!("{dir}{SHA256_SUFFIX}"))
+        .map_err(|e| refuse(format!("its manifest cannot be read ({e})")))?;
+    let manifest = Manifest::parse(&String::from_utf8_lossy(&text), dir).map_err(refuse)?;
+    let members = store.members(dir)?;
+    if let Some(foreign) = members
+        .iter()
+        .find(|m| !m.is_file || !manifest.files.contains_key(&m.name))
+    {
+        return Err(refuse(format!(
+            "{} is not in its manifest (not a file this tool wrote)",
+            foreign.name
+        )));
+    }
+    Ok(members)
+}
+
 /// Whether `name` is a directory backup's (`….dir`), whose dump is a
 /// directory of files in a local store and the objects under `name/` in S3.
 pub(crate) fn is_directory_backup(name: &str) -> bool {
@@ -565,6 +593,8 @@ fn upload_dir_set(
     meta: &BackupMeta,
 ) -> anyhow::Result<()> {
     let dir = name.file_name();
+    let mut sent: Vec<String> = Vec::new();
+    let mut reserved = false;
     let result = (|| -> anyhow::Result<()> {
         for (file, hex) in &manifest.files {
             let source = if from_dir.is_empty() {
@@ -576,25 +606,45 @@ fn upload_dir_set(
             let mut out = to
                 .create(&member)
                 .with_context(|| format!("cannot write to {}", to.location()))?;
+            // The bytes sent must be the ones the manifest names: a file
+            // changed since its backup is not copied (dropped, the upload is aborted).
+            let mut hashed = HashingWriter {
+                inner: &mut out,
+                hasher: <sha2::Sha256 as sha2::Digest>::new(),
+            };
             io::copy(
                 &mut from
                     .open(&source)
                     .with_context(|| format!("cannot read {}", from.display(&source)))?,
-                &mut out,
+                &mut hashed,
             )
             .with_context(|| format!("cannot copy {member} to {}", to.location()))?;
+            let actual = format!("{:x}", sha2::Digest::finalize(hashed.hasher));
+            if !actual.eq_ignore_ascii_case(hex) {
+                anyhow::bail!(
+                    "{}: it hashes to {actual}, its manifest says {hex}: it changed since the backup; nothing was copied",
+                    from.display(&source)
+                );
+            }
+            sent.push(member.clone());
             out.commit(hex)
                 .with_context(|| format!("cannot publish {}", to.display(&member)))?;
         }
         to.put_new(&name.sha256_name(), manifest.render().as_bytes())
             .with_context(|| format!("cannot write {}", to.display(&name.sha256_name())))?;
+        reserved = true;
         to.put(&name.meta_name(), meta.to_json().as_bytes())
             .with_context(|| format!("cannot write {}", to.display(&name.meta_name())))
     })();
     if result.is_err() {
-        let _ = to.remove(&name.sha256_name());
-        let _ = to.remove(&name.meta_name());
-        let _ = to.remove(&dir);
+        // Only what this run wrote goes.
+        for member in &sent {
+            let _ = to.remove(member);
+        }
+        if reserved {
+            let _ = to.remove(&name.sha256_name());
+            let _ = to.remove(&name.meta_name());
+        }
     }
     result
 }
@@ -618,6 +668,23 @@ pub(crate) fn copy_set(from: &dyn Store, to: &dyn Store, name: &BackupName) -> a
     let mut file = to.create(&name.file_name())?;
     io::copy(&mut from.open(&name.file_name())?, &mut file)?;
     commit_set(to, file, name, &meta)
+}
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<'a> {
+    inner: &'a mut dyn Write,
+    hasher: sha2::Sha256,
+}
+
+impl Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The local backup directory, and where its metrics go.
@@ -711,16 +778,19 @@ impl Store for LocalStore {
             // A name that is not UTF-8 never parses as a backup: it is listed as foreign.
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            let size = if is_dir && is_directory_backup(&name) {
-                self.members(&name)?.iter().map(|e| e.size).sum()
-            } else {
-                meta.as_ref().map_or(0, |m| m.len())
+            // A `.dir` that cannot be read is listed as foreign, not an error for everything.
+            let members = (is_dir && is_directory_backup(&name))
+                .then(|| self.members(&name).ok())
+                .flatten();
+            let size = match &members {
+                Some(m) => m.iter().map(|e| e.size).sum(),
+                None => meta.as_ref().map_or(0, |m| m.len()),
             };
             out.push(Entry {
                 name,
                 size,
                 is_file: entry.file_type().is_ok_and(|t| t.is_file()),
-                is_dir,
+                is_dir: members.is_some(),
             });
         }
         Ok(out)
@@ -756,18 +826,7 @@ impl Store for LocalStore {
     fn remove(&self, name: &str) -> io::Result<()> {
         let path = self.path(name);
         if is_directory_backup(name) && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            // pg_dump's files only: with anything else in it, nothing in it is deleted.
-            let members = self.members(name)?;
-            if let Some(foreign) = members
-                .iter()
-                .find(|m| !m.is_file || !is_member_name(&m.name))
-            {
-                return Err(io::Error::other(format!(
-                    "{}/{} is not a file this tool wrote: nothing in the directory was deleted",
-                    path.display(),
-                    foreign.name
-                )));
-            }
+            let members = listed_members(self, name)?;
             for member in &members {
                 match fs::remove_file(path.join(&member.name)) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -1201,6 +1260,11 @@ mod tests {
         assert!(store.remove(&name.file_name()).is_err());
         assert!(store.path(&name.file_name()).join("toc.dat").exists());
         fs::remove_dir(store.path(&name.file_name()).join("notes")).unwrap();
+        fs::write(store.path(&name.file_name()).join("notes.txt"), b"mine").unwrap();
+        let err = store.remove(&name.file_name()).unwrap_err().to_string();
+        assert!(err.contains("notes.txt is not in its manifest"), "{err}");
+        assert!(store.path(&name.file_name()).join("toc.dat").exists());
+        fs::remove_file(store.path(&name.file_name()).join("notes.txt")).unwrap();
         store.remove(&name.file_name()).unwrap();
         assert!(!store.path(&name.file_name()).exists());
         // A file named like a directory backup is not one.

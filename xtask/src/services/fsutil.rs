@@ -272,10 +272,19 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
         )
     };
     if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+        return Ok(());
     }
+    let e = io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        return Err(e);
+    }
+    // A filesystem without RENAME_NOREPLACE (NFS, CIFS): take the name
+    // with an exclusive mkdir, then rename over that empty directory of ours.
+    let to = Path::new(std::ffi::OsStr::from_bytes(to.as_bytes()));
+    fs::create_dir(to)?;
+    fs::rename(Path::new(std::ffi::OsStr::from_bytes(from.as_bytes())), to).inspect_err(|_| {
+        let _ = fs::remove_dir(to);
+    })
 }
 
 /// The SHA-256 of every file in `dir` (a directory backup's), by name, and

@@ -485,7 +485,7 @@ impl Client {
             let mut script: Vec<OsString> = vec![
                 "-c".into(),
                 concat!(
-                    "d=$(mktemp -d) || exit 1; trap 'rm -rf \"$d\"' EXIT; ",
+                    "d=$(mktemp -d) || exit 1; trap 'rm -rf \"$d\"' EXIT; trap 'exit 143' INT TERM HUP; ",
                     "pg_dump \"$@\" --file=\"$d/dump\" || exit $?; ",
                     "tar -C \"$d/dump\" -cf - ."
                 )
@@ -543,7 +543,7 @@ impl Client {
                     vec![
                         "-c".into(),
                         concat!(
-                            "d=$(mktemp -d) || exit 1; trap 'rm -rf \"$d\"' EXIT; ",
+                            "d=$(mktemp -d) || exit 1; trap 'rm -rf \"$d\"' EXIT; trap 'exit 143' INT TERM HUP; ",
                             "tar -xf - -C \"$d\" || exit 1; ",
                             "pg_restore --file=- \"$d\""
                         )

@@ -125,6 +125,14 @@ pub(crate) fn dump_directory(
         // writes nothing outside `path`; anything but plain files is refused below).
         Runner::Compose(_) => untar_into(&mut pg_dump, &path),
     };
+    if let Err(e) = unpacked {
+        // Nobody reads the stream any more: stop it rather than wait on it.
+        pg_dump.kill();
+        return Err(anyhow::Error::new(e).context(format!(
+            "unpacking the directory pg_dump wrote in the service into {} failed; nothing was published",
+            path.display()
+        )));
+    }
     let (status, stderr) = pg_dump.finish()?;
     if !status.success() {
         if stderr.trim().is_empty() {
@@ -134,7 +142,6 @@ pub(crate) fn dump_directory(
         }
         return Err(pg::classify("pg_dump", &stderr, conn).into());
     }
-    unpacked.context("unpacking the directory pg_dump wrote in the service")?;
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         ui::warn(format!("pg_dump: {line}"));
     }

@@ -26,7 +26,7 @@ use rusty_s3::actions::{
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use crate::core::config::{S3Config, S3Credentials, Secret, Settings};
-use crate::services::catalog::{Entry, NewFile, Store, is_directory_backup};
+use crate::services::catalog::{Entry, NewFile, Store, is_directory_backup, listed_members};
 
 /// How long a presigned request stays valid (one part, one GET stream).
 const SIGNED_FOR: Duration = Duration::from_secs(6 * 3600);
@@ -576,7 +576,7 @@ impl Store for S3Store {
 
     fn remove(&self, name: &str) -> io::Result<()> {
         if is_directory_backup(name) {
-            for member in self.members(name)? {
+            for member in listed_members(self, name)? {
                 self.delete(&format!("{name}/{}", member.name))?;
             }
             return Ok(());

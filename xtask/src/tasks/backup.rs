@@ -76,6 +76,9 @@ pub(crate) fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
     .map_err(anyhow::Error::msg)?;
     // Encryption fails closed: bad recipients stop the run before anything is dumped.
     let seal = crypto::recipients(&settings.age)?;
+    if settings.format == Format::Directory && !args.physical {
+        refuse_directory(seal.as_ref())?;
+    }
     let stores = Stores {
         seal,
         placement,
@@ -408,9 +411,6 @@ fn backup(
     if settings.format != Format::Plain && matches!(what, What::Database(_)) {
         client.archive_compression(settings.compression)?;
     }
-    if settings.format == Format::Directory && matches!(what, What::Database(_)) {
-        refuse_directory(seal)?;
-    }
 
     let clock = Instant::now();
     let globals = match what {
@@ -472,14 +472,10 @@ fn backup(
     };
     let (written, archived) = if format == Format::Directory {
         // pg_dump writes the files beside their final place (one rename
-        // publishes them), or in a temporary directory for a remote store.
-        let scratch = match store.local_path(&name.file_name()) {
-            Some(_) => {
-                fsutil::create_private_dir(&settings.backup_dir)?;
-                settings.backup_dir.clone()
-            }
-            None => std::env::temp_dir(),
-        };
+        // publishes them; for a remote store they are uploaded from there),
+        // where the next run sweeps them if this one is killed.
+        let scratch = settings.backup_dir.clone();
+        fsutil::create_private_dir(&scratch)?;
         let partial = PartialDir::create(&scratch)
             .with_context(|| format!("cannot write to {}", scratch.display()))?;
         opts.directory = Some((partial.contents(), settings.jobs));
@@ -583,7 +579,7 @@ enum Written<'s> {
 fn refuse_directory(seal: Option<&Recipients>) -> anyhow::Result<()> {
     if seal.is_some() {
         anyhow::bail!(
-            "the directory format cannot be encrypted (BACKUP_AGE_RECIPIENTS is set): use --format custom, which is encrypted whole and restores with pg_restore --jobs too"
+            "the directory format cannot be encrypted (BACKUP_AGE_RECIPIENTS or BACKUP_AGE_RECIPIENTS_FILE is set): use --format custom, which is encrypted whole and restores with pg_restore --jobs too"
         );
     }
     Ok(())

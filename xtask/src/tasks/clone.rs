@@ -80,7 +80,9 @@ fn resolve_from(args: &DbClone, settings: &Settings) -> anyhow::Result<From> {
             )
         })?));
     }
-    if crate::core::format::Layout::split(from).is_some() || std::path::Path::new(from).is_file() {
+    if crate::core::format::Layout::split(from.trim_end_matches('/')).is_some()
+        || std::path::Path::new(from).is_file()
+    {
         let backups = Backups::open(settings, false)?;
         return Ok(From::Backup(Source::resolve(
             backups.store(),
