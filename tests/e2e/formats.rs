@@ -369,7 +369,7 @@ fn damaged_archives_and_streams_are_refused_with_nothing_touched() {
 }
 
 #[test]
-fn a_remote_custom_archive_is_downloaded_for_pg_restore_and_the_copy_removed() {
+fn remote_custom_and_directory_backups_are_downloaded_for_pg_restore_and_the_copies_removed() {
     let pg = PgServer::start(15);
     pg.psql(DB, "CREATE TABLE t (id int PRIMARY KEY, s text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
     let s3 = S3Server::start();

@@ -374,7 +374,7 @@ pub(crate) struct DbBackup {
 /// `--jobs`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct JobsArgs {
-    /// Threads that compress and read, and pg_restore's parallel jobs [env: BACKUP_JOBS]
+    /// Threads that compress and read, and pg_dump's (directory format) and pg_restore's parallel jobs [env: BACKUP_JOBS]
     /// [default: one per core, at most 8]
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) jobs: Option<u16>,
