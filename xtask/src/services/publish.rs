@@ -76,17 +76,7 @@ pub(crate) fn dump_into(
     };
     // At EOF pg_dump has closed its output: its status and stderr are here.
     let (status, stderr) = reader.finish()?;
-    if !status.success() {
-        if stderr.trim().is_empty() {
-            return Err(format_err!(
-                "pg_dump stopped before the dump was complete ({status}); nothing was published"
-            ));
-        }
-        return Err(pg::classify("pg_dump", &stderr, conn).into());
-    }
-    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-        ui::warn(format!("pg_dump: {line}"));
-    }
+    finished(status, &stderr, conn)?;
     archived.scan.check().map_err(|e| {
         format_err!("the dump pg_dump produced is incomplete: {e}; nothing was published")
     })?;
@@ -134,17 +124,7 @@ pub(crate) fn dump_directory(
         )));
     }
     let (status, stderr) = pg_dump.finish()?;
-    if !status.success() {
-        if stderr.trim().is_empty() {
-            return Err(format_err!(
-                "pg_dump stopped before the dump was complete ({status}); nothing was published"
-            ));
-        }
-        return Err(pg::classify("pg_dump", &stderr, conn).into());
-    }
-    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-        ui::warn(format!("pg_dump: {line}"));
-    }
+    finished(status, &stderr, conn)?;
     let (files, bytes) =
         fsutil::hash_directory(&path).context("reading the directory pg_dump wrote")?;
     let manifest = Manifest {
@@ -192,6 +172,26 @@ fn untar_into(stream: &mut impl std::io::Read, dir: &std::path::Path) -> std::io
             "tar: {}",
             String::from_utf8_lossy(&errors.join().unwrap_or_default()).trim()
         )));
+    }
+    Ok(())
+}
+
+/// pg_dump's end: its failure (classified) is the error; its warnings are shown.
+fn finished(
+    status: std::process::ExitStatus,
+    stderr: &str,
+    conn: &Connection,
+) -> anyhow::Result<()> {
+    if !status.success() {
+        if stderr.trim().is_empty() {
+            return Err(format_err!(
+                "pg_dump stopped before the dump was complete ({status}); nothing was published"
+            ));
+        }
+        return Err(pg::classify("pg_dump", stderr, conn).into());
+    }
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        ui::warn(format!("pg_dump: {line}"));
     }
     Ok(())
 }
