@@ -44,6 +44,11 @@ impl Manifest {
         format!("{:x}", Sha256::digest(text.as_bytes()))
     }
 
+    /// Reads a manifest back, with its digest (what `.meta` records).
+    pub(crate) fn read(text: &str, dir: &str) -> Result<(Manifest, String), String> {
+        Ok((Manifest::parse(text, dir)?, Manifest::digest_of(text)))
+    }
+
     /// Reads a manifest back; every line must name a file of `dir`, once.
     pub(crate) fn parse(text: &str, dir: &str) -> Result<Manifest, String> {
         let mut files = BTreeMap::new();

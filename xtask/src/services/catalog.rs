@@ -24,6 +24,7 @@ use crate::core::meta::{self, BackupMeta, Content, Run, SourceId, parse_sha256_l
 use crate::core::metrics::{self, Metrics};
 use crate::core::naming::{BackupName, BackupType, META_SUFFIX, SHA256_SUFFIX};
 use crate::core::retention::{self, Candidate, Decision, Policy, Reason};
+use crate::services::codec::HashingWriter;
 use crate::services::fsutil::{self, LOCK_PREFIX, PARTIAL_PREFIX, PartialDir, PartialFile};
 use crate::services::s3::S3Store;
 
@@ -318,10 +319,8 @@ pub(crate) fn listed_members(store: &dyn Store, dir: &str) -> io::Result<Vec<Ent
             store.display(dir)
         ))
     };
-    let text = store
-        .read(&format!("{dir}{SHA256_SUFFIX}"))
+    let (manifest, _) = read_manifest(store, dir)
         .map_err(|e| refuse(format!("its manifest cannot be read ({e})")))?;
-    let manifest = Manifest::parse(&String::from_utf8_lossy(&text), dir).map_err(refuse)?;
     let members = store.members(dir)?;
     if let Some(foreign) = members
         .iter()
@@ -333,6 +332,14 @@ pub(crate) fn listed_members(store: &dyn Store, dir: &str) -> io::Result<Vec<Ent
         )));
     }
     Ok(members)
+}
+
+/// The manifest (`.sha256`) of the directory backup `dir` in `store`, and
+/// its digest; one that does not parse is `InvalidData`.
+pub(crate) fn read_manifest(store: &dyn Store, dir: &str) -> io::Result<(Manifest, String)> {
+    let text = store.read(&format!("{dir}{SHA256_SUFFIX}"))?;
+    Manifest::read(&String::from_utf8_lossy(&text), dir)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Whether `name` is a directory backup's (`….dir`), whose dump is a
@@ -454,19 +461,21 @@ pub(crate) trait Store: Send + Sync {
                 .then(|| self.read_meta(&set.name).ok())
                 .flatten();
             // A directory backup's `.sha256` is its manifest: `.meta` records the manifest's digest.
-            let sha256_file = set
-                .has_sha256
-                .then(|| self.read(&set.name.sha256_name()).ok())
-                .flatten()
-                .and_then(|t| {
-                    let text = String::from_utf8_lossy(&t);
-                    match set.name.layout {
-                        Layout::Directory => Manifest::parse(&text, &set.name.file_name())
-                            .ok()
-                            .map(|_| Manifest::digest_of(&text)),
-                        _ => parse_sha256_line(&text).map(|(hex, _)| hex),
-                    }
-                });
+            let sha256_file = match set.name.layout {
+                _ if !set.has_sha256 => None,
+                Layout::Directory => self
+                    .read(&set.name.sha256_name())
+                    .ok()
+                    .and_then(|t| {
+                        Manifest::read(&String::from_utf8_lossy(&t), &set.name.file_name()).ok()
+                    })
+                    .map(|(_, digest)| digest),
+                _ => self
+                    .read(&set.name.sha256_name())
+                    .ok()
+                    .and_then(|t| parse_sha256_line(&String::from_utf8_lossy(&t)))
+                    .map(|(hex, _)| hex),
+            };
             let size = inventory
                 .sizes
                 .get(&set.name.file_name())
@@ -608,10 +617,7 @@ fn upload_dir_set(
                 .with_context(|| format!("cannot write to {}", to.location()))?;
             // The bytes sent must be the ones the manifest names: a file
             // changed since its backup is not copied (dropped, the upload is aborted).
-            let mut hashed = HashingWriter {
-                inner: &mut out,
-                hasher: <sha2::Sha256 as sha2::Digest>::new(),
-            };
+            let mut hashed = HashingWriter::new(&mut out);
             io::copy(
                 &mut from
                     .open(&source)
@@ -619,7 +625,7 @@ fn upload_dir_set(
                 &mut hashed,
             )
             .with_context(|| format!("cannot copy {member} to {}", to.location()))?;
-            let actual = format!("{:x}", sha2::Digest::finalize(hashed.hasher));
+            let (actual, _) = hashed.finish();
             if !actual.eq_ignore_ascii_case(hex) {
                 anyhow::bail!(
                     "{}: it hashes to {actual}, its manifest says {hex}: it changed since the backup; nothing was copied",
@@ -661,30 +667,12 @@ pub(crate) fn copy_set(from: &dyn Store, to: &dyn Store, name: &BackupName) -> a
     }
     let meta = from.read_meta(name)?;
     if name.layout == Layout::Directory {
-        let text = String::from_utf8_lossy(&from.read(&name.sha256_name())?).into_owned();
-        let manifest = Manifest::parse(&text, &name.file_name()).map_err(anyhow::Error::msg)?;
+        let (manifest, _) = read_manifest(from, &name.file_name())?;
         return upload_dir_set(from, &name.file_name(), to, &manifest, name, &meta);
     }
     let mut file = to.create(&name.file_name())?;
     io::copy(&mut from.open(&name.file_name())?, &mut file)?;
     commit_set(to, file, name, &meta)
-}
-
-/// A writer that hashes what passes through it.
-struct HashingWriter<'a> {
-    inner: &'a mut dyn Write,
-    hasher: sha2::Sha256,
-}
-
-impl Write for HashingWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        sha2::Digest::update(&mut self.hasher, &buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// The local backup directory, and where its metrics go.

@@ -37,10 +37,25 @@ pub(crate) struct Archived {
 }
 
 /// A writer that hashes and counts what passes through it.
-struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> HashingWriter<W> {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The SHA-256 (hex) and count of the bytes that passed.
+    pub(crate) fn finish(self) -> (String, u64) {
+        (format!("{:x}", self.hasher.finalize()), self.bytes)
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -102,11 +117,7 @@ type Sink<'f> = Sealing<HashingWriter<BufWriter<&'f mut (dyn Write + Send)>>>;
 /// The end of every write: (encryption), hashing, buffering, the file.
 fn sink<'f>(file: &'f mut (dyn Write + Send), seal: Option<&Recipients>) -> io::Result<Sink<'f>> {
     Sealing::new(
-        HashingWriter {
-            inner: BufWriter::with_capacity(CHUNK, file),
-            hasher: Sha256::new(),
-            bytes: 0,
-        },
+        HashingWriter::new(BufWriter::with_capacity(CHUNK, file)),
         seal,
     )
 }
@@ -116,7 +127,7 @@ fn sink<'f>(file: &'f mut (dyn Write + Send), seal: Option<&Recipients>) -> io::
 fn finish_sink(sink: Sink<'_>) -> io::Result<(String, u64)> {
     let mut hashing = sink.finish()?;
     hashing.inner.flush()?;
-    Ok((format!("{:x}", hashing.hasher.finalize()), hashing.bytes))
+    Ok(hashing.finish())
 }
 
 /// Streams a custom archive from `source` into `file` as it is (pg_dump

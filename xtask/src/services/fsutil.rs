@@ -10,10 +10,10 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sha2::Digest as _;
 use tempfile::NamedTempFile;
 
 use crate::core::manifest::is_member_name;
+use crate::services::codec::HashingWriter;
 
 /// Prefix of the files a run writes before they are complete. Never a backup.
 pub(crate) const PARTIAL_PREFIX: &str = ".xtask-partial-";
@@ -293,7 +293,6 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 pub(crate) fn hash_directory(dir: &Path) -> io::Result<(BTreeMap<String, String>, u64)> {
     let mut files = BTreeMap::new();
     let mut total = 0;
-    let mut buf = vec![0; 1 << 20];
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -306,17 +305,11 @@ pub(crate) fn hash_directory(dir: &Path) -> io::Result<(BTreeMap<String, String>
                 ),
             ));
         }
-        let mut file = fs::File::open(entry.path())?;
-        let mut hasher = sha2::Sha256::new();
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            total += n as u64;
-        }
-        files.insert(name, format!("{:x}", hasher.finalize()));
+        let mut hashing = HashingWriter::new(io::sink());
+        io::copy(&mut fs::File::open(entry.path())?, &mut hashing)?;
+        let (hex, bytes) = hashing.finish();
+        total += bytes;
+        files.insert(name, hex);
     }
     Ok((files, total))
 }

@@ -255,10 +255,10 @@ pub(crate) fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
     let mut manifest = None;
     let expected = match source.read_sidecar(SHA256_SUFFIX) {
         Ok(text) if source.is_directory() => {
-            let m = Manifest::parse(&text, &source.file_name)
+            let (m, digest) = Manifest::read(&text, &source.file_name)
                 .map_err(|e| format_err!("{e}: the manifest is damaged"))?;
             manifest = Some(m);
-            Some(Manifest::digest_of(&text))
+            Some(digest)
         }
         Ok(text) => {
             let (hex, named) = parse_sha256_line(&text).ok_or_else(|| {
@@ -402,7 +402,7 @@ fn read_backup<V: Visitor>(
 ) -> Result<Checked, LoadError> {
     if source.is_directory() {
         let dir = LocalDir::of(source)?;
-        return read_directory(&dir, source, sidecars, client, visitor, flush);
+        return read_directory(&dir, &source.file_name, sidecars, client, visitor, flush);
     }
     let file = source.open().map_err(|e| {
         LoadError::Environment(format_err!("{}: cannot read it: {e}", source.file_name))
@@ -527,21 +527,6 @@ fn directory_tools(
     }
 }
 
-/// Every check of a directory backup, and one read of its SQL into
-/// `visitor`: each file against the manifest (none missing, none added,
-/// every digest), the total size against `.meta`, then the archive through
-/// `pg_restore -f -` and the dump reader, and the row counts against `.meta`.
-fn read_directory<V: Visitor>(
-    dir: &LocalDir,
-    source: &Source,
-    sidecars: &Sidecars,
-    client: Option<&Client>,
-    visitor: &mut V,
-    flush: impl FnMut(&mut V) -> io::Result<()>,
-) -> Result<Checked, LoadError> {
-    read_directory_named(dir, &source.file_name, sidecars, client, visitor, flush)
-}
-
 /// `db-backup --verify` of the directory backup it just wrote into `store`
 /// (with its sidecars `meta` and the manifest there): every check `db-verify` makes.
 pub(crate) fn verify_new_directory(
@@ -551,24 +536,27 @@ pub(crate) fn verify_new_directory(
     client: &Client,
 ) -> Result<Checked, LoadError> {
     let file_name = name.file_name();
-    let text = store.read(&name.sha256_name()).map_err(|e| {
-        LoadError::Environment(format_err!("cannot read {}: {e}", name.sha256_name()))
-    })?;
-    let text = String::from_utf8_lossy(&text);
-    let manifest =
-        Manifest::parse(&text, &file_name).map_err(|e| LoadError::File(format_err!("{e}")))?;
+    let (manifest, digest) =
+        catalog::read_manifest(store, &file_name).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => LoadError::File(format_err!("{e}")),
+            _ => LoadError::Environment(format_err!("cannot read {}: {e}", name.sha256_name())),
+        })?;
     let sidecars = Sidecars {
-        expected: Some(Manifest::digest_of(&text)),
+        expected: Some(digest),
         meta: Some(meta.clone()),
         manifest: Some(manifest),
     };
     let dir = LocalDir::in_store(store, &file_name)?;
-    read_directory_named(&dir, &file_name, &sidecars, Some(client), &mut (), |_| {
+    read_directory(&dir, &file_name, &sidecars, Some(client), &mut (), |_| {
         Ok(())
     })
 }
 
-fn read_directory_named<V: Visitor>(
+/// Every check of a directory backup, and one read of its SQL into
+/// `visitor`: each file against the manifest (none missing, none added,
+/// every digest), the total size against `.meta`, then the archive through
+/// `pg_restore -f -` and the dump reader, and the row counts against `.meta`.
+fn read_directory<V: Visitor>(
     dir: &LocalDir,
     name: &str,
     sidecars: &Sidecars,
@@ -1108,7 +1096,14 @@ fn load_archive(
                 None => Ok(()),
             };
             match directory {
-                Some(dir) => read_directory(dir, &local, &checking, Some(client), &mut (), flush),
+                Some(dir) => read_directory(
+                    dir,
+                    &local.file_name,
+                    &checking,
+                    Some(client),
+                    &mut (),
+                    flush,
+                ),
                 None => read_backup(&local, &checking, Some(client), &plain, &mut (), flush),
             }
         });

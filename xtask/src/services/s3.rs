@@ -27,6 +27,7 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use crate::core::config::{S3Config, S3Credentials, Secret, Settings};
 use crate::services::catalog::{Entry, NewFile, Store, is_directory_backup, listed_members};
+use crate::services::codec::HashingWriter;
 
 /// How long a presigned request stays valid (one part, one GET stream).
 const SIGNED_FOR: Duration = Duration::from_secs(6 * 3600);
@@ -616,11 +617,11 @@ impl NewFile for Upload<'_> {
             }
         };
         if !checked {
-            let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+            let mut hashing = HashingWriter::new(io::sink());
             let read = S3Store::open(store, &name)
                 .map_err(io::Error::from)
-                .and_then(|mut r| io::copy(&mut r, &mut HashWriter(&mut hasher)));
-            let actual = format!("{:x}", sha2::Digest::finalize(hasher));
+                .and_then(|mut r| io::copy(&mut r, &mut hashing));
+            let (actual, _) = hashing.finish();
             if read.is_err() || !actual.eq_ignore_ascii_case(sha256) {
                 let _ = store.delete(&name);
                 return Err(io::Error::other(format!(
@@ -628,18 +629,6 @@ impl NewFile for Upload<'_> {
                 )));
             }
         }
-        Ok(())
-    }
-}
-
-struct HashWriter<'a>(&'a mut sha2::Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sha2::Digest::update(self.0, buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
