@@ -192,6 +192,18 @@ fn state(pg: &PgServer) -> String {
 fn damaged_archives_and_streams_are_refused_with_nothing_touched() {
     let pg = PgServer::start(15);
     pg.psql(DB, "CREATE TABLE t (id int PRIMARY KEY, s text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    // Names the server's row count must quote, an inheritance parent with
+    // rows of its own, and a partitioned table (its rows are its partitions').
+    pg.psql(
+        DB,
+        r#"CREATE SCHEMA "we.ird"; CREATE TABLE "we.ird"."Ordér ""x""" ("select" int);
+        INSERT INTO "we.ird"."Ordér ""x""" SELECT g FROM generate_series(1, 7) g;
+        CREATE TABLE parent (id int); CREATE TABLE child () INHERITS (parent);
+        INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (3);
+        CREATE TABLE part (id int) PARTITION BY RANGE (id);
+        CREATE TABLE part_low PARTITION OF part FOR VALUES FROM (0) TO (100);
+        INSERT INTO part VALUES (1), (2), (3);"#,
+    );
     let x = crate::xtask();
     let env = pg.xtask_env(DB);
     let refused = |args: &[&str], says: &str| {
@@ -212,6 +224,28 @@ fn damaged_archives_and_streams_are_refused_with_nothing_touched() {
         let path = dir.join(&file);
         let pristine = std::fs::read(&path).unwrap();
         let restore = ["db-restore", file.as_str(), "--yes"];
+
+        // Whole, it restores (a custom archive with pg_restore --jobs: the
+        // server counts the rows it took, under those names, without falling
+        // back to a second read).
+        let out = x.run(&restore, &env);
+        assert!(out.status.success(), "{}", show(&out));
+        assert!(!show(&out).contains("did not count"), "{}", show(&out));
+        let rows = r#"SELECT (SELECT count(*) FROM t) || ',' || (SELECT count(*) FROM ONLY parent)
+            || ',' || (SELECT count(*) FROM part) || ',' || (SELECT count(*) FROM "we.ird"."Ordér ""x""")"#;
+        assert_eq!(pg.psql(DB, rows), "20000,2,3,7");
+        // .meta's row counts changed, its checksums intact: refused, whichever
+        // road the restore takes.
+        let meta_path = dir.join(format!("{file}.meta"));
+        let meta_text = std::fs::read_to_string(&meta_path).unwrap();
+        let mut meta: serde_json::Value = serde_json::from_str(&meta_text).unwrap();
+        meta["tables"]["public.t"] = 19_999.into();
+        std::fs::write(&meta_path, meta.to_string()).unwrap();
+        refused(
+            &restore,
+            "the row counts in .meta disagree with the dump's data",
+        );
+        std::fs::write(&meta_path, &meta_text).unwrap();
 
         let mut flipped = pristine.clone();
         let mid = flipped.len() / 2;

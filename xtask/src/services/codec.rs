@@ -951,15 +951,14 @@ fn inflate_parallel<R: Read + Send, V: Visitor, F: FnMut(&mut V) -> io::Result<(
                     break;
                 };
                 let mut member = header;
-                member.resize(len, 0);
-                let got = match read_full(&mut input, &mut member[HEADER_LEN..]) {
-                    Ok(got) => got,
-                    Err(e) => {
-                        let _ = tail_tx.send((seq, Err(e)));
-                        break;
-                    }
-                };
-                member.truncate(HEADER_LEN + got);
+                member.reserve_exact(len - HEADER_LEN);
+                // read_to_end, not a zero-filled buffer: filling every
+                // member before reading over it cost an eighth of a restore.
+                let rest = (len - HEADER_LEN) as u64;
+                if let Err(e) = (&mut input).take(rest).read_to_end(&mut member) {
+                    let _ = tail_tx.send((seq, Err(e)));
+                    break;
+                }
                 if work_tx.send((seq, member)).is_err() {
                     break;
                 }
