@@ -435,21 +435,20 @@ fn read_backup<V: Visitor>(
                 )));
             }
         };
-    if let Some(meta) = &sidecars.meta {
-        if meta.size_bytes != report.compressed_bytes {
-            return Err(LoadError::File(format_err!(
-                "{}: .meta records {} bytes, the file has {}",
-                source.file_name,
-                meta.size_bytes,
-                report.compressed_bytes
-            )));
-        }
-        if report.contents_checked && meta.tables != report.scan.tables {
-            return Err(LoadError::File(format_err!(
-                "{}: the row counts in .meta disagree with the dump's data",
-                source.file_name
-            )));
-        }
+    check_size(
+        sidecars,
+        &source.file_name,
+        report.compressed_bytes,
+        "the file has",
+    )?;
+    if let Some(meta) = &sidecars.meta
+        && report.contents_checked
+        && meta.tables != report.scan.tables
+    {
+        return Err(LoadError::File(format_err!(
+            "{}: the row counts in .meta disagree with the dump's data",
+            source.file_name
+        )));
     }
     Ok(Checked {
         report,
@@ -574,14 +573,7 @@ fn check_directory_files(
             "{name} has no .sha256 (made elsewhere?): only pg_restore's read of it checks it"
         ));
     }
-    if let Some(meta) = &sidecars.meta
-        && meta.size_bytes != bytes
-    {
-        return Err(LoadError::File(format_err!(
-            "{name}: .meta records {} bytes, its files have {bytes}",
-            meta.size_bytes
-        )));
-    }
+    check_size(sidecars, name, bytes, "its files have")?;
     Ok(bytes)
 }
 
@@ -1218,15 +1210,18 @@ fn check_archive_file(local: &Source, sidecars: &Sidecars) -> Result<(), LoadErr
         };
         return Err(LoadError::File(format_err!("{name}: {e}")));
     }
-    if let Some(meta) = &sidecars.meta
-        && meta.size_bytes != bytes
-    {
-        return Err(LoadError::File(format_err!(
-            "{name}: .meta records {} bytes, the file has {bytes}",
+    check_size(sidecars, name, bytes, "the file has")
+}
+
+/// The bytes read against `.meta`'s size; `has` names what was read.
+fn check_size(sidecars: &Sidecars, name: &str, bytes: u64, has: &str) -> Result<(), LoadError> {
+    match &sidecars.meta {
+        Some(meta) if meta.size_bytes != bytes => Err(LoadError::File(format_err!(
+            "{name}: .meta records {} bytes, {has} {bytes}",
             meta.size_bytes
-        )));
+        ))),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The rows `target` holds in each of `tables` (named as `.meta` names
@@ -1310,17 +1305,12 @@ fn relkinds_sql(tables: &[&TableName]) -> String {
 /// told to, and then names the root). Row security off: an error, never a
 /// count that a policy filtered.
 fn row_counts_sql(tables: &[(&TableName, bool)]) -> String {
-    let quoted = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));
     let parts: Vec<String> = tables
         .iter()
         .enumerate()
         .map(|(i, (t, only))| {
-            format!(
-                "SELECT {i} AS i, count(*) AS n FROM {}{}.{}",
-                if *only { "ONLY " } else { "" },
-                quoted(&t.schema),
-                quoted(&t.name)
-            )
+            let only = if *only { "ONLY " } else { "" };
+            format!("SELECT {i} AS i, count(*) AS n FROM {only}{}", t.sql())
         })
         .collect();
     format!(

@@ -11,7 +11,7 @@ use anyhow::{Context as _, format_err};
 use serde::Deserialize;
 
 use crate::core::config::Connection;
-use crate::core::dump::TableName;
+use crate::core::dump::{TableName, ident};
 use crate::core::subset::{Catalog, ForeignKey, Leaf, Rows, Table};
 use crate::services::interrupt;
 use crate::services::pg::{Client, PgError, classify};
@@ -35,16 +35,6 @@ const SETTINGS: &str = "SET datestyle = ISO;\nSET intervalstyle = postgres;\nSET
 /// (`transaction_timeout` exists from PostgreSQL 17 on).
 /// Nothing here may print: every line these sessions print is a row.
 const NO_TIMEOUTS: &str = "SET idle_in_transaction_session_timeout = 0;\nDO $$BEGIN IF pg_catalog.current_setting('server_version_num')::int >= 170000 THEN PERFORM pg_catalog.set_config('transaction_timeout', '0', false); END IF; END$$;\n";
-
-/// An identifier always in double quotes (a column named `user` or `order`
-/// is a keyword unquoted).
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn qualified(t: &TableName) -> String {
-    format!("{}.{}", ident(&t.schema), ident(&t.name))
-}
 
 impl<'c> Snapshot<'c> {
     pub(crate) fn export(client: &'c Client, conn: &Connection) -> Result<Snapshot<'c>, PgError> {
@@ -164,7 +154,7 @@ impl Rows for Snapshot<'_> {
         let mut sql = format!(
             "COPY (SELECT {} FROM ONLY {} AS {}",
             columns.join(", "),
-            qualified(&leaf.name),
+            leaf.name.sql(),
             ident(&table.name)
         );
         if let Some(c) = condition {

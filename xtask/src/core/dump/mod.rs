@@ -59,12 +59,23 @@ impl TableName {
     pub(crate) fn quoted(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
     }
+
+    /// For SQL we send: both parts always in double quotes (a table named
+    /// `user` or `order` is a keyword unquoted).
+    pub(crate) fn sql(&self) -> String {
+        format!("{}.{}", ident(&self.schema), ident(&self.name))
+    }
 }
 
 impl fmt::Display for TableName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.schema, self.name)
     }
+}
+
+/// An identifier always in double quotes, for SQL we send.
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// `name`, or `"Name"` when it is not all lower case letters, digits and underscores.
