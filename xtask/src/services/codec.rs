@@ -70,6 +70,16 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// The SHA-256 (hex) and length of everything `source` holds, read whole.
+pub(crate) fn hash_all(source: impl Read) -> io::Result<(String, u64)> {
+    let mut hashing = HashingWriter::new(io::sink());
+    io::copy(
+        &mut io::BufReader::with_capacity(CHUNK, source),
+        &mut hashing,
+    )?;
+    Ok(hashing.finish())
+}
+
 /// Reads until `buf` is full or the source ends; returns the bytes read.
 fn read_full(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;

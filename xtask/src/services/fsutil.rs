@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
 
 use crate::core::manifest::is_member_name;
-use crate::services::codec::HashingWriter;
+use crate::services::codec;
 
 /// Prefix of the files a run writes before they are complete. Never a backup.
 pub(crate) const PARTIAL_PREFIX: &str = ".xtask-partial-";
@@ -259,15 +259,15 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
         CString::new(p.as_os_str().as_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
     };
-    let (from, to) = (c(from)?, c(to)?);
+    let (c_from, c_to) = (c(from)?, c(to)?);
     // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them
     // as relative to the working directory, as `fs::rename` does.
     let rc = unsafe {
         libc::renameat2(
             libc::AT_FDCWD,
-            from.as_ptr(),
+            c_from.as_ptr(),
             libc::AT_FDCWD,
-            to.as_ptr(),
+            c_to.as_ptr(),
             libc::RENAME_NOREPLACE,
         )
     };
@@ -280,9 +280,8 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
     // A filesystem without RENAME_NOREPLACE (NFS, CIFS): take the name
     // with an exclusive mkdir, then rename over that empty directory of ours.
-    let to = Path::new(std::ffi::OsStr::from_bytes(to.as_bytes()));
     fs::create_dir(to)?;
-    fs::rename(Path::new(std::ffi::OsStr::from_bytes(from.as_bytes())), to).inspect_err(|_| {
+    fs::rename(from, to).inspect_err(|_| {
         let _ = fs::remove_dir(to);
     })
 }
@@ -305,9 +304,7 @@ pub(crate) fn hash_directory(dir: &Path) -> io::Result<(BTreeMap<String, String>
                 ),
             ));
         }
-        let mut hashing = HashingWriter::new(io::sink());
-        io::copy(&mut fs::File::open(entry.path())?, &mut hashing)?;
-        let (hex, bytes) = hashing.finish();
+        let (hex, bytes) = codec::hash_all(fs::File::open(entry.path())?)?;
         total += bytes;
         files.insert(name, hex);
     }

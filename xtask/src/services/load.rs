@@ -1194,13 +1194,8 @@ fn check_archive_file(local: &Source, sidecars: &Sidecars) -> Result<(), LoadErr
     let file = local
         .open()
         .map_err(|e| LoadError::Environment(format_err!("{name}: cannot read it: {e}")))?;
-    let mut hashing = codec::HashingWriter::new(io::sink());
-    io::copy(
-        &mut io::BufReader::with_capacity(1 << 20, file),
-        &mut hashing,
-    )
-    .map_err(|e| LoadError::Environment(format_err!("{name}: cannot read it: {e}")))?;
-    let (actual, bytes) = hashing.finish();
+    let (actual, bytes) = codec::hash_all(file)
+        .map_err(|e| LoadError::Environment(format_err!("{name}: cannot read it: {e}")))?;
     if let Some(expected) = &sidecars.expected
         && !expected.eq_ignore_ascii_case(&actual)
     {

@@ -27,7 +27,7 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use crate::core::config::{S3Config, S3Credentials, Secret, Settings};
 use crate::services::catalog::{Entry, NewFile, Store, is_directory_backup, listed_members};
-use crate::services::codec::HashingWriter;
+use crate::services::codec;
 
 /// How long a presigned request stays valid (one part, one GET stream).
 const SIGNED_FOR: Duration = Duration::from_secs(6 * 3600);
@@ -617,12 +617,10 @@ impl NewFile for Upload<'_> {
             }
         };
         if !checked {
-            let mut hashing = HashingWriter::new(io::sink());
             let read = S3Store::open(store, &name)
                 .map_err(io::Error::from)
-                .and_then(|mut r| io::copy(&mut r, &mut hashing));
-            let (actual, _) = hashing.finish();
-            if read.is_err() || !actual.eq_ignore_ascii_case(sha256) {
+                .and_then(codec::hash_all);
+            if !read.is_ok_and(|(actual, _)| actual.eq_ignore_ascii_case(sha256)) {
                 let _ = store.delete(&name);
                 return Err(io::Error::other(format!(
                     "{name}: the uploaded object does not read back as the bytes sent; it was removed"
