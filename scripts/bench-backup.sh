@@ -3,7 +3,7 @@
 # design record, `pg_dump | pigz`, and `pg_dump > /dev/null` (the producer's
 # limit), on one standard dataset, in paired rounds. See docs/benchmarks.md.
 #
-#   bash scripts/bench-backup.sh [--scale N] [--rounds N] [--restore-rounds N] [--keep]
+#   bash scripts/bench-backup.sh [--scale N] [--rounds N] [--restore-rounds N] [--keep] [--release]
 #   bash scripts/bench-backup.sh --recovery [--scale N]
 #   bash scripts/bench-backup.sh --encryption [--scale N] [--rounds N]
 #   bash scripts/bench-backup.sh --subset [--rounds N]
@@ -30,6 +30,10 @@
 # The server is a throwaway PostgreSQL 15 cluster of the host's own packages
 # on 127.0.0.1 (no container: nothing but the tools under test in the path).
 # Needs root (the server runs as the postgres user), pgbench, pigz, GNU time.
+#
+# --release times the release build instead of the debug build `cargo xtask`
+# runs: the binary docs/operations/scheduling.md installs for cron and
+# Kubernetes, and the build the formats issue measured its baseline with.
 set -euo pipefail
 
 scale=20
@@ -39,6 +43,7 @@ keep=0
 recovery=0
 encryption=0
 subset=0
+profile=debug
 while [ $# -gt 0 ]; do
     case "$1" in
         --scale) scale=$2; shift 2 ;;
@@ -48,7 +53,8 @@ while [ $# -gt 0 ]; do
         --recovery) recovery=1; shift ;;
         --encryption) encryption=1; shift ;;
         --subset) subset=1; shift ;;
-        *) echo "unknown argument $1: expected --scale N, --rounds N, --restore-rounds N, --keep, --recovery, --encryption, --subset" >&2; exit 2 ;;
+        --release) profile=release; shift ;;
+        *) echo "unknown argument $1: expected --scale N, --rounds N, --restore-rounds N, --keep, --recovery, --encryption, --subset, --release" >&2; exit 2 ;;
     esac
 done
 
@@ -66,6 +72,17 @@ for tool in pigz /usr/bin/time; do
         break
     }
 done
+
+# The binary under test: the debug build `cargo xtask` runs, or --release.
+build_xtask() {
+    if [ "$profile" = release ]; then
+        (cd "$here" && cargo build -q --release -p xtask)
+    else
+        (cd "$here" && cargo build -q -p xtask)
+    fi
+    xtask="$here/target/$profile/xtask"
+    echo "== xtask: $profile build" >&2
+}
 
 container=""
 cleanup() {
@@ -92,8 +109,7 @@ if [ "$subset" = 1 ]; then
         -c "CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES customers, placed_at timestamptz NOT NULL, total numeric(10, 2), note text)" \
         -c "INSERT INTO orders SELECT i, 1 + (i::bigint * 7919) % 200000, now() - i * interval '13 seconds', i % 1000 * 1.25, 'order note ' || md5(i::text) FROM generate_series(1, 2000000) i" \
         -c "CREATE INDEX ON orders (customer_id)" -c "VACUUM ANALYZE"
-    (cd "$here" && cargo build -q -p xtask)
-    xtask="$here/target/debug/xtask"
+    build_xtask
     from="postgres://bench@127.0.0.1:$port/shop"
     : >"$work/subset"
     for r in $(seq 1 "$rounds"); do
@@ -129,8 +145,7 @@ echo "== building the dataset" >&2
 # Rows like an application's (the SQL is shared with scripts/bench-pitr.sh).
 "$bindir/psql" -qX -f "$here/scripts/bench-noise.sql"
 
-(cd "$here" && cargo build -q -p xtask)
-xtask="$here/target/debug/xtask"
+build_xtask
 
 if [ "$recovery" = 1 ]; then
     "$bindir/psql" -qX -c "CREATE ROLE app_owner NOLOGIN" -c "CREATE ROLE reader LOGIN PASSWORD 'r'" \

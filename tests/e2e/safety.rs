@@ -495,6 +495,131 @@ fn signals_drop_the_scratch_database_and_a_killed_runs_leftover_goes_next_time()
     assert!(!databases(&pg).contains("app_restore_"));
 }
 
+/// Starts `db-backup` with `args`, waits until pg_dump is copying rows,
+/// then sends `signal` to the xtask alone (not its process group, as
+/// `kill PID` or a supervisor does); returns the run's output.
+fn signal_during_dump(
+    x: &Xtask,
+    pg: &PgServer,
+    args: &[&str],
+    env: &BTreeMap<String, String>,
+    signal: &str,
+) -> Output {
+    let child = x.spawn(args, env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pg
+        .psql(
+            DB,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cargo-xtask' AND query LIKE 'COPY %big%'",
+        )
+        .starts_with(|c: char| c != '0')
+    {
+        if Instant::now() > deadline {
+            let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+            panic!("the dump never started: {}", show(&child.wait_with_output().unwrap()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// SIGTERM or Ctrl-C during a logical backup, sent to the xtask alone:
+/// pg_dump is stopped (no session left on the server), nothing is published
+/// or left in the backup directory, the failure hook is told, the exit says
+/// which signal; the next backup runs as usual.
+#[test]
+fn signals_during_a_backup_stop_pg_dump_and_publish_nothing() {
+    let pg = PgServer::start(15);
+    seed_big(&pg);
+    let x = crate::xtask();
+    let told = x.root.path().join("hook.json");
+    let env = with(
+        pg.xtask_env(DB),
+        &[(
+            "BACKUP_HOOK_FAILURE",
+            &format!("cat > '{}'", told.display()),
+        )],
+    );
+    // Gone within two seconds of the run's end: stopped, not left to finish.
+    let pg_dump_sessions = || {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let n = pg.psql(
+                DB,
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cargo-xtask' AND pid <> pg_backend_pid()",
+            );
+            if n == "0" || Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    for (args, signal, code, word) in [
+        (&["db-backup"][..], "-TERM", 143, "terminated"),
+        (
+            &["db-backup", "--format", "directory", "--jobs", "2"][..],
+            "-INT",
+            130,
+            "interrupted",
+        ),
+        (
+            &["db-backup", "--format", "custom"][..],
+            "-TERM",
+            143,
+            "terminated",
+        ),
+    ] {
+        let out = signal_during_dump(&x, &pg, args, &env, signal);
+        let what = format!("{args:?} {signal}: {}", show(&out));
+        assert_eq!(out.status.code(), Some(code), "{what}");
+        assert!(
+            stderr(&out).contains(&format!("{word}: nothing was published")),
+            "{what}"
+        );
+        assert_eq!(pg_dump_sessions(), "0", "{what}");
+        let left: Vec<String> = std::fs::read_dir(x.backup_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            left.iter()
+                .all(|n| !n.starts_with(".xtask-partial-") && !n.starts_with("app_")),
+            "{what}: {left:?}"
+        );
+        let hook = std::fs::read_to_string(&told).unwrap();
+        assert!(
+            hook.contains("\"failure\"") && hook.contains(word),
+            "{hook}"
+        );
+        std::fs::remove_file(&told).unwrap();
+    }
+    let list = x.run(&["db-list", "--json"], &env);
+    assert_eq!(
+        json_of(&list)["backups"],
+        serde_json::json!([]),
+        "{}",
+        show(&list)
+    );
+
+    // --all: the set being dumped publishes nothing, none after it starts.
+    pg.psql(DB, "CREATE DATABASE zz_after");
+    let out = signal_during_dump(&x, &pg, &["db-backup", "--all"], &env, "-TERM");
+    assert_eq!(out.status.code(), Some(143), "{}", show(&out));
+    assert!(
+        stderr(&out).contains(
+            "terminated: published: (globals); not published: app; not started: postgres, zz_after"
+        ),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(pg_dump_sessions(), "0");
+    backup(&x, &env);
+}
+
 /// Item 8: A preview needs no consent.
 #[test]
 fn a_dry_run_needs_no_consent() {

@@ -25,6 +25,23 @@ pub(crate) fn watch() -> std::io::Result<()> {
     Ok(())
 }
 
+/// From now on a second SIGINT or SIGTERM ends the process at once (exit
+/// 130 or 143), for runs whose cleanup may wait on the network: whoever
+/// presses Ctrl-C twice is never kept waiting. Only where being cut short
+/// loses nothing (a backup's partial file is swept by the next run).
+pub(crate) fn second_signal_ends_run() -> std::io::Result<()> {
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for (signal, code) in [
+        (signal_hook::consts::SIGINT, i32::from(exit::INTERRUPTED)),
+        (signal_hook::consts::SIGTERM, i32::from(exit::TERMINATED)),
+    ] {
+        // Registered before the flag it reads: the first signal only sets it.
+        signal_hook::flag::register_conditional_shutdown(signal, code, Arc::clone(&seen))?;
+        signal_hook::flag::register(signal, Arc::clone(&seen))?;
+    }
+    Ok(())
+}
+
 /// The signal received, if any.
 pub(crate) fn received() -> Option<i32> {
     SIGNAL
@@ -51,5 +68,52 @@ pub(crate) fn check(kept: &str) -> Result<(), Failure> {
     match received() {
         Some(_) => Err(failure(kept)),
         None => Ok(()),
+    }
+}
+
+/// [`check`] for a stream's consumer: a signal ends the stream as an I/O error.
+pub(crate) fn io_check() -> std::io::Result<()> {
+    match received() {
+        Some(_) => Err(std::io::Error::other("interrupted")),
+        None => Ok(()),
+    }
+}
+
+/// Until it is dropped, a signal this process notes is passed on to one
+/// child: SIGTERM to `pid`. A child that blocks (pg_dump waiting on a lock,
+/// or writing a directory of files and nothing on the pipe) would otherwise
+/// keep the run from ever reading the flag. Drop it before the child is
+/// reaped, so the pid is never one the system has given to another process.
+pub(crate) struct Forward {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Passes a noted signal on to `pid` (nothing when signals are not watched).
+pub(crate) fn forward_to(pid: u32) -> Forward {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread = SIGNAL.get().map(|_| {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                if received().is_some() {
+                    // SIGTERM, not SIGKILL: pg_dump --jobs stops its workers on it.
+                    // SAFETY: kill(2) with a pid this process spawned and has not reaped.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    });
+    Forward { done, thread }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

@@ -925,9 +925,7 @@ pub(crate) fn load<'a>(
     let mut total = 0u64;
     let streamed = {
         let mut flush = |s: &mut LoadSink<'_>| -> io::Result<()> {
-            if interrupt::received().is_some() {
-                return Err(io::Error::other("interrupted"));
-            }
+            interrupt::io_check()?;
             total += s.out.len() as u64;
             progress.update(total);
             psql.write(&s.out)?;
@@ -1092,10 +1090,7 @@ fn load_archive(
             identities: None,
             jobs: 1,
         };
-        let flush = |_: &mut ()| match interrupt::received() {
-            Some(_) => Err(io::Error::other("interrupted")),
-            None => Ok(()),
-        };
+        let flush = |_: &mut ()| interrupt::io_check();
         match directory {
             Some(dir) => read_directory(
                 dir,
@@ -1361,6 +1356,7 @@ fn dump_live<V: Visitor>(
     flush: &mut impl FnMut(&mut V) -> io::Result<()>,
 ) -> Result<ScanReport, LoadError> {
     let mut pg_dump = client.dump(conn, opts)?;
+    let forward = interrupt::forward_to(pg_dump.id());
     let mut reader = Reader::new();
     let mut buf = vec![0; 1 << 20];
     loop {
@@ -1379,6 +1375,7 @@ fn dump_live<V: Visitor>(
     }
     let scan = reader.finish(visitor);
     flush(visitor).map_err(LoadError::Sink)?;
+    drop(forward);
     let (status, stderr) = pg_dump
         .finish()
         .map_err(|e| LoadError::Environment(e.into()))?;

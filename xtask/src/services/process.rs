@@ -199,6 +199,11 @@ impl ChildReader {
         Ok((status, String::from_utf8_lossy(&stderr).into_owned()))
     }
 
+    /// The program's process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the program now.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();

@@ -14,6 +14,7 @@ use crate::core::manifest::Manifest;
 use crate::services::codec::{self, Archived};
 use crate::services::crypto::Recipients;
 use crate::services::fsutil::{self, PartialDir};
+use crate::services::interrupt;
 use crate::services::pg::{self, Client, DumpOptions, Runner};
 use crate::ui;
 
@@ -38,6 +39,7 @@ pub(crate) fn dump_into(
     where_: &str,
 ) -> anyhow::Result<Archived> {
     let mut reader = client.dump(conn, opts)?;
+    let forward = interrupt::forward_to(reader.id());
     let mut progress = ui::Progress::new("dumping");
     let archived = match opts.archive {
         None => codec::compress_into(
@@ -57,6 +59,7 @@ pub(crate) fn dump_into(
         ),
     };
     progress.finish();
+    drop(forward);
     let archived = match archived {
         Ok(a) => a,
         // The archive ended early: pg_dump's own failure says why, if it failed.
@@ -104,6 +107,7 @@ pub(crate) fn dump_directory(
 ) -> anyhow::Result<DirectoryDump> {
     let path = partial.contents();
     let mut pg_dump = client.dump(conn, opts)?;
+    let forward = interrupt::forward_to(pg_dump.id());
     ui::detail(format!(
         "pg_dump is writing the directory with {} jobs",
         opts.directory.as_ref().map_or(1, |(_, jobs)| *jobs)
@@ -115,6 +119,7 @@ pub(crate) fn dump_directory(
         // writes nothing outside `path`; anything but plain files is refused below).
         Runner::Compose(_) => untar_into(&mut pg_dump, &path),
     };
+    drop(forward);
     if let Err(e) = unpacked {
         // Nobody reads the stream any more: stop it rather than wait on it.
         pg_dump.kill();
@@ -136,9 +141,10 @@ pub(crate) fn dump_directory(
     }
     let unarchive = client.dir_unarchiver(&path);
     let input = client.dir_input(&path)?;
-    let scan = codec::read_unarchived(input, &unarchive, &mut (), |_| Ok(())).map_err(|e| {
-        format_err!("the dump pg_dump produced does not read back: {e}; nothing was published")
-    })?;
+    let scan = codec::read_unarchived(input, &unarchive, &mut (), |_| interrupt::io_check())
+        .map_err(|e| {
+            format_err!("the dump pg_dump produced does not read back: {e}; nothing was published")
+        })?;
     Ok(DirectoryDump {
         manifest,
         bytes,

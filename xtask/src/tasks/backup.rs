@@ -66,6 +66,11 @@ pub(crate) fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
     if args.physical {
         return physical(&args, ctx);
     }
+    // Ctrl-C and SIGTERM are noted: pg_dump is stopped, nothing of the
+    // dump is published, the failure is recorded and the hooks are told,
+    // then the run exits 130 or 143. A second one ends it at once.
+    interrupt::watch()?;
+    interrupt::second_signal_ends_run()?;
     let settings = &ctx.settings;
     let placement = Placement::decide(
         settings.s3.is_some(),
@@ -140,12 +145,16 @@ fn all(
         databases: databases.clone(),
     };
     let mut reports = Vec::new();
-    for what in std::iter::once(What::Globals)
+    let sets: Vec<What> = std::iter::once(What::Globals)
         .chain(databases.iter().map(|d| What::Database(Some(d.clone()))))
-    {
+        .collect();
+    for what in &sets {
+        if interrupt::received().is_some() {
+            break; // the sets not started are named below
+        }
         reports.push((
             what.clone(),
-            one(args, settings, stores, Ok(route.clone()), &what, Some(&run)),
+            one(args, settings, stores, Ok(route.clone()), what, Some(&run)),
         ));
     }
     let failed: Vec<String> = reports
@@ -168,6 +177,25 @@ fn all(
             };
             println!("{:<24}  {result:<8}  {detail}", label(what));
         }
+    }
+    if interrupt::received().is_some() {
+        let published: Vec<String> = reports
+            .iter()
+            .filter(|(_, r)| r.outcome.is_ok())
+            .map(|(w, _)| label(w))
+            .collect();
+        let not_started: Vec<String> = sets[reports.len()..].iter().map(label).collect();
+        let list = |names: &[String]| match names {
+            [] => "none".to_string(),
+            _ => names.join(", "),
+        };
+        return Err(interrupt::failure(&format!(
+            "published: {}; not published: {}; not started: {}",
+            list(&published),
+            list(&failed),
+            list(&not_started)
+        ))
+        .into());
     }
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -274,30 +302,37 @@ fn one(
         }
     };
     let local = &stores.local;
-    let result = route.and_then(|route| {
-        // One run per database at a time: an overlapping cron run stops here.
-        let lock = lock(local, &db)?;
-        let route = match what {
-            What::Database(Some(d)) => Route {
-                conn: route.conn.with_db(d),
-                ..route
-            },
-            _ => route,
-        };
-        backup(
-            args,
-            settings,
-            route,
-            primary,
-            stores.seal.as_ref(),
-            what,
-            &db,
-            kind,
-            started_at,
-            run,
-        )
-        .map(|done| (done, lock))
-    });
+    let result = route
+        .and_then(|route| {
+            // One run per database at a time: an overlapping cron run stops here.
+            let lock = lock(local, &db)?;
+            let route = match what {
+                What::Database(Some(d)) => Route {
+                    conn: route.conn.with_db(d),
+                    ..route
+                },
+                _ => route,
+            };
+            backup(
+                args,
+                settings,
+                route,
+                primary,
+                stores.seal.as_ref(),
+                what,
+                &db,
+                kind,
+                started_at,
+                run,
+            )
+            .map(|done| (done, lock))
+        })
+        // Stopped by a signal: whatever failed on the way (pg_dump ended by
+        // it, a stream cut short) is that, and nothing was published.
+        .map_err(|e| match interrupt::received() {
+            Some(_) => interrupt::failure("nothing was published").into(),
+            None => e,
+        });
     let (event, outcome, json) = match result {
         Ok((done, _lock)) => {
             let event = Event {
@@ -613,9 +648,15 @@ fn finish(
         )
     });
 
+    // A signal from here on: the backup is published and kept; what is left
+    // of the run (verify, upload, prune) is skipped and named.
+    let stopped = || interrupt::received().is_some();
+    let mut skipped = Vec::new();
     let mut verify_error = None;
     let mut not_verified = None;
-    if args.verify {
+    if args.verify && stopped() {
+        skipped.push("--verify");
+    } else if args.verify {
         let at = OffsetDateTime::now_utc();
         // (about the file?, what): only evidence about the file fails it.
         let read = if done.name.layout == Layout::Directory {
@@ -635,8 +676,10 @@ fn finish(
                         unarchive: Some(&unarchive),
                         workers: settings.jobs,
                     };
-                    codec::read_checked(f, Some(&done.meta.sha256), opening, &mut (), |_| Ok(()))
-                        .map_err(|e| (e.is_about_the_file(), e.to_string()))
+                    codec::read_checked(f, Some(&done.meta.sha256), opening, &mut (), |_| {
+                        interrupt::io_check()
+                    })
+                    .map_err(|e| (e.is_about_the_file(), e.to_string()))
                 })
         };
         if read.as_ref().is_ok_and(|r| !r.contents_checked) {
@@ -644,6 +687,8 @@ fn finish(
             ui::info(
                 "--verify: checksum and age header ok; the contents were not checked (no BACKUP_AGE_IDENTITY_FILE here: db-verify with the key checks them)",
             );
+        } else if read.is_err() && stopped() {
+            skipped.push("--verify");
         } else if let Err((false, why)) = &read {
             // Nothing learned about the file: nothing recorded, it is still uploaded.
             not_verified = Some(why.clone());
@@ -669,6 +714,10 @@ fn finish(
     // The off-site copy of a local backup (a good one: a failed --verify is not uploaded).
     let upload: Option<Result<String, String>> = match (placement, remote) {
         (Placement::RemoteOnly, _) => Some(Ok(shown.clone())),
+        (Placement::LocalThenUpload, Some(_)) if verify_error.is_none() && stopped() => {
+            skipped.push("the upload");
+            None
+        }
         (Placement::LocalThenUpload, Some(r)) if verify_error.is_none() => {
             ui::info(format!("uploading to {}", r.location()));
             Some(
@@ -691,7 +740,10 @@ fn finish(
         None => (None, None),
     };
 
-    let pruned: Option<anyhow::Result<PruneReport>> = (!args.no_prune).then(|| {
+    if !args.no_prune && stopped() {
+        skipped.push("pruning");
+    }
+    let pruned: Option<anyhow::Result<PruneReport>> = (!args.no_prune && !stopped()).then(|| {
         let now = settings.now_or(OffsetDateTime::now_utc());
         let report = catalog::prune(local, &settings.retention, now, false)
             .context("the backup is written, but pruning old backups failed")?;
@@ -744,6 +796,14 @@ fn finish(
             message: format!("{} failed verification: {e}", m.file),
         };
         return (Err(failure.into()), json);
+    }
+    if stopped() {
+        let not_done = match skipped.as_slice() {
+            [] => String::new(),
+            s => format!("; not done: {}", s.join(", ")),
+        };
+        let kept = format!("{} is published and kept{not_done}", m.file);
+        return (Err(interrupt::failure(&kept).into()), json);
     }
     if let Some(e) = upload_error {
         let failure = Failure {
