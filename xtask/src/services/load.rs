@@ -1588,6 +1588,18 @@ pub(crate) fn derived_name(base: &str, suffix: &str) -> String {
     format!("{}{suffix}", &base[..cut])
 }
 
+/// [`derived_name`], or with `_2`, `_3`, ... after `suffix` when `taken`
+/// has that name already (two restores in the same second).
+pub(crate) fn free_derived_name(base: &str, suffix: &str, taken: &[String]) -> String {
+    (1..)
+        .map(|n| match n {
+            1 => derived_name(base, suffix),
+            n => derived_name(base, &format!("{suffix}_{n}")),
+        })
+        .find(|name| !taken.contains(name))
+        .expect("a free name among unboundedly many")
+}
+
 /// What marks a database as one of this tool's scratch databases (its comment).
 const SCRATCH_MARK: &str = "xtask scratch: ";
 
@@ -1834,6 +1846,33 @@ pub(crate) fn props_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_restore_in_the_same_second_keeps_its_own_previous_name() {
+        let taken = vec![
+            "app_pre_restore_20261124_020000".to_string(),
+            "app_pre_restore_20261124_020000_2".to_string(),
+        ];
+        assert_eq!(
+            free_derived_name("app", "_pre_restore_20261124_020000", &[]),
+            "app_pre_restore_20261124_020000"
+        );
+        assert_eq!(
+            free_derived_name("app", "_pre_restore_20261124_020000", &taken[..1]),
+            "app_pre_restore_20261124_020000_2"
+        );
+        assert_eq!(
+            free_derived_name("app", "_pre_restore_20261124_020000", &taken),
+            "app_pre_restore_20261124_020000_3"
+        );
+        let long = "é".repeat(40);
+        let taken = vec![derived_name(&long, "_pre_restore_20261124_020000")];
+        let n = free_derived_name(&long, "_pre_restore_20261124_020000", &taken);
+        assert!(
+            n.len() <= 63 && n.ends_with("_pre_restore_20261124_020000_2"),
+            "{n}"
+        );
+    }
 
     #[test]
     fn derived_names_fit_in_63_bytes() {

@@ -359,7 +359,7 @@ impl Client {
         if let Some(v) = &on_path
             && good(v)
         {
-            return Ok(host(None, v.clone()));
+            return Ok(host(unwrapped(v), v.clone()));
         }
         let mut others: Vec<Client> = installed_bindirs()
             .into_iter()
@@ -859,6 +859,26 @@ fn installed_bindirs() -> Vec<PathBuf> {
         }
     }
     dirs
+}
+
+/// The directory of the programs Debian's `pg_wrapper` runs for `pg_dump`
+/// on PATH, when that is what PATH has: the installed directory whose
+/// pg_dump reports the same version. pg_wrapper is a Perl script that
+/// costs about 70 ms a call before the program starts, and a restore runs
+/// psql a dozen times; one directory also keeps psql and pg_restore at the
+/// version whose abilities were judged from pg_dump's.
+fn unwrapped(on_path: &PgVersion) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    let found = std::env::split_paths(&path)
+        .map(|dir| dir.join("pg_dump"))
+        .find(|p| p.is_file())?;
+    let real = std::fs::canonicalize(found).ok()?;
+    if real.file_name()? != "pg_wrapper" {
+        return None;
+    }
+    installed_bindirs()
+        .into_iter()
+        .find(|dir| tool_version(&dir.join("pg_dump")).is_some_and(|v| v.text == on_path.text))
 }
 
 fn tool_version(tool: &Path) -> Option<PgVersion> {

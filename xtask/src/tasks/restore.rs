@@ -26,7 +26,7 @@ use crate::services::catalog::{self, Backups, Store};
 use crate::services::fsutil::{LockError, RunLock};
 use crate::services::interrupt;
 use crate::services::load::{
-    self, Checked, Input, LoadError, Scratch, Source, Transform, derived_name,
+    self, Checked, Input, LoadError, Scratch, Source, Transform, derived_name, free_derived_name,
 };
 use crate::services::pg::{self, PgVersion};
 use crate::services::pitr::{DataLeftMixed, Pitr};
@@ -390,7 +390,15 @@ fn prepare<'a>(
         // Lower case and digits: the names need no quoting in SQL (UTC).
         "[year][month][day]_[hour][minute][second]"
     ))?;
-    let previous = exists.then(|| derived_name(target, &format!("_pre_restore_{stamp}")));
+    let previous = match exists {
+        // A second restore in the same second must not collide with the first's.
+        true => Some(free_derived_name(
+            target,
+            &format!("_pre_restore_{stamp}"),
+            &client.list(admin, "SELECT datname FROM pg_database")?,
+        )),
+        false => None,
+    };
     if let Some(checked) = &full {
         print_plan(
             source,
