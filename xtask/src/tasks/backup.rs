@@ -593,6 +593,9 @@ fn backup(
             recipients: r.ids.clone(),
         }),
     };
+    // A signal since pg_dump ended may have cut the props' queries short:
+    // nothing is published with less than it should record.
+    interrupt::check("nothing was published")?;
     match written {
         Written::File(file) => catalog::commit_set(store, file, &name, &meta)?,
         Written::Directory(partial, manifest) => {
