@@ -376,8 +376,42 @@ fn seed_big(pg: &PgServer) {
     pg.psql(DB, "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 3)::text) AS p FROM generate_series(1, 1500000) g");
 }
 
-/// Starts `args`, waits until a database named like `pattern` is being
-/// loaded, then sends `signal`; returns the run's output.
+/// Starts `args`, waits until `started` (a count) is not 0 on the server,
+/// lets it run `settle` more, then sends `signal` to the xtask alone (not
+/// its process group, as `kill PID` or a supervisor does); returns the
+/// run's output.
+fn signal_when(
+    x: &Xtask,
+    pg: &PgServer,
+    args: &[&str],
+    env: &BTreeMap<String, String>,
+    started: &str,
+    settle: Duration,
+    signal: &str,
+) -> Output {
+    let child = x.spawn(args, env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg.psql(DB, started) == "0" {
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-KILL", &child.id().to_string()])
+                .status();
+            panic!(
+                "{started} stayed 0: {}",
+                show(&child.wait_with_output().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(settle);
+    Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// [`signal_when`] a database named like `pattern` is being loaded.
 fn signal_during_load(
     x: &Xtask,
     pg: &PgServer,
@@ -386,24 +420,16 @@ fn signal_during_load(
     pattern: &str,
     signal: &str,
 ) -> Output {
-    let child = x.spawn(args, env);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !pg
-        .psql(
-            DB,
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname LIKE '{pattern}'"),
-        )
-        .starts_with('1')
-    {
-        assert!(Instant::now() < deadline, "the load never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let started = format!("SELECT count(*) FROM pg_stat_activity WHERE datname LIKE '{pattern}'");
+    signal_when(
+        x,
+        pg,
+        args,
+        env,
+        &started,
+        Duration::from_millis(300),
+        signal,
+    )
 }
 
 /// Item 7: SIGINT and SIGTERM during restore, clone and restore test: the scratch
@@ -495,9 +521,7 @@ fn signals_drop_the_scratch_database_and_a_killed_runs_leftover_goes_next_time()
     assert!(!databases(&pg).contains("app_restore_"));
 }
 
-/// Starts `db-backup` with `args`, waits until pg_dump is copying rows,
-/// then sends `signal` to the xtask alone (not its process group, as
-/// `kill PID` or a supervisor does); returns the run's output.
+/// [`signal_when`] pg_dump is copying the rows of `big`.
 fn signal_during_dump(
     x: &Xtask,
     pg: &PgServer,
@@ -505,26 +529,8 @@ fn signal_during_dump(
     env: &BTreeMap<String, String>,
     signal: &str,
 ) -> Output {
-    let child = x.spawn(args, env);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pg
-        .psql(
-            DB,
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cargo-xtask' AND query LIKE 'COPY %big%'",
-        )
-        .starts_with(|c: char| c != '0')
-    {
-        if Instant::now() > deadline {
-            let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
-            panic!("the dump never started: {}", show(&child.wait_with_output().unwrap()));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let started = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cargo-xtask' AND query LIKE 'COPY %big%'";
+    signal_when(x, pg, args, env, started, Duration::ZERO, signal)
 }
 
 /// SIGTERM or Ctrl-C during a logical backup, sent to the xtask alone:

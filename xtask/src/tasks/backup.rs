@@ -179,11 +179,13 @@ fn all(
         }
     }
     if interrupt::received().is_some() {
-        let published: Vec<String> = reports
-            .iter()
-            .filter(|(_, r)| r.outcome.is_ok())
-            .map(|(w, _)| label(w))
-            .collect();
+        let names = |published: bool| -> Vec<String> {
+            reports
+                .iter()
+                .filter(|(_, r)| r.published == published)
+                .map(|(w, _)| label(w))
+                .collect()
+        };
         let not_started: Vec<String> = sets[reports.len()..].iter().map(label).collect();
         let list = |names: &[String]| match names {
             [] => "none".to_string(),
@@ -191,8 +193,8 @@ fn all(
         };
         return Err(interrupt::failure(&format!(
             "published: {}; not published: {}; not started: {}",
-            list(&published),
-            list(&failed),
+            list(&names(true)),
+            list(&names(false)),
             list(&not_started)
         ))
         .into());
@@ -241,6 +243,9 @@ fn label(what: &What) -> String {
 struct SetReport {
     json: serde_json::Value,
     outcome: anyhow::Result<ExitCode>,
+    /// The set was published (its outcome may still be an error: a failed
+    /// upload or verification, or a signal after publishing).
+    published: bool,
 }
 
 /// The globals' set name: `{cluster}_globals`, the cluster BACKUP_CLUSTER
@@ -333,6 +338,7 @@ fn one(
             Some(_) => interrupt::failure("nothing was published").into(),
             None => e,
         });
+    let published = result.is_ok();
     let (event, outcome, json) = match result {
         Ok((done, _lock)) => {
             let event = Event {
@@ -377,7 +383,11 @@ fn one(
             ui::warn(format!("{problem}; the backup's own result stands"));
         }
     }
-    SetReport { json, outcome }
+    SetReport {
+        json,
+        outcome,
+        published,
+    }
 }
 
 /// The per-database run lock in the backup directory (created here, once).
