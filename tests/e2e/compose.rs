@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use e2e::{PASSWORD, PgServer, Xtask, files_in, host_pg_dump_major, image_repo, show};
 
@@ -305,6 +306,104 @@ fn compose_route_dumps_and_restores_a_newer_server_bit_exact() {
         Some(0),
         "psql's failure is the exit code"
     );
+}
+
+/// Ctrl-C or SIGTERM while pg_dump runs in the service. `docker compose
+/// exec` passes no signal on (moby issue 9098): ending it alone left
+/// pg_dump waiting there, its lock requests queueing every writer behind
+/// them, until the dump was done. The dump's sessions are ended on the
+/// server instead: nothing of the run is left in the service, nothing is
+/// published, and the next backup runs as usual.
+#[test]
+fn a_signal_ends_the_dump_running_in_the_service() {
+    let p = Project::new();
+    p.up(&[]);
+    p.psql(
+        "app",
+        "app",
+        "CREATE TABLE big AS SELECT g AS id FROM generate_series(1, 1000) g",
+    );
+    // A migration holds the table: pg_dump waits for it in the service.
+    let mut holder = Command::new("docker")
+        .args([
+            "compose", "exec", "-T", "db", "psql", "-U", "app", "-d", "app",
+        ])
+        .args([
+            "-c",
+            "BEGIN; LOCK TABLE big IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(300);",
+        ])
+        .current_dir(p.root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = |sql: &str, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let n = p.psql("app", "app", sql);
+            if n == want || Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let held = "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'big'::regclass";
+    assert_eq!(until(held, "1"), "1");
+    let waiting = "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name LIKE 'cargo-xtask dump %' AND wait_event_type = 'Lock'";
+    let sessions =
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'cargo-xtask%'";
+    for (args, signal, code, word) in [
+        (&["db-backup"][..], "-TERM", 143, "terminated"),
+        (
+            &["db-backup", "--format", "directory", "--jobs", "2"][..],
+            "-INT",
+            130,
+            "interrupted",
+        ),
+    ] {
+        let child = p.x.spawn(args, &BTreeMap::new());
+        let what = format!("{args:?} {signal}");
+        assert_eq!(until(waiting, "t"), "t", "{what}: pg_dump never waited");
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let what = format!("{what}: {}", show(&out));
+        assert_eq!(out.status.code(), Some(code), "{what}");
+        assert!(
+            stderr(&out).contains(&format!("{word}: nothing was published")),
+            "{what}"
+        );
+        // Gone within two seconds: ended, not left waiting for the lock.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut left = p.psql("app", "app", sessions);
+        while left != "0" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            left = p.psql("app", "app", sessions);
+        }
+        assert_eq!(left, "0", "{what}");
+        let ps = p.compose(&["exec", "-T", "db", "ps", "ax"]);
+        assert!(
+            !String::from_utf8_lossy(&ps.stdout).contains("pg_dump"),
+            "{what}: {}",
+            show(&ps)
+        );
+        assert!(
+            files_in(&p.x.backup_dir())
+                .iter()
+                .all(|n| !n.starts_with("app_")),
+            "{what}"
+        );
+    }
+    p.psql(
+        "app",
+        "app",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(300)%' AND pid <> pg_backend_pid()",
+    );
+    let _ = holder.wait();
+    let out = p.run(&["db-backup"], &[]);
+    assert!(out.status.success(), "{}", show(&out));
 }
 
 #[test]

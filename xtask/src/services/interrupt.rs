@@ -63,6 +63,18 @@ pub(crate) fn failure(kept: &str) -> Failure {
     }
 }
 
+/// `e`, or when a signal came, the interruption's failure (`e` was most
+/// likely how the signal showed: a tool that got the Ctrl-C too stopped).
+pub(crate) fn or_failure(e: anyhow::Error, kept: &str) -> anyhow::Error {
+    let already = e
+        .downcast_ref::<Failure>()
+        .is_some_and(|f| f.code == exit::INTERRUPTED || f.code == exit::TERMINATED);
+    match received() {
+        Some(_) if !already => failure(kept).into(),
+        _ => e,
+    }
+}
+
 /// Stops the work here when a signal came.
 pub(crate) fn check(kept: &str) -> Result<(), Failure> {
     match received() {
@@ -79,37 +91,45 @@ pub(crate) fn io_check() -> std::io::Result<()> {
     }
 }
 
-/// Until it is dropped, a signal this process notes is passed on to one
-/// child: SIGTERM to `pid`. A child that blocks (pg_dump waiting on a lock,
-/// or writing a directory of files and nothing on the pipe) would otherwise
-/// keep the run from ever reading the flag. Drop it before the child is
-/// reaped, so the pid is never one the system has given to another process.
-pub(crate) struct Forward {
+/// Until it is dropped, a signal this process notes is acted on for one
+/// child (see [`on_signal`]): a child that blocks (pg_dump waiting on a
+/// lock, or writing a directory of files and nothing on the pipe) would
+/// otherwise keep the run from ever reading the flag. Drop it before the
+/// child is reaped, so its pid is never one the system has given to
+/// another process.
+pub(crate) struct OnSignal {
     done: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Passes a noted signal on to `pid` (nothing when signals are not watched).
-pub(crate) fn forward_to(pid: u32) -> Forward {
+/// Runs `stop` once, on a thread of its own, when a signal is noted before
+/// the returned [`OnSignal`] is dropped (which waits for `stop` to end).
+/// Nothing when signals are not watched.
+pub(crate) fn on_signal(stop: impl FnOnce() + Send + 'static) -> OnSignal {
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let thread = SIGNAL.get().map(|_| {
         let done = Arc::clone(&done);
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
                 if received().is_some() {
-                    // SIGTERM, not SIGKILL: pg_dump --jobs stops its workers on it.
-                    // SAFETY: kill(2) with a pid this process spawned and has not reaped.
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                    stop();
                     return;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         })
     });
-    Forward { done, thread }
+    OnSignal { done, thread }
 }
 
-impl Drop for Forward {
+/// SIGTERM, not SIGKILL, to a child not yet reaped: pg_dump --jobs stops
+/// its workers on it.
+pub(crate) fn terminate(pid: u32) {
+    // SAFETY: kill(2) with a pid this process spawned and has not reaped.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+}
+
+impl Drop for OnSignal {
     fn drop(&mut self) {
         self.done.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {

@@ -1356,7 +1356,6 @@ fn dump_live<V: Visitor>(
     flush: &mut impl FnMut(&mut V) -> io::Result<()>,
 ) -> Result<ScanReport, LoadError> {
     let mut pg_dump = client.dump(conn, opts)?;
-    let forward = interrupt::forward_to(pg_dump.id());
     let mut reader = Reader::new();
     let mut buf = vec![0; 1 << 20];
     loop {
@@ -1375,7 +1374,6 @@ fn dump_live<V: Visitor>(
     }
     let scan = reader.finish(visitor);
     flush(visitor).map_err(LoadError::Sink)?;
-    drop(forward);
     let (status, stderr) = pg_dump
         .finish()
         .map_err(|e| LoadError::Environment(e.into()))?;

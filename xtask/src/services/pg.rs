@@ -19,6 +19,7 @@ use crate::core::dbprops::DatabaseProps;
 use crate::core::format::{Codec, Compression};
 use crate::core::meta::SourceId;
 use crate::services::compose::{Compose, ComposeError, Service};
+use crate::services::interrupt;
 use crate::services::process::{ChildReader, SpawnError, ToolCommand};
 use crate::ui;
 
@@ -493,14 +494,74 @@ impl Client {
                 "sh".into(),
             ];
             script.extend(args);
-            return self
-                .command("sh", &script, conn)
-                .reader()
-                .map_err(|e| self.spawn_error(tool, e));
+            return self.dump_reader(tool, self.command("sh", &script, conn), conn);
         }
-        self.command(tool, &args, conn)
-            .reader()
-            .map_err(|e| self.spawn_error(tool, e))
+        self.dump_reader(tool, self.command(tool, &args, conn), conn)
+    }
+
+    /// A dump's reader that a signal stops. On the host SIGTERM reaches
+    /// pg_dump itself. `docker compose exec` passes no signal on (moby
+    /// issue 9098): ended, it would leave pg_dump running in the service
+    /// with its locks held until the dump was done. There the dump's
+    /// sessions carry a name of their own, and the server ends them.
+    fn dump_reader(
+        &self,
+        tool: &str,
+        mut cmd: ToolCommand,
+        conn: &Connection,
+    ) -> Result<ChildReader, PgError> {
+        let session = match self.runner {
+            Runner::Host { .. } => None,
+            Runner::Compose(_) => {
+                let name = dump_session_name();
+                for (key, value) in cmd.env.iter_mut() {
+                    if *key == "PGAPPNAME" {
+                        value.clone_from(&name);
+                    }
+                }
+                Some((self.clone(), conn.clone(), name))
+            }
+        };
+        let reader = cmd.reader().map_err(|e| self.spawn_error(tool, e))?;
+        Ok(reader.on_signal(move |pid| {
+            if let Some((client, conn, name)) = session {
+                client.end_sessions(&conn, &name);
+            }
+            interrupt::terminate(pid);
+        }))
+    }
+
+    /// Ends the server's sessions named `application_name` (a dump's, see
+    /// [`Client::dump_reader`]), waiting at most ten seconds for the answer:
+    /// what stops a run must not hang it.
+    fn end_sessions(&self, conn: &Connection, application_name: &str) {
+        let mut args: Vec<OsString> = ["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-v"]
+            .map(OsString::from)
+            .to_vec();
+        args.push(format!("app={application_name}").into());
+        let sql = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                   WHERE application_name = :'app' AND pid <> pg_backend_pid();\n";
+        let Ok(mut psql) = self
+            .command("psql", &args, conn)
+            .spawn(Stdio::piped(), Stdio::null())
+        else {
+            return;
+        };
+        if let Some(mut stdin) = psql.stdin.take() {
+            let _ = std::io::Write::write_all(&mut stdin, sql.as_bytes());
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while let Ok(None) = psql.try_wait() {
+            if std::time::Instant::now() > deadline {
+                let _ = psql.kill();
+                let _ = psql.wait();
+                ui::warn(format!(
+                    "could not end the dump's sessions on the server in time: their application_name is '{application_name}'"
+                ));
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// pg_dump's `--compress` for a custom archive: gzip levels everywhere,
@@ -687,6 +748,15 @@ pub(crate) fn check_load_compat(
         ),
         _ => Ok(()),
     }
+}
+
+/// The `application_name` of one dump's sessions on the compose route:
+/// `cargo-xtask` as every session of the tool, then this process and the
+/// dump's number in it, so that exactly those sessions can be ended.
+fn dump_session_name() -> String {
+    static DUMPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = DUMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("cargo-xtask dump {}.{n}", std::process::id())
 }
 
 /// A connected route: the tools, the connection as they see it, and the server.

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 
+use crate::services::interrupt;
+
 /// A program's command line, environment and working directory.
 #[derive(Clone)]
 pub(crate) struct ToolCommand {
@@ -161,6 +163,7 @@ impl ToolCommand {
             child,
             stdout,
             stderr: Some(stderr),
+            on_signal: None,
         })
     }
 }
@@ -179,6 +182,9 @@ pub(crate) struct ChildReader {
     child: Child,
     stdout: ChildStdout,
     stderr: Option<JoinHandle<Vec<u8>>>,
+    /// What a signal does to the program while it runs; ended before the
+    /// program is reaped (see [`interrupt::OnSignal`]).
+    on_signal: Option<interrupt::OnSignal>,
 }
 
 impl Read for ChildReader {
@@ -190,6 +196,7 @@ impl Read for ChildReader {
 impl ChildReader {
     /// Waits for the program to end (after its stdout ended): its status and stderr.
     pub(crate) fn finish(mut self) -> io::Result<(ExitStatus, String)> {
+        self.on_signal = None;
         let status = self.child.wait()?;
         let stderr = self
             .stderr
@@ -199,13 +206,17 @@ impl ChildReader {
         Ok((status, String::from_utf8_lossy(&stderr).into_owned()))
     }
 
-    /// The program's process id.
-    pub(crate) fn id(&self) -> u32 {
-        self.child.id()
+    /// From now until it is reaped, a signal this process notes runs `stop`
+    /// (given the program's pid).
+    pub(crate) fn on_signal(mut self, stop: impl FnOnce(u32) + Send + 'static) -> ChildReader {
+        let pid = self.child.id();
+        self.on_signal = Some(interrupt::on_signal(move || stop(pid)));
+        self
     }
 
     /// Stops the program now.
     pub(crate) fn kill(&mut self) {
+        self.on_signal = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -213,6 +224,7 @@ impl ChildReader {
 
 impl Drop for ChildReader {
     fn drop(&mut self) {
+        self.on_signal = None;
         // Never leave a program running behind a reader nobody reads.
         if let Ok(None) = self.child.try_wait() {
             self.kill();

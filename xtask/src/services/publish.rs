@@ -39,7 +39,6 @@ pub(crate) fn dump_into(
     where_: &str,
 ) -> anyhow::Result<Archived> {
     let mut reader = client.dump(conn, opts)?;
-    let forward = interrupt::forward_to(reader.id());
     let mut progress = ui::Progress::new("dumping");
     let archived = match opts.archive {
         None => codec::compress_into(
@@ -59,7 +58,6 @@ pub(crate) fn dump_into(
         ),
     };
     progress.finish();
-    drop(forward);
     let archived = match archived {
         Ok(a) => a,
         // The archive ended early: pg_dump's own failure says why, if it failed.
@@ -107,7 +105,6 @@ pub(crate) fn dump_directory(
 ) -> anyhow::Result<DirectoryDump> {
     let path = partial.contents();
     let mut pg_dump = client.dump(conn, opts)?;
-    let forward = interrupt::forward_to(pg_dump.id());
     ui::detail(format!(
         "pg_dump is writing the directory with {} jobs",
         opts.directory.as_ref().map_or(1, |(_, jobs)| *jobs)
@@ -119,7 +116,6 @@ pub(crate) fn dump_directory(
         // writes nothing outside `path`; anything but plain files is refused below).
         Runner::Compose(_) => untar_into(&mut pg_dump, &path),
     };
-    drop(forward);
     if let Err(e) = unpacked {
         // Nobody reads the stream any more: stop it rather than wait on it.
         pg_dump.kill();

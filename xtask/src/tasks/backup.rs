@@ -99,7 +99,10 @@ pub(crate) fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
     let route = pg::route(settings);
     if args.all {
-        return all(&args, settings, &stores, route?);
+        // A signal before the first set (the server's list of databases):
+        // nothing was started, and the exit says which signal.
+        return all(&args, settings, &stores, route?)
+            .map_err(|e| interrupt::or_failure(e, "no database was backed up"));
     }
     let what = if args.globals {
         What::Globals
@@ -741,8 +744,18 @@ fn finish(
         }
         _ => None,
     };
-    if let Some(result) = &upload {
-        let (db, kind, ok) = (&done.meta.database, done.meta.kind, result.is_ok());
+    if upload.as_ref().is_some_and(|r| r.is_err()) && stopped() {
+        // Cut short by the signal, most likely: named with what was not done.
+        skipped.push("the upload");
+    }
+    // A skipped upload is a missing off-site copy, as a failed one is.
+    let upload_ok = match &upload {
+        Some(result) => Some(result.is_ok()),
+        None if skipped.contains(&"the upload") => Some(false),
+        None => None,
+    };
+    if let Some(ok) = upload_ok {
+        let (db, kind) = (&done.meta.database, done.meta.kind);
         local.record_metrics(|m| {
             metrics::record_check(m, Check::Upload, db, kind, OffsetDateTime::now_utc(), ok)
         });
@@ -774,6 +787,8 @@ fn finish(
     let m = &done.meta;
     let status = if verify_error.is_some() {
         "verify_failed"
+    } else if stopped() {
+        "interrupted"
     } else if upload_error.is_some() {
         "upload_failed"
     } else {
@@ -786,6 +801,7 @@ fn finish(
         "upload_error": upload_error,
         "meta": m,
         "pruned": pruned.as_ref().map(|r| r.rows.iter().filter(|row| row.delete).map(|row| &row.file).collect::<Vec<_>>()),
+        "not_done": skipped,
     });
     if !args.json && ui::verbosity() >= ui::Verbosity::Normal {
         let rows: u64 = m.tables.values().sum();
