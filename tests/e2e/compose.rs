@@ -352,20 +352,35 @@ fn a_signal_ends_the_dump_running_in_the_service() {
     let waiting = "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name LIKE 'cargo-xtask dump %' AND wait_event_type = 'Lock'";
     let sessions =
         "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'cargo-xtask%'";
-    for (args, signal, code, word) in [
-        (&["db-backup"][..], "-TERM", 143, "terminated"),
+    // The signal to the xtask alone (a supervisor's `kill PID`), or to its
+    // whole process group as a terminal's Ctrl-C is (`docker compose exec`
+    // then dies of it too, before the xtask has looked).
+    for (args, signal, group, code, word) in [
+        (&["db-backup"][..], "-TERM", false, 143, "terminated"),
         (
             &["db-backup", "--format", "directory", "--jobs", "2"][..],
             "-INT",
+            false,
             130,
             "interrupted",
         ),
+        (&["db-backup"][..], "-INT", true, 130, "interrupted"),
     ] {
-        let child = p.x.spawn(args, &BTreeMap::new());
-        let what = format!("{args:?} {signal}");
+        let child = {
+            use std::os::unix::process::CommandExt as _;
+            p.x.command(args, &BTreeMap::new())
+                .process_group(0)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let what = format!("{args:?} {signal} group={group}");
         assert_eq!(until(waiting, "t"), "t", "{what}: pg_dump never waited");
+        let pid = child.id().to_string();
+        let target = if group { format!("-{pid}") } else { pid };
         Command::new("kill")
-            .args([signal, &child.id().to_string()])
+            .args([signal, "--", &target])
             .status()
             .unwrap();
         let out = child.wait_with_output().unwrap();

@@ -110,9 +110,17 @@ pub(crate) fn on_signal(stop: impl FnOnce() + Send + 'static) -> OnSignal {
     let thread = SIGNAL.get().map(|_| {
         let done = Arc::clone(&done);
         std::thread::spawn(move || {
-            while !done.load(Ordering::SeqCst) {
+            loop {
+                // The signal before the end: a child that died of the same
+                // Ctrl-C ends its stream, and the guard is dropped before
+                // this thread has looked. The child is not reaped until the
+                // drop has waited for `stop`.
+                let ending = done.load(Ordering::SeqCst);
                 if received().is_some() {
                     stop();
+                    return;
+                }
+                if ending {
                     return;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));

@@ -1162,7 +1162,19 @@ fn load_archive(
             _ => Err(e),
         };
     }
-    let tables = match restored_rows(client, target, meta.tables.keys()) {
+    // The server's own tally of the rows COPY inserted first (no scan of
+    // what was just written: a count(*) of every table read the whole
+    // database again); a count where that tally differs or is not kept.
+    if let Ok(rows) = restored_rows(client, target, meta.tables.keys(), Tally::Inserted)
+        && rows == meta.tables
+    {
+        ui::detail("the rows the server inserted match .meta's counts");
+        return Ok(rows);
+    }
+    ui::detail(
+        "counting the restored rows (the server's tally of inserted rows differs or is not kept)",
+    );
+    let tables = match restored_rows(client, target, meta.tables.keys(), Tally::Counted) {
         Ok(rows) => rows,
         Err(why) => {
             ui::info(format!(
@@ -1214,6 +1226,20 @@ fn check_size(sidecars: &Sidecars, name: &str, bytes: u64, has: &str) -> Result<
     }
 }
 
+/// How [`restored_rows`] learns a table's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tally {
+    /// The server's statistics of the rows inserted into the new database
+    /// (`pg_stat_get_tuples_inserted`), once pg_restore's sessions have
+    /// left it: what its COPYs inserted, as psql's `COPY n` tags are for a
+    /// plain load. Kept in shared memory from PostgreSQL 15; older servers'
+    /// statistics may lag or be lost, and `track_counts = off` keeps none:
+    /// a tally that differs is never trusted, the rows are counted.
+    Inserted,
+    /// `count(*)` of every table.
+    Counted,
+}
+
 /// The rows `target` holds in each of `tables` (named as `.meta` names
 /// them, as pg_dump's COPY lines spell them), counted by the server with
 /// row security off, so a policy that would hide rows is an error rather
@@ -1222,6 +1248,7 @@ fn restored_rows<'t>(
     client: &Client,
     target: &Connection,
     tables: impl Iterator<Item = &'t String>,
+    tally: Tally,
 ) -> Result<BTreeMap<String, u64>, String> {
     let tables: Vec<(&String, TableName)> = tables
         .map(|t| match parse_qualified(t.as_bytes()) {
@@ -1250,7 +1277,13 @@ fn restored_rows<'t>(
         return Err("the server named fewer tables than were asked".into());
     }
     let counts = client
-        .query(target, &row_counts_sql(&counted))
+        .query(
+            target,
+            &match tally {
+                Tally::Inserted => inserted_rows_sql(&counted),
+                Tally::Counted => row_counts_sql(&counted),
+            },
+        )
         .map_err(|e| e.to_string())?;
     let counts: Vec<u64> = counts
         .lines()
@@ -1305,6 +1338,41 @@ fn row_counts_sql(tables: &[(&TableName, bool)]) -> String {
         .collect();
     format!(
         "SET row_security = off;\nSELECT n FROM ({}) AS counts ORDER BY i;\n",
+        parts.join(" UNION ALL ")
+    )
+}
+
+/// Each table's rows inserted, a line each in order, as the statistics
+/// have them once no other client is in the database (at most three
+/// seconds' wait; each statement reads them afresh): a table's own, a
+/// partitioned table's summed over its leaf partitions, where a load
+/// through the root put them.
+fn inserted_rows_sql(tables: &[(&TableName, bool)]) -> String {
+    let parts: Vec<String> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, (t, only))| {
+            let rel = quote_literal(&t.sql());
+            let n = if *only {
+                format!("pg_stat_get_tuples_inserted({rel}::regclass)")
+            } else {
+                format!(
+                    "(SELECT coalesce(sum(pg_stat_get_tuples_inserted(relid)), 0)::bigint \
+                     FROM pg_partition_tree({rel}::regclass) WHERE isleaf)"
+                )
+            };
+            format!("SELECT {i} AS i, {n} AS n")
+        })
+        .collect();
+    format!(
+        "SET standard_conforming_strings = on;\n\
+         DO $$ BEGIN FOR i IN 1..300 LOOP \
+         PERFORM pg_stat_clear_snapshot(); \
+         EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND backend_type = 'client backend'); \
+         PERFORM pg_sleep(0.01); END LOOP; END $$;\n\
+         SELECT n FROM ({}) AS inserted ORDER BY i;\n",
         parts.join(" UNION ALL ")
     )
 }
@@ -1940,6 +2008,17 @@ mod tests {
              SELECT n FROM (SELECT 0 AS i, count(*) AS n FROM ONLY \"public\".\"film\" \
              UNION ALL SELECT 1 AS i, count(*) AS n FROM \"my \"\"schema\"\"\".\"o'rder; DROP TABLE x\") \
              AS counts ORDER BY i;\n"
+        );
+        // The statistics of the same tables, the names as literals.
+        let sql = inserted_rows_sql(&[(&plain, true), (&odd, false)]);
+        assert!(
+            sql.ends_with(
+                "SELECT n FROM (SELECT 0 AS i, pg_stat_get_tuples_inserted('\"public\".\"film\"'::regclass) AS n \
+                 UNION ALL SELECT 1 AS i, (SELECT coalesce(sum(pg_stat_get_tuples_inserted(relid)), 0)::bigint \
+                 FROM pg_partition_tree('\"my \"\"schema\"\"\".\"o''rder; DROP TABLE x\"'::regclass) WHERE isleaf) AS n) \
+                 AS inserted ORDER BY i;\n"
+            ),
+            "{sql}"
         );
     }
 }

@@ -532,35 +532,76 @@ impl Client {
     }
 
     /// Ends the server's sessions named `application_name` (a dump's, see
-    /// [`Client::dump_reader`]), waiting at most ten seconds for the answer:
+    /// [`Client::dump_reader`]). Asked again for two seconds while none is
+    /// found (the signal may come before pg_dump has connected) or psql
+    /// fails (said when it never answered); ten seconds at most in all:
     /// what stops a run must not hang it.
     fn end_sessions(&self, conn: &Connection, application_name: &str) {
-        let mut args: Vec<OsString> = ["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-v"]
+        let sql = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                   WHERE application_name = :'app' AND pid <> pg_backend_pid()";
+        let start = std::time::Instant::now();
+        let mut failed = None;
+        while start.elapsed() < std::time::Duration::from_secs(2) {
+            match self.bounded_script(conn, sql, &[("app", application_name)], start) {
+                Ok(n) if n.trim() != "0" => return,
+                // None (yet, or any more: a dump that had ended has none).
+                Ok(_) => failed = None,
+                Err(e) => failed = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        if let Some(why) = failed {
+            ui::warn(format!(
+                "could not end the dump's sessions on the server ({why}): their application_name is '{application_name}'"
+            ));
+        }
+    }
+
+    /// [`Client::script`] that gives up ten seconds after `start`.
+    fn bounded_script(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        vars: &[(&str, &str)],
+        start: std::time::Instant,
+    ) -> Result<String, String> {
+        let mut args: Vec<OsString> = ["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1"]
             .map(OsString::from)
             .to_vec();
-        args.push(format!("app={application_name}").into());
-        let sql = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                   WHERE application_name = :'app' AND pid <> pg_backend_pid();\n";
-        let Ok(mut psql) = self
+        for (k, v) in vars {
+            args.push("-v".into());
+            args.push(format!("{k}={v}").into());
+        }
+        let mut psql = self
             .command("psql", &args, conn)
-            .spawn(Stdio::piped(), Stdio::null())
-        else {
-            return;
-        };
+            .spawn(Stdio::piped(), Stdio::piped())
+            .map_err(|e| e.to_string())?;
         if let Some(mut stdin) = psql.stdin.take() {
             let _ = std::io::Write::write_all(&mut stdin, sql.as_bytes());
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while let Ok(None) = psql.try_wait() {
-            if std::time::Instant::now() > deadline {
-                let _ = psql.kill();
-                let _ = psql.wait();
-                ui::warn(format!(
-                    "could not end the dump's sessions on the server in time: their application_name is '{application_name}'"
-                ));
-                return;
+        let out = crate::services::process::drain(psql.stdout.take().expect("piped"));
+        let err = crate::services::process::drain(psql.stderr.take().expect("piped"));
+        loop {
+            match psql.try_wait() {
+                Ok(Some(status)) if status.success() => {
+                    return Ok(
+                        String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned()
+                    );
+                }
+                Ok(Some(_)) => {
+                    let err = err.join().unwrap_or_default();
+                    return Err(classify("psql", &String::from_utf8_lossy(&err), conn).to_string());
+                }
+                Ok(None) if start.elapsed() < std::time::Duration::from_secs(10) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Ok(None) => {
+                    let _ = psql.kill();
+                    let _ = psql.wait();
+                    return Err("no answer in ten seconds".into());
+                }
+                Err(e) => return Err(e.to_string()),
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 
@@ -751,12 +792,17 @@ pub(crate) fn check_load_compat(
 }
 
 /// The `application_name` of one dump's sessions on the compose route:
-/// `cargo-xtask` as every session of the tool, then this process and the
-/// dump's number in it, so that exactly those sessions can be ended.
+/// `cargo-xtask` as every session of the tool, then this process, the
+/// dump's number in it and the clock's nanoseconds, so that exactly those
+/// sessions can be ended.
 fn dump_session_name() -> String {
     static DUMPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = DUMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("cargo-xtask dump {}.{n}", std::process::id())
+    // Pids repeat across containers that share a server: the clock too.
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("cargo-xtask dump {}.{n}.{clock:08x}", std::process::id())
 }
 
 /// A connected route: the tools, the connection as they see it, and the server.

@@ -99,10 +99,7 @@ pub(crate) fn run(args: DbBackup, ctx: &Context) -> anyhow::Result<ExitCode> {
     }
     let route = pg::route(settings);
     if args.all {
-        // A signal before the first set (the server's list of databases):
-        // nothing was started, and the exit says which signal.
-        return all(&args, settings, &stores, route?)
-            .map_err(|e| interrupt::or_failure(e, "no database was backed up"));
+        return all(&args, settings, &stores, route?);
     }
     let what = if args.globals {
         What::Globals
@@ -124,13 +121,19 @@ fn all(
     stores: &Stores,
     route: Route,
 ) -> anyhow::Result<ExitCode> {
-    let session = route.clone().maintenance().connect(Purpose::Dump)?;
-    // Once for the run, not once per database.
-    session.client.check_dump_compat(&session.server)?;
-    let mut databases = session.client.list(
-        &session.conn,
-        "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
-    )?;
+    // A signal here (the psql it reached stopped too): nothing was started,
+    // and the exit says which signal.
+    let preflight = || -> anyhow::Result<Vec<String>> {
+        let session = route.clone().maintenance().connect(Purpose::Dump)?;
+        // Once for the run, not once per database.
+        session.client.check_dump_compat(&session.server)?;
+        Ok(session.client.list(
+            &session.conn,
+            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+        )?)
+    };
+    let mut databases =
+        preflight().map_err(|e| interrupt::or_failure(e, "no database was backed up"))?;
     databases.retain(|d| {
         (settings.databases.is_empty() || settings.databases.contains(d))
             && !settings.exclude_databases.contains(d)
