@@ -401,13 +401,7 @@ impl Client {
         sql: &str,
         vars: &[(&str, &str)],
     ) -> Result<String, PgError> {
-        let mut args: Vec<OsString> = ["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1"]
-            .map(OsString::from)
-            .to_vec();
-        for (k, v) in vars {
-            args.push("-v".into());
-            args.push(format!("{k}={v}").into());
-        }
+        let args = script_args(vars);
         let out = self
             .command("psql", &args, conn)
             .output(sql.as_bytes())
@@ -565,13 +559,7 @@ impl Client {
         vars: &[(&str, &str)],
         start: std::time::Instant,
     ) -> Result<String, String> {
-        let mut args: Vec<OsString> = ["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1"]
-            .map(OsString::from)
-            .to_vec();
-        for (k, v) in vars {
-            args.push("-v".into());
-            args.push(format!("{k}={v}").into());
-        }
+        let args = script_args(vars);
         let mut psql = self
             .command("psql", &args, conn)
             .spawn(Stdio::piped(), Stdio::piped())
@@ -789,6 +777,19 @@ pub(crate) fn check_load_compat(
         ),
         _ => Ok(()),
     }
+}
+
+/// psql's arguments for a script on stdin: unaligned, tuples only, quiet,
+/// stopping at the first error, with `vars` as psql variables.
+fn script_args(vars: &[(&str, &str)]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1"]
+        .map(OsString::from)
+        .to_vec();
+    for (k, v) in vars {
+        args.push("-v".into());
+        args.push(format!("{k}={v}").into());
+    }
+    args
 }
 
 /// The `application_name` of one dump's sessions on the compose route:
