@@ -401,10 +401,21 @@ impl Client {
         sql: &str,
         vars: &[(&str, &str)],
     ) -> Result<String, PgError> {
+        self.script_until(conn, sql, vars, None)
+    }
+
+    /// [`Client::script`] that gives up at `deadline`.
+    fn script_until(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        vars: &[(&str, &str)],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<String, PgError> {
         let args = script_args(vars);
         let out = self
             .command("psql", &args, conn)
-            .output(sql.as_bytes())
+            .output_until(sql.as_bytes(), deadline)
             .map_err(|e| self.spawn_error("psql", e))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -534,10 +545,11 @@ impl Client {
         let sql = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
                    WHERE application_name = :'app' AND pid <> pg_backend_pid()";
         let start = std::time::Instant::now();
+        let deadline = start + std::time::Duration::from_secs(10);
         let mut failed = None;
         while start.elapsed() < std::time::Duration::from_secs(2) {
-            match self.bounded_script(conn, sql, &[("app", application_name)], start) {
-                Ok(n) if n.trim() != "0" => return,
+            match self.script_until(conn, sql, &[("app", application_name)], Some(deadline)) {
+                Ok(n) if n != "0" => return,
                 // None (yet, or any more: a dump that had ended has none).
                 Ok(_) => failed = None,
                 Err(e) => failed = Some(e),
@@ -548,48 +560,6 @@ impl Client {
             ui::warn(format!(
                 "could not end the dump's sessions on the server ({why}): their application_name is '{application_name}'"
             ));
-        }
-    }
-
-    /// [`Client::script`] that gives up ten seconds after `start`.
-    fn bounded_script(
-        &self,
-        conn: &Connection,
-        sql: &str,
-        vars: &[(&str, &str)],
-        start: std::time::Instant,
-    ) -> Result<String, String> {
-        let args = script_args(vars);
-        let mut psql = self
-            .command("psql", &args, conn)
-            .spawn(Stdio::piped(), Stdio::piped())
-            .map_err(|e| e.to_string())?;
-        if let Some(mut stdin) = psql.stdin.take() {
-            let _ = std::io::Write::write_all(&mut stdin, sql.as_bytes());
-        }
-        let out = crate::services::process::drain(psql.stdout.take().expect("piped"));
-        let err = crate::services::process::drain(psql.stderr.take().expect("piped"));
-        loop {
-            match psql.try_wait() {
-                Ok(Some(status)) if status.success() => {
-                    return Ok(
-                        String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned()
-                    );
-                }
-                Ok(Some(_)) => {
-                    let err = err.join().unwrap_or_default();
-                    return Err(classify("psql", &String::from_utf8_lossy(&err), conn).to_string());
-                }
-                Ok(None) if start.elapsed() < std::time::Duration::from_secs(10) => {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Ok(None) => {
-                    let _ = psql.kill();
-                    let _ = psql.wait();
-                    return Err("no answer in ten seconds".into());
-                }
-                Err(e) => return Err(e.to_string()),
-            }
         }
     }
 

@@ -133,6 +133,16 @@ impl ToolCommand {
     /// Runs it to the end with `input` on stdin (written from a thread, so a
     /// program that talks while it reads cannot block).
     pub(crate) fn output(&self, input: &[u8]) -> Result<Finished, SpawnError> {
+        self.output_until(input, None)
+    }
+
+    /// [`ToolCommand::output`], and a program still running at `deadline`
+    /// is killed: an error of kind `TimedOut`.
+    pub(crate) fn output_until(
+        &self,
+        input: &[u8],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Finished, SpawnError> {
         let mut child = self.spawn(Stdio::piped(), Stdio::piped())?;
         let stderr = drain(child.stderr.take().expect("stderr is piped"));
         let stdout = drain(child.stdout.take().expect("stdout is piped"));
@@ -142,7 +152,24 @@ impl ToolCommand {
             // A program that exits without reading all of it is not our error.
             let _ = stdin.write_all(&input);
         });
-        let status = child.wait().map_err(|error| SpawnError {
+        let status = match deadline {
+            None => child.wait(),
+            Some(deadline) => loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break Ok(status),
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Ok(None) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
+                    }
+                    Err(e) => break Err(e),
+                }
+            },
+        }
+        .map_err(|error| SpawnError {
             program: self.name(),
             error,
         })?;
@@ -243,6 +270,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "docker was not found on PATH");
+    }
+
+    #[test]
+    fn a_program_past_its_deadline_is_stopped() {
+        let start = std::time::Instant::now();
+        let err = ToolCommand::new("sleep")
+            .args(["30"])
+            .output_until(b"", Some(start + std::time::Duration::from_millis(200)))
+            .unwrap_err();
+        assert_eq!(err.error.kind(), io::ErrorKind::TimedOut);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -754,8 +754,7 @@ fn finish(
     // A skipped upload is a missing off-site copy, as a failed one is.
     let upload_ok = match &upload {
         Some(result) => Some(result.is_ok()),
-        None if skipped.contains(&"the upload") => Some(false),
-        None => None,
+        None => skipped.contains(&"the upload").then_some(false),
     };
     if let Some(ok) = upload_ok {
         let (db, kind) = (&done.meta.database, done.meta.kind);
