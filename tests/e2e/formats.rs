@@ -636,3 +636,122 @@ fn pagila_of_postgres_17_round_trips_through_a_directory_backup_on_the_compose_r
         show(&out)
     );
 }
+
+/// A directory in front of PATH whose `pg_dump` says it is `version` and
+/// whose `pg_restore` runs the real one, then the SQL in `after.sql` (when
+/// there is one) in the database it restored into: what a pg_restore that loses
+/// or adds rows leaves behind.
+fn tools_that_change_the_load(dir: &std::path::Path, version: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let real = |tool: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let after = dir.join("after.sql");
+    let scripts = [
+        (
+            "pg_dump",
+            format!(
+                "#!/bin/sh\n[ \"$1\" = --version ] && {{ echo 'pg_dump (PostgreSQL) {version}'; exit 0; }}\nexec '{}' \"$@\"\n",
+                real("pg_dump")
+            ),
+        ),
+        (
+            "pg_restore",
+            format!(
+                "#!/bin/sh\n'{}' \"$@\" || exit $?\nfor a in \"$@\"; do case \"$a\" in --dbname=*) db=\"${{a#--dbname=}}\";; esac; done\n\
+                 [ -n \"$db\" ] && [ -f '{}' ] || exit 0\nexec '{}' -qX -v ON_ERROR_STOP=1 -d \"$db\" -f '{}'\n",
+                real("pg_restore"),
+                after.display(),
+                real("psql"),
+                after.display()
+            ),
+        ),
+    ];
+    for (tool, script) in scripts {
+        let path = dir.join(tool);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    after
+}
+
+#[test]
+fn a_parallel_restore_that_lost_rows_is_refused_and_one_with_more_is_not() {
+    let pg = PgServer::start(15);
+    pg.psql(DB, "CREATE TABLE t (id int PRIMARY KEY, s text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    pg.psql(
+        DB,
+        "CREATE TABLE settings (k text PRIMARY KEY); INSERT INTO settings VALUES ('a'), ('b')",
+    );
+    let x = crate::xtask();
+    let env = pg.xtask_env(DB);
+    let mut files = Vec::new();
+    for format in ["custom", "directory"] {
+        let out = x.run(
+            &["db-backup", "--json", "--no-prune", "--format", format],
+            &env,
+        );
+        assert!(out.status.success(), "{}", show(&out));
+        files.push(json_of(&out)["meta"]["file"].as_str().unwrap().to_string());
+    }
+    // A pg_restore of before May 2023, whose jobs could truncate rows
+    // another job had loaded while its own COPY counts stayed whole: the
+    // rows the server holds are counted, never taken from its tally.
+    let spy = x.root.path().join("tools");
+    let after = tools_that_change_the_load(&spy, "15.2");
+    let mut env = env;
+    env.insert(
+        "PATH".into(),
+        format!("{}:{}", spy.display(), std::env::var("PATH").unwrap()),
+    );
+    pg.psql(DB, "UPDATE t SET s = 'changed' WHERE id = 1");
+    std::fs::write(&after, "DELETE FROM t WHERE id <= 5;").unwrap();
+    for file in &files {
+        let before = state(&pg);
+        let out = x.run(&["db-restore", file, "--yes", "--jobs", "2"], &env);
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the target database was not touched")
+                && err.contains("pg_restore left fewer rows than the backup holds (public.t 19995 of 20000): try again with --jobs 1"),
+            "{err}"
+        );
+        assert_eq!(state(&pg), before, "a refused restore changed something");
+        assert_eq!(pg.psql(DB, "SELECT s FROM t WHERE id = 1"), "changed");
+        // The backup is whole: never marked failed.
+        let out = x.run(&["db-verify", file], &env);
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    // Without .meta (a file made elsewhere) the whole read beside the load
+    // is what the rows are counted against.
+    let meta = x.backup_dir().join(format!("{}.meta", files[0]));
+    let aside = x.root.path().join("aside.meta");
+    std::fs::rename(&meta, &aside).unwrap();
+    let out = x.run(&["db-restore", &files[0], "--yes", "--jobs", "2"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        show(&out)
+            .contains("pg_restore left fewer rows than the backup holds (public.t 19995 of 20000)"),
+        "{}",
+        show(&out)
+    );
+    std::fs::rename(&aside, &meta).unwrap();
+    // More rows than the backup's, as an extension's configuration table
+    // has after CREATE EXTENSION: restored.
+    std::fs::write(
+        &after,
+        "INSERT INTO settings VALUES ('from the extension');",
+    )
+    .unwrap();
+    for file in &files {
+        let out = x.run(&["db-restore", file, "--yes", "--jobs", "2"], &env);
+        assert!(out.status.success(), "{}", show(&out));
+        assert_eq!(pg.psql(DB, "SELECT count(*) FROM t"), "20000");
+        assert_eq!(pg.psql(DB, "SELECT count(*) FROM settings"), "3");
+    }
+}

@@ -1126,7 +1126,14 @@ fn load_archive(
                 other => other,
             };
             loaded?;
-            Ok(checked?.report.scan.tables)
+            let archive = checked?.report.scan.tables;
+            match restored_rows(client, target, archive.keys(), Tally::Counted) {
+                Ok(rows) => refuse_lost_rows(&rows, &archive)?,
+                Err(why) => ui::info(format!(
+                    "the server did not count the restored rows ({why})"
+                )),
+            }
+            Ok(archive)
         });
     };
     // With .meta: the files' checksums and size beside the load, then the
@@ -1165,14 +1172,17 @@ fn load_archive(
     // The server's own tally of the rows COPY inserted first (no scan of
     // what was just written: a count(*) of every table read the whole
     // database again); a count where that tally differs or is not kept.
-    if let Ok(rows) = restored_rows(client, target, meta.tables.keys(), Tally::Inserted)
+    // The tally counts inserts, not the rows left: it is taken only from a
+    // pg_restore that never truncates a table another of its jobs loaded.
+    if client.parallel_restore_keeps_loaded_rows()
+        && let Ok(rows) = restored_rows(client, target, meta.tables.keys(), Tally::Inserted)
         && rows == meta.tables
     {
         ui::detail("the rows the server inserted match .meta's counts");
         return Ok(rows);
     }
     ui::detail(
-        "counting the restored rows (the server's tally of inserted rows differs or is not kept)",
+        "counting the restored rows (the server's tally of inserted rows differs or is not taken)",
     );
     let tables = match restored_rows(client, target, meta.tables.keys(), Tally::Counted) {
         Ok(rows) => rows,
@@ -1184,14 +1194,40 @@ fn load_archive(
             return judged();
         }
     };
-    if tables != meta.tables {
-        // Not necessarily damage: an extension's configuration table holds
-        // the rows CREATE EXTENSION put there besides the dump's, and a
-        // partition loaded through its root is counted there. The whole read
-        // decides, as it did before the server counted.
-        return judged();
+    if tables == meta.tables {
+        return Ok(tables);
     }
-    Ok(tables)
+    // Not necessarily damage: an extension's configuration table holds the
+    // rows CREATE EXTENSION put there besides the dump's. The whole read
+    // decides whether the archive is whole; rows the server lacks were lost
+    // by the load, whatever the archive holds.
+    let archive = judged()?;
+    refuse_lost_rows(&tables, &archive)?;
+    Ok(archive)
+}
+
+/// An error naming each table that holds fewer rows than the backup has
+/// (`restored` the server's counts, `backup` the archive's): a load that
+/// lost rows is never swapped in. More rows are not a loss: an
+/// extension's configuration table starts with its own.
+fn refuse_lost_rows(
+    restored: &BTreeMap<String, u64>,
+    backup: &BTreeMap<String, u64>,
+) -> Result<(), LoadError> {
+    let lost: Vec<String> = backup
+        .iter()
+        .filter_map(|(table, &want)| {
+            let have = restored.get(table).copied().unwrap_or(0);
+            (have < want).then(|| format!("{table} {have} of {want}"))
+        })
+        .collect();
+    if lost.is_empty() {
+        return Ok(());
+    }
+    Err(LoadError::Environment(format_err!(
+        "pg_restore left fewer rows than the backup holds ({}): try again with --jobs 1",
+        lost.join(", ")
+    )))
 }
 
 /// A custom archive's checksum against `.sha256` and its size against
@@ -1986,6 +2022,25 @@ mod tests {
         let (a, b) = (restrict_key(), restrict_key());
         assert_ne!(a, b);
         assert!(a.len() == 24 && a.bytes().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn a_load_with_fewer_rows_than_the_backup_is_refused_more_is_not() {
+        let rows = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            pairs.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+        };
+        let backup = rows(&[("public.t", 20_000), ("public.config", 2), ("s.\"x y\"", 7)]);
+        // An extension's configuration table holds its own rows besides the dump's.
+        let more = rows(&[("public.t", 20_000), ("public.config", 5), ("s.\"x y\"", 7)]);
+        assert!(refuse_lost_rows(&more, &backup).is_ok());
+        let fewer = rows(&[("public.t", 19_995), ("public.config", 5)]);
+        let err = refuse_lost_rows(&fewer, &backup).unwrap_err();
+        assert!(!err.is_about_the_file(), "the backup is whole: {err}");
+        assert_eq!(
+            err.to_string(),
+            "pg_restore left fewer rows than the backup holds (public.t 19995 of 20000, \
+             s.\"x y\" 0 of 7): try again with --jobs 1"
+        );
     }
 
     #[test]

@@ -377,6 +377,23 @@ impl Client {
         }
     }
 
+    /// Whether this pg_restore's `--jobs` never truncates a table whose rows
+    /// another job loaded through the partition root (PostgreSQL commit
+    /// 012ffb36, the releases of May 2023): older ones can lose those rows
+    /// while every COPY reports them inserted.
+    pub(crate) fn parallel_restore_keeps_loaded_rows(&self) -> bool {
+        let v = &self.version;
+        match v.major {
+            0..=10 => false,
+            11 => v.minor >= 20,
+            12 => v.minor >= 15,
+            13 => v.minor >= 11,
+            14 => v.minor >= 8,
+            15 => v.minor >= 3,
+            _ => true,
+        }
+    }
+
     /// Whether this psql knows `\restrict` (the releases of August 2025 and
     /// later): then it can refuse every command hidden in a dump by itself.
     pub(crate) fn has_restrict(&self) -> bool {
@@ -1108,6 +1125,25 @@ mod tests {
             msg.starts_with("docker was not found on PATH: it runs psql in the compose service"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn parallel_restores_from_before_may_2023_are_not_trusted_to_keep_rows() {
+        let keeps = |v: &str| {
+            Client {
+                runner: Runner::Host { bindir: None },
+                version: PgVersion::parse(v).unwrap(),
+            }
+            .parallel_restore_keeps_loaded_rows()
+        };
+        for old in ["15.2", "14.7", "13.10", "12.14", "11.19", "10.23"] {
+            assert!(!keeps(old), "{old}");
+        }
+        for fixed in [
+            "15.3", "15.18", "14.8", "13.11", "12.15", "11.20", "16.0", "17.6",
+        ] {
+            assert!(keeps(fixed), "{fixed}");
+        }
     }
 
     #[test]
