@@ -118,7 +118,14 @@ pub(crate) struct Compose {
 
 impl Compose {
     /// Compose v2 (the Docker CLI plugin) first, then v1's `docker-compose`.
+    /// Without a compose file to find, [`ComposeError::NoComposeFile`]
+    /// before compose is run at all (asking it costs about 0.35 s).
     pub(crate) fn detect(root: &Path) -> Result<Compose, ComposeError> {
+        if !may_have_project(root, std::env::var_os("COMPOSE_FILE").is_some()) {
+            return Err(ComposeError::NoComposeFile {
+                root: root.to_path_buf(),
+            });
+        }
         let candidates: [(&'static str, &'static [&'static str]); 2] =
             [("docker", &["compose"]), ("docker-compose", &[])];
         for (program, prefix) in candidates {
@@ -425,6 +432,33 @@ pub(crate) fn parse_env_json(json: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Whether compose run in `root` could find a project: `COMPOSE_FILE` set
+/// (`compose_file_set` in the environment, or in `root`'s `.env`), or a
+/// compose file in `root` or a directory above it, where compose looks.
+fn may_have_project(root: &Path, compose_file_set: bool) -> bool {
+    const NAMES: [&str; 4] = [
+        "compose.yaml",
+        "compose.yml",
+        "docker-compose.yaml",
+        "docker-compose.yml",
+    ];
+    let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let in_dotenv = || {
+        std::fs::read_to_string(root.join(".env")).is_ok_and(|text| {
+            text.lines().any(|l| {
+                l.trim_start()
+                    .trim_start_matches("export ")
+                    .starts_with("COMPOSE_FILE")
+            })
+        })
+    };
+    compose_file_set
+        || in_dotenv()
+        || root
+            .ancestors()
+            .any(|dir| NAMES.iter().any(|name| dir.join(name).exists()))
+}
+
 /// Pure: a compose failure's stderr into one line.
 pub(crate) fn classify(what: &str, stderr: &str, root: &Path) -> ComposeError {
     let has = |needle: &str| stderr.contains(needle);
@@ -531,6 +565,24 @@ pub(crate) mod tests {
         assert_eq!(env["POSTGRES_PASSWORD"], "a=b");
         assert_eq!(env["EMPTY"], "");
         assert!(parse_env_json("not json").is_empty());
+    }
+
+    #[test]
+    fn compose_is_asked_only_where_it_could_find_a_project() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("app/sub");
+        std::fs::create_dir_all(&root).unwrap();
+        assert!(!may_have_project(&root, false));
+        assert!(may_have_project(&root, true), "COMPOSE_FILE names one");
+        std::fs::write(root.join(".env"), "A=1\nCOMPOSE_FILE=ops/db.yml\n").unwrap();
+        assert!(
+            may_have_project(&root, false),
+            "the project's .env names one"
+        );
+        std::fs::write(root.join(".env"), "A=1\n").unwrap();
+        // Compose looks in the directories above too.
+        std::fs::write(tmp.path().join("app/compose.yaml"), "services: {}\n").unwrap();
+        assert!(may_have_project(&root, false));
     }
 
     #[test]
