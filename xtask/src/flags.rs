@@ -479,7 +479,7 @@ pub(crate) struct DbRestore {
     /// Replace an existing database without asking
     #[arg(short = 'y', long)]
     pub(crate) yes: bool,
-    /// Drop the replaced database after success instead of keeping it as {db}_pre_restore_{timestamp}
+    /// Drop the replaced database after success instead of keeping it as {db}_pre_restore_{timestamp} (_2, _3, ... after it when that name is taken)
     #[arg(long)]
     pub(crate) drop_previous: bool,
     /// Print one JSON object describing the result on stdout
