@@ -688,6 +688,11 @@ fn a_parallel_restore_that_lost_rows_is_refused_and_one_with_more_is_not() {
         DB,
         "CREATE TABLE settings (k text PRIMARY KEY); INSERT INTO settings VALUES ('a'), ('b')",
     );
+    if e2e::host_pg_dump_major() > 15 {
+        // Every release of 16 and later is after the fix: nothing to pretend.
+        eprintln!("skipped: the host's pg_dump is newer than 15");
+        return;
+    }
     let x = crate::xtask();
     let env = pg.xtask_env(DB);
     let mut files = Vec::new();
@@ -727,6 +732,30 @@ fn a_parallel_restore_that_lost_rows_is_refused_and_one_with_more_is_not() {
         let out = x.run(&["db-verify", file], &env);
         assert!(out.status.success(), "{}", show(&out));
     }
+    // A table the server will not count (here a view under its name) leaves
+    // the others counted one by one; a table gone holds none of its rows.
+    let refused_saying = |sql: &str, says: &str| {
+        std::fs::write(&after, sql).unwrap();
+        let out = x.run(&["db-restore", &files[0], "--yes", "--jobs", "2"], &env);
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        assert!(show(&out).contains(says), "{}", show(&out));
+        show(&out)
+    };
+    let out = refused_saying(
+        "DELETE FROM t WHERE id <= 5; ALTER TABLE settings RENAME TO s2; CREATE VIEW settings AS SELECT * FROM s2;",
+        "pg_restore left fewer rows than the backup holds (public.t 19995 of 20000)",
+    );
+    assert!(
+        out.contains(
+            "the server did not count every restored table (public.settings is not a table here)"
+        ),
+        "{out}"
+    );
+    refused_saying(
+        "DROP TABLE settings;",
+        "pg_restore left fewer rows than the backup holds (public.settings 0 of 2)",
+    );
+    std::fs::write(&after, "DELETE FROM t WHERE id <= 5;").unwrap();
     // Without .meta (a file made elsewhere) the whole read beside the load
     // is what the rows are counted against.
     let meta = x.backup_dir().join(format!("{}.meta", files[0]));

@@ -121,7 +121,10 @@ impl Compose {
     /// Without a compose file to find, [`ComposeError::NoComposeFile`]
     /// before compose is run at all (asking it costs about 0.35 s).
     pub(crate) fn detect(root: &Path) -> Result<Compose, ComposeError> {
-        if !may_have_project(root, std::env::var_os("COMPOSE_FILE").is_some()) {
+        let env_names_one = ["COMPOSE_FILE", "COMPOSE_ENV_FILES"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some());
+        if !may_have_project(root, env_names_one) {
             return Err(ComposeError::NoComposeFile {
                 root: root.to_path_buf(),
             });
@@ -432,31 +435,32 @@ pub(crate) fn parse_env_json(json: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Whether compose run in `root` could find a project: `COMPOSE_FILE` set
-/// (`compose_file_set` in the environment, or in `root`'s `.env`), or a
-/// compose file in `root` or a directory above it, where compose looks.
-fn may_have_project(root: &Path, compose_file_set: bool) -> bool {
+/// Whether compose run in `root` could find a project: `env_names_one`
+/// (`COMPOSE_FILE` or `COMPOSE_ENV_FILES` set in the environment),
+/// `COMPOSE_FILE` in `root`'s `.env`, or a compose file in `root` or a
+/// directory above it (as written, and with symbolic links resolved),
+/// where compose looks. In doubt (a `.env` that does not parse), yes.
+fn may_have_project(root: &Path, env_names_one: bool) -> bool {
     const NAMES: [&str; 4] = [
         "compose.yaml",
         "compose.yml",
         "docker-compose.yaml",
         "docker-compose.yml",
     ];
-    let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-    let in_dotenv = || {
-        std::fs::read_to_string(root.join(".env")).is_ok_and(|text| {
-            text.lines().any(|l| {
-                l.trim_start()
-                    .trim_start_matches("export ")
-                    .starts_with("COMPOSE_FILE")
-            })
-        })
+    let written = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let in_dotenv = || match std::fs::read_to_string(written.join(".env")) {
+        Ok(text) => crate::core::config::parse_dotenv(&text)
+            .map_or(true, |vars| vars.contains_key("COMPOSE_FILE")),
+        Err(_) => false,
     };
-    compose_file_set
+    let above = |dir: &Path| {
+        dir.ancestors()
+            .any(|d| NAMES.iter().any(|name| d.join(name).exists()))
+    };
+    env_names_one
         || in_dotenv()
-        || root
-            .ancestors()
-            .any(|dir| NAMES.iter().any(|name| dir.join(name).exists()))
+        || above(&written)
+        || std::fs::canonicalize(&written).is_ok_and(|real| above(&real))
 }
 
 /// Pure: a compose failure's stderr into one line.
@@ -569,7 +573,8 @@ pub(crate) mod tests {
 
     #[test]
     fn compose_is_asked_only_where_it_could_find_a_project() {
-        let tmp = tempfile::tempdir().unwrap();
+        // Under /tmp, not TMPDIR: a compose file above TMPDIR would answer.
+        let tmp = tempfile::tempdir_in("/tmp").unwrap();
         let root = tmp.path().join("app/sub");
         std::fs::create_dir_all(&root).unwrap();
         assert!(!may_have_project(&root, false));
@@ -579,10 +584,18 @@ pub(crate) mod tests {
             may_have_project(&root, false),
             "the project's .env names one"
         );
+        std::fs::write(root.join(".env"), "A=1\nexport  COMPOSE_FILE=x.yml\n").unwrap();
+        assert!(may_have_project(&root, false));
         std::fs::write(root.join(".env"), "A=1\n").unwrap();
+        assert!(!may_have_project(&root, false));
+        // Through a symbolic link: compose sees the real directory's parents.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&root, &link).unwrap();
+        assert!(!may_have_project(&link, false));
         // Compose looks in the directories above too.
         std::fs::write(tmp.path().join("app/compose.yaml"), "services: {}\n").unwrap();
         assert!(may_have_project(&root, false));
+        assert!(may_have_project(&link, false));
     }
 
     #[test]

@@ -1127,12 +1127,13 @@ fn load_archive(
             };
             loaded?;
             let archive = checked?.report.scan.tables;
-            match restored_rows(client, target, archive.keys(), Tally::Counted) {
-                Ok(rows) => refuse_lost_rows(&rows, &archive)?,
-                Err(why) => ui::info(format!(
-                    "the server did not count the restored rows ({why})"
-                )),
+            let (rows, uncounted) = counted_rows(client, target, archive.keys());
+            if let Some(why) = uncounted {
+                ui::info(format!(
+                    "the server did not count every restored table ({why})"
+                ));
             }
+            refuse_lost_rows(&rows, &archive, jobs)?;
             Ok(archive)
         });
     };
@@ -1173,8 +1174,9 @@ fn load_archive(
     // what was just written: a count(*) of every table read the whole
     // database again); a count where that tally differs or is not kept.
     // The tally counts inserts, not the rows left: it is taken only from a
-    // pg_restore that never truncates a table another of its jobs loaded.
-    if client.parallel_restore_keeps_loaded_rows()
+    // pg_restore that never truncates a table another of its jobs loaded
+    // (one job truncates nothing).
+    if (jobs <= 1 || client.parallel_restore_keeps_loaded_rows())
         && let Ok(rows) = restored_rows(client, target, meta.tables.keys(), Tally::Inserted)
         && rows == meta.tables
     {
@@ -1184,49 +1186,80 @@ fn load_archive(
     ui::detail(
         "counting the restored rows (the server's tally of inserted rows differs or is not taken)",
     );
-    let tables = match restored_rows(client, target, meta.tables.keys(), Tally::Counted) {
-        Ok(rows) => rows,
-        Err(why) => {
-            ui::info(format!(
-                "the server did not count the restored rows ({why}): reading {} to check them",
-                source.display()
-            ));
-            return judged();
-        }
-    };
-    if tables == meta.tables {
-        return Ok(tables);
+    let (tables, uncounted) = counted_rows(client, target, meta.tables.keys());
+    match uncounted {
+        None if tables == meta.tables => return Ok(tables),
+        None => {}
+        Some(why) => ui::info(format!(
+            "the server did not count every restored table ({why}): reading {} to check them",
+            source.display()
+        )),
     }
     // Not necessarily damage: an extension's configuration table holds the
     // rows CREATE EXTENSION put there besides the dump's. The whole read
-    // decides whether the archive is whole; rows the server lacks were lost
-    // by the load, whatever the archive holds.
+    // decides whether the archive is whole; rows the server lacks in a
+    // table it counted were lost by the load, whatever the archive holds.
     let archive = judged()?;
-    refuse_lost_rows(&tables, &archive)?;
+    refuse_lost_rows(&tables, &archive, jobs)?;
     Ok(archive)
 }
 
-/// An error naming each table that holds fewer rows than the backup has
-/// (`restored` the server's counts, `backup` the archive's): a load that
-/// lost rows is never swapped in. More rows are not a loss: an
-/// extension's configuration table starts with its own.
+/// `count(*)` of `tables` in `target`: all in one statement, or where that
+/// fails (a table the server will not count: a policy, privileges, a
+/// foreign table), each on its own, keeping those it counts; with why some
+/// were not.
+fn counted_rows<'t>(
+    client: &Client,
+    target: &Connection,
+    tables: impl Iterator<Item = &'t String> + Clone,
+) -> (BTreeMap<String, u64>, Option<String>) {
+    match restored_rows(client, target, tables.clone(), Tally::Counted) {
+        Ok(rows) => (rows, None),
+        Err(why) => {
+            let rows = tables
+                .filter_map(|t| {
+                    restored_rows(client, target, std::iter::once(t), Tally::Counted).ok()
+                })
+                .flatten()
+                .collect();
+            (rows, Some(why))
+        }
+    }
+}
+
+/// An error naming each table the server counted that holds fewer rows
+/// than the backup has (`restored` the server's counts, `backup` the
+/// archive's): a load that lost rows is never swapped in. More rows are not
+/// a loss: an extension's configuration table starts with its own. `jobs`
+/// the load's: the advice.
 fn refuse_lost_rows(
     restored: &BTreeMap<String, u64>,
     backup: &BTreeMap<String, u64>,
+    jobs: usize,
 ) -> Result<(), LoadError> {
+    const NAMED: usize = 5;
     let lost: Vec<String> = backup
         .iter()
         .filter_map(|(table, &want)| {
-            let have = restored.get(table).copied().unwrap_or(0);
+            let have = *restored.get(table)?;
             (have < want).then(|| format!("{table} {have} of {want}"))
         })
         .collect();
     if lost.is_empty() {
         return Ok(());
     }
+    let more = match lost.len().saturating_sub(NAMED) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    let advice = match jobs {
+        0 | 1 => "see the server's log for what removed them",
+        // pg_restore releases before May 2023 could (see Client::parallel_restore_keeps_loaded_rows).
+        _ => "try again with --jobs 1",
+    };
     Err(LoadError::Environment(format_err!(
-        "pg_restore left fewer rows than the backup holds ({}): try again with --jobs 1",
-        lost.join(", ")
+        "pg_restore left fewer rows than the backup holds ({}{more}): {advice}",
+        lost[..lost.len().min(NAMED)].join(", ")
     )))
 }
 
@@ -1279,7 +1312,8 @@ enum Tally {
 /// The rows `target` holds in each of `tables` (named as `.meta` names
 /// them, as pg_dump's COPY lines spell them), counted by the server with
 /// row security off, so a policy that would hide rows is an error rather
-/// than a smaller count. `Err` says why they could not be counted.
+/// than a smaller count; a table that is not there holds none. `Err` says
+/// why they could not be counted.
 fn restored_rows<'t>(
     client: &Client,
     target: &Connection,
@@ -1300,18 +1334,24 @@ fn restored_rows<'t>(
         .query(target, &relkinds_sql(&names))
         .map_err(|e| e.to_string())?;
     let kinds: Vec<&str> = kinds.lines().collect();
-    let counted = names
-        .iter()
-        .zip(&kinds)
-        .map(|(n, kind)| match *kind {
-            "r" => Ok((*n, true)),
-            "p" => Ok((*n, false)),
-            _ => Err(format!("{n} is not a table here")),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if counted.len() != names.len() {
+    if kinds.len() != names.len() {
         return Err("the server named fewer tables than were asked".into());
     }
+    // A table the load did not create holds none of its rows.
+    let mut rows: BTreeMap<String, u64> = tables.iter().map(|(k, _)| ((*k).clone(), 0)).collect();
+    let mut present = Vec::new();
+    for ((key, name), kind) in tables.iter().zip(&kinds) {
+        match *kind {
+            "r" => present.push((*key, (name, true))),
+            "p" => present.push((*key, (name, false))),
+            "-" => {}
+            _ => return Err(format!("{name} is not a table here")),
+        }
+    }
+    if present.is_empty() {
+        return Ok(rows);
+    }
+    let counted: Vec<(&TableName, bool)> = present.iter().map(|(_, c)| *c).collect();
     let counts = client
         .query(
             target,
@@ -1325,14 +1365,13 @@ fn restored_rows<'t>(
         .lines()
         .map(|l| l.parse().map_err(|_| format!("unexpected count '{l}'")))
         .collect::<Result<_, _>>()?;
-    if counts.len() != tables.len() {
+    if counts.len() != present.len() {
         return Err("the server counted fewer tables than were asked".into());
     }
-    Ok(tables
-        .into_iter()
-        .zip(counts)
-        .map(|((key, _), n)| (key.clone(), n))
-        .collect())
+    for ((key, _), n) in present.into_iter().zip(counts) {
+        rows.insert(key.clone(), n);
+    }
+    Ok(rows)
 }
 
 /// Each table's kind (`r` a table, `p` a partitioned one), a line each in
@@ -2032,15 +2071,30 @@ mod tests {
         let backup = rows(&[("public.t", 20_000), ("public.config", 2), ("s.\"x y\"", 7)]);
         // An extension's configuration table holds its own rows besides the dump's.
         let more = rows(&[("public.t", 20_000), ("public.config", 5), ("s.\"x y\"", 7)]);
-        assert!(refuse_lost_rows(&more, &backup).is_ok());
+        assert!(refuse_lost_rows(&more, &backup, 2).is_ok());
+        // A table the server could not count is judged by the archive alone.
         let fewer = rows(&[("public.t", 19_995), ("public.config", 5)]);
-        let err = refuse_lost_rows(&fewer, &backup).unwrap_err();
+        let err = refuse_lost_rows(&fewer, &backup, 2).unwrap_err();
         assert!(!err.is_about_the_file(), "the backup is whole: {err}");
         assert_eq!(
             err.to_string(),
-            "pg_restore left fewer rows than the backup holds (public.t 19995 of 20000, \
-             s.\"x y\" 0 of 7): try again with --jobs 1"
+            "pg_restore left fewer rows than the backup holds (public.t 19995 of 20000): \
+             try again with --jobs 1"
         );
+        let none = rows(&[("public.t", 0), ("public.config", 0), ("s.\"x y\"", 0)]);
+        assert_eq!(
+            refuse_lost_rows(&none, &backup, 1).unwrap_err().to_string(),
+            "pg_restore left fewer rows than the backup holds (public.config 0 of 2, \
+             public.t 0 of 20000, s.\"x y\" 0 of 7): see the server's log for what removed them"
+        );
+        let many: BTreeMap<String, u64> = (0..8).map(|i| (format!("public.t{i}"), 1)).collect();
+        let err = refuse_lost_rows(&BTreeMap::new(), &many, 2);
+        assert!(err.is_ok(), "nothing counted, nothing known lost");
+        let counted: BTreeMap<String, u64> = many.keys().map(|t| (t.clone(), 0)).collect();
+        let err = refuse_lost_rows(&counted, &many, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("public.t4 0 of 1 and 3 more)"), "{err}");
     }
 
     #[test]
