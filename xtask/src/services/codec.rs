@@ -169,25 +169,38 @@ pub(crate) fn archive_into(
                 let _ = reader.feed(&buf[..n], &mut ());
             }
         });
-        let mut buf = vec![0; CHUNK];
+        // pg_restore is fed from a thread of its own, a few chunks behind:
+        // handed over here, each chunk held pg_dump up (its pipe full) for
+        // as long as pg_restore took to take it, a fifth of the backup.
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(UNPACK_AHEAD);
+        let feeding = s.spawn(move || {
+            for chunk in rx {
+                if stdin.write_all(&chunk).is_err() {
+                    // A pg_restore that stopped is reported by its status below.
+                    return;
+                }
+            }
+        });
         let written = (|| -> io::Result<()> {
-            let mut unpacking = true;
             loop {
+                let mut buf = vec![0; CHUNK];
                 let n = read_full(&mut source, &mut buf)?;
                 if n == 0 {
                     return Ok(());
                 }
-                sink.write_all(&buf[..n])?;
-                // A pg_restore that stopped is reported by its status below.
-                unpacking = unpacking && stdin.write_all(&buf[..n]).is_ok();
+                buf.truncate(n);
+                sink.write_all(&buf)?;
+                // Refused once pg_restore stopped: its status says why.
+                let _ = tx.send(buf);
                 read += n as u64;
                 on_progress(read);
             }
         })();
-        drop(stdin);
         if written.is_err() {
             let _ = child.kill();
         }
+        drop(tx);
+        let _ = feeding.join();
         let scan = scanner
             .join()
             .map_err(|_| io::Error::other("the scanning thread panicked"))
@@ -214,6 +227,9 @@ pub(crate) fn archive_into(
         scan,
     })
 }
+
+/// Chunks read ahead of `pg_restore -f -` while a custom archive is written.
+const UNPACK_AHEAD: usize = 8;
 
 /// The size of one zstd worker's job.
 const ZSTD_JOB: u32 = 2 << 20;
