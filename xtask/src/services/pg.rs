@@ -33,6 +33,15 @@ pub(crate) struct PgVersion {
 }
 
 impl PgVersion {
+    /// Whether this release has a fix that came out in each `(major,
+    /// minor)` of `fixed` (in order) and is in every major after the last.
+    fn has_fix(&self, fixed: &[(u32, u32)]) -> bool {
+        match fixed.iter().find(|(major, _)| *major == self.major) {
+            Some((_, minor)) => self.minor >= *minor,
+            None => fixed.last().is_some_and(|(major, _)| self.major > *major),
+        }
+    }
+
     /// Parses `pg_dump (PostgreSQL) 15.18 (Debian ...)`, `17.12 (Debian ...)`, `16beta2`.
     pub(crate) fn parse(s: &str) -> Option<PgVersion> {
         let s = s.trim();
@@ -382,31 +391,15 @@ impl Client {
     /// 012ffb36, the releases of May 2023): older ones can lose those rows
     /// while every COPY reports them inserted.
     pub(crate) fn parallel_restore_keeps_loaded_rows(&self) -> bool {
-        let v = &self.version;
-        match v.major {
-            0..=10 => false,
-            11 => v.minor >= 20,
-            12 => v.minor >= 15,
-            13 => v.minor >= 11,
-            14 => v.minor >= 8,
-            15 => v.minor >= 3,
-            _ => true,
-        }
+        self.version
+            .has_fix(&[(11, 20), (12, 15), (13, 11), (14, 8), (15, 3)])
     }
 
     /// Whether this psql knows `\restrict` (the releases of August 2025 and
     /// later): then it can refuse every command hidden in a dump by itself.
     pub(crate) fn has_restrict(&self) -> bool {
-        let v = &self.version;
-        match v.major {
-            0..=12 => false,
-            13 => v.minor >= 22,
-            14 => v.minor >= 19,
-            15 => v.minor >= 14,
-            16 => v.minor >= 10,
-            17 => v.minor >= 6,
-            _ => true,
-        }
+        self.version
+            .has_fix(&[(13, 22), (14, 19), (15, 14), (16, 10), (17, 6)])
     }
 
     /// Runs a psql script read from stdin, with psql variables (`:'v'` is a
@@ -1143,6 +1136,20 @@ mod tests {
             "15.3", "15.18", "14.8", "13.11", "12.15", "11.20", "16.0", "17.6",
         ] {
             assert!(keeps(fixed), "{fixed}");
+        }
+        // The same table of releases: psql's \restrict (August 2025).
+        let restricts = |v: &str| {
+            Client {
+                runner: Runner::Host { bindir: None },
+                version: PgVersion::parse(v).unwrap(),
+            }
+            .has_restrict()
+        };
+        for old in ["12.22", "13.21", "14.18", "15.13", "16.9", "17.5"] {
+            assert!(!restricts(old), "{old}");
+        }
+        for fixed in ["13.22", "14.19", "15.14", "16.10", "17.6", "18.0"] {
+            assert!(restricts(fixed), "{fixed}");
         }
     }
 
