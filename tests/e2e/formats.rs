@@ -10,6 +10,9 @@ use e2e::{DB, PgServer, S3Server, files_in, json_of, show};
 
 use crate::restore::{fingerprint, load_pagila};
 
+/// A table of 20 000 rows, `t`.
+const TABLE_T: &str = "CREATE TABLE t (id int PRIMARY KEY, s text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g";
+
 /// What a restored pagila must equal: schema, tables, sequences, large objects.
 fn same_database(pg: &PgServer, a: &str, b: &str) {
     let (schema_a, tables_a) = fingerprint(pg, a);
@@ -191,7 +194,7 @@ fn state(pg: &PgServer) -> String {
 #[test]
 fn damaged_archives_and_streams_are_refused_with_nothing_touched() {
     let pg = PgServer::start(15);
-    pg.psql(DB, "CREATE TABLE t (id int PRIMARY KEY, s text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    pg.psql(DB, TABLE_T);
     // Names the server's row count must quote, an inheritance parent with
     // rows of its own, and a partitioned table (its rows are its partitions').
     pg.psql(
@@ -405,7 +408,7 @@ fn damaged_archives_and_streams_are_refused_with_nothing_touched() {
 #[test]
 fn remote_custom_and_directory_backups_are_downloaded_for_pg_restore_and_the_copies_removed() {
     let pg = PgServer::start(15);
-    pg.psql(DB, "CREATE TABLE t (id int PRIMARY KEY, s text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    pg.psql(DB, TABLE_T);
     let s3 = S3Server::start();
     let x = crate::xtask();
     let tmp = tempfile::tempdir().unwrap();
@@ -493,7 +496,7 @@ fn compose_route_writes_and_restores_zstd_custom_and_directory_backups_of_postgr
     p.psql(
         "app",
         "app",
-        "CREATE TABLE t (id int PRIMARY KEY, s text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g; SELECT lo_from_bytea(0, '\\x00ff'::bytea)",
+        &format!("{TABLE_T}; SELECT lo_from_bytea(0, '\\x00ff'::bytea)"),
     );
     let fingerprint = "SELECT count(*) || ':' || md5(string_agg(s, ',' ORDER BY id)) || ':' || (SELECT count(*) FROM pg_largeobject_metadata) FROM t";
     let before = p.psql("app", "app", fingerprint);
@@ -683,7 +686,7 @@ fn tools_that_change_the_load(dir: &std::path::Path, version: &str) -> std::path
 #[test]
 fn a_parallel_restore_that_lost_rows_is_refused_and_one_with_more_is_not() {
     let pg = PgServer::start(15);
-    pg.psql(DB, "CREATE TABLE t (id int PRIMARY KEY, s text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    pg.psql(DB, TABLE_T);
     pg.psql(
         DB,
         "CREATE TABLE settings (k text PRIMARY KEY); INSERT INTO settings VALUES ('a'), ('b')",

@@ -1122,13 +1122,11 @@ mod tests {
 
     #[test]
     fn parallel_restores_from_before_may_2023_are_not_trusted_to_keep_rows() {
-        let keeps = |v: &str| {
-            Client {
-                runner: Runner::Host { bindir: None },
-                version: PgVersion::parse(v).unwrap(),
-            }
-            .parallel_restore_keeps_loaded_rows()
+        let client = |v: &str| Client {
+            runner: Runner::Host { bindir: None },
+            version: PgVersion::parse(v).unwrap(),
         };
+        let keeps = |v: &str| client(v).parallel_restore_keeps_loaded_rows();
         for old in ["15.2", "14.7", "13.10", "12.14", "11.19", "10.23"] {
             assert!(!keeps(old), "{old}");
         }
@@ -1138,13 +1136,7 @@ mod tests {
             assert!(keeps(fixed), "{fixed}");
         }
         // The same table of releases: psql's \restrict (August 2025).
-        let restricts = |v: &str| {
-            Client {
-                runner: Runner::Host { bindir: None },
-                version: PgVersion::parse(v).unwrap(),
-            }
-            .has_restrict()
-        };
+        let restricts = |v: &str| client(v).has_restrict();
         for old in ["12.22", "13.21", "14.18", "15.13", "16.9", "17.5"] {
             assert!(!restricts(old), "{old}");
         }
