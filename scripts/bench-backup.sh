@@ -215,6 +215,11 @@ fi
 # One measurement: wall seconds and peak RSS (KiB) of the named process.
 measure() { # name, then the command (run through bash -c)
     local name=$1; shift
+    # Each command starts from a checkpoint: a restore writes about 1 GB of
+    # WAL, and the checkpoint it calls for would otherwise land in whichever
+    # command comes next (the shell's restore always ran first, so the
+    # xtask's paid for it).
+    "$bindir/psql" -qX -c CHECKPOINT >/dev/null
     /usr/bin/time -f "%e %M" -o "$work/time" bash -c "$*" 2>"$work/stderr" || {
         cat "$work/stderr" >&2; exit 1
     }

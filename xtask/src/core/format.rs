@@ -25,11 +25,13 @@ impl Codec {
 
     /// The level used when none is given: gzip's own default, and zstd's
     /// fastest rather than its CLI's 3. On dumps (COPY rows of numbers,
-    /// dates, hashes) level 1 came out no larger than 3, and often smaller,
-    /// at a half to a third of its CPU: the bench dataset 143.1 MiB against
-    /// 143.7, a shop of 2 million orders 60.0 MB against 65.5, pagila 824 kB
-    /// against 841 (docs/benchmarks.md, eighth run). On two cores the CPU
-    /// is what a zstd backup waits for.
+    /// dates, hashes) level 1 came out as small as 3 or smaller, at a half
+    /// to a third of its CPU: the bench dataset 143.1 MiB against 143.7, a
+    /// shop of 2 million orders 60.0 MB against 65.5, pagila 824 kB against
+    /// 841; only a table of repeated blanks came out larger (2.1 MB against
+    /// 1.6 of 185 MiB). docs/benchmarks.md, eighth run. On two cores the
+    /// CPU is what a zstd backup waits for. pg_dump 16+ gets the same level
+    /// for a custom or directory archive.
     fn default_level(self) -> u32 {
         match self {
             Codec::Gzip => 6,

@@ -248,9 +248,10 @@ fn stream_into(
         Codec::Zstd => {
             let mut z = zstd::stream::write::Encoder::new(sink, compression.level as i32)?;
             z.multithread(workers.max(1) as u32)?;
-            // zstdmt's jobs default to 4 windows (8 MiB at level 3), and it
-            // holds several in and out per worker: 2 MiB jobs keep a backup
-            // under 64 MiB at a ratio within 0.1 % (docs/benchmarks.md).
+            // zstdmt's jobs default to 4 windows (2 MiB at level 1, 8 MiB at
+            // level 3, more above), and it holds several in and out per
+            // worker: 2 MiB jobs keep a backup under 64 MiB whatever the
+            // level, at a ratio within 0.1 % (docs/benchmarks.md).
             if workers > 1 {
                 z.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
             }
@@ -332,25 +333,28 @@ fn gzip_into(
             .expect("the pool has room for every buffer");
     }
     std::thread::scope(|s| {
-        for _ in 0..workers {
-            let (work_rx, done_tx) = (&work_rx, done_tx.clone());
-            s.spawn(move || -> io::Result<()> {
-                let mut deflater = Deflater::new(level)?;
-                loop {
-                    let job = work_rx
-                        .lock()
-                        .map_err(|_| io::Error::other("a deflate thread panicked"))?
-                        .recv();
-                    let Ok((seq, input)) = job else { return Ok(()) };
-                    let member = deflater.member(&input)?;
-                    if done_tx.send((seq, member, input)).is_err() {
-                        return Ok(()); // the writer stopped: its error is reported
+        let deflaters: Vec<_> = (0..workers)
+            .map(|_| {
+                let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+                s.spawn(move || -> io::Result<()> {
+                    let mut deflater = Deflater::new(level)?;
+                    loop {
+                        let job = work_rx
+                            .lock()
+                            .map_err(|_| io::Error::other("a deflate thread panicked"))?
+                            .recv();
+                        let Ok((seq, input)) = job else { return Ok(()) };
+                        let member = deflater.member(&input)?;
+                        if done_tx.send((seq, member, input)).is_err() {
+                            return Ok(()); // the writer stopped: its error is reported
+                        }
                     }
-                }
-            });
-        }
+                })
+            })
+            .collect();
         drop(done_tx);
-        let writer = s.spawn(move || -> io::Result<(String, u64)> {
+        // The hash, the bytes written, and how many members held data.
+        let writer = s.spawn(move || -> io::Result<(String, u64, u64)> {
             let mut sink = sink(file, seal)?;
             let mut pending = BTreeMap::new();
             let mut next = 0u64;
@@ -369,7 +373,8 @@ fn gzip_into(
             if !pending.is_empty() {
                 return Err(io::Error::other("a deflate thread stopped early"));
             }
-            finish_sink(sink)
+            let (sha256, bytes) = finish_sink(sink)?;
+            Ok((sha256, bytes, next))
         });
 
         let mut scanner = Reader::new();
@@ -401,8 +406,23 @@ fn gzip_into(
         let written = writer
             .join()
             .map_err(|_| io::Error::other("the writer thread panicked"))?;
+        // A deflate thread that failed sent nothing more: its error, not a
+        // shorter file that looks complete.
+        let mut deflated = Ok(());
+        for d in deflaters {
+            let r = d
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a deflate thread panicked")));
+            deflated = deflated.and(r);
+        }
         read_result?;
-        let (sha256, compressed_bytes) = written?;
+        let (sha256, compressed_bytes, members) = written?;
+        deflated?;
+        if members != seq {
+            return Err(io::Error::other(format!(
+                "{members} of {seq} gzip members were written"
+            )));
+        }
         Ok(Archived {
             sha256,
             compressed_bytes,
@@ -425,38 +445,49 @@ const MEMBER_MAX: usize = CHUNK + CHUNK / 2;
 
 /// Makes the gzip members of a backup: libdeflate's deflate, framed here.
 /// libdeflate compresses a whole buffer at once, which is what a member
-/// is, at twice zlib-rs's speed at level 6 and within 1 % of its size
+/// is, at twice zlib-rs's speed at level 6 for about 1 % more output
 /// (docs/benchmarks.md, eighth run): on two cores the deflate is what a
 /// gzip backup waits for.
-struct Deflater(libdeflater::Compressor, u32);
+struct Deflater {
+    deflater: libdeflater::Compressor,
+    level: u32,
+    /// Room for the worst case, once per thread: a member holds only its bytes.
+    scratch: Vec<u8>,
+}
 
 impl Deflater {
     fn new(level: u32) -> io::Result<Deflater> {
         let lvl = libdeflater::CompressionLvl::new(level as i32)
             .map_err(|_| io::Error::other(format!("gzip level {level} is out of range")))?;
-        Ok(Deflater(libdeflater::Compressor::new(lvl), level))
+        Ok(Deflater {
+            deflater: libdeflater::Compressor::new(lvl),
+            level,
+            scratch: Vec::new(),
+        })
     }
 
     /// One complete gzip member holding `input`, its length in its header.
     fn member(&mut self, input: &[u8]) -> io::Result<Vec<u8>> {
-        let Deflater(deflater, level) = self;
+        let bound = self.deflater.deflate_compress_bound(input.len());
+        if self.scratch.len() < bound {
+            self.scratch.resize(bound, 0);
+        }
+        let n = self
+            .deflater
+            .deflate_compress(input, &mut self.scratch[..bound])
+            .map_err(|e| io::Error::other(format!("deflate: {e:?}")))?;
         // XFL as gzip writes it: 2 for the best compression, 4 for the fastest.
-        let xfl = match level {
+        let xfl = match self.level {
             9.. => 2,
             0 | 1 => 4,
             _ => 0,
         };
-        let bound = deflater.deflate_compress_bound(input.len());
-        let mut member = Vec::with_capacity(HEADER_LEN + bound + 8);
+        let mut member = Vec::with_capacity(HEADER_LEN + n + 8);
         // ID1 ID2 CM=deflate FLG=FEXTRA, MTIME 0, XFL, OS unknown; XLEN; the field.
         member.extend_from_slice(&[0x1f, 0x8b, 8, 4, 0, 0, 0, 0, xfl, 255]);
         member.extend_from_slice(&(SIZE_FIELD.len() as u16).to_le_bytes());
         member.extend_from_slice(&SIZE_FIELD);
-        member.resize(HEADER_LEN + bound, 0);
-        let n = deflater
-            .deflate_compress(input, &mut member[HEADER_LEN..])
-            .map_err(|e| io::Error::other(format!("deflate: {e:?}")))?;
-        member.truncate(HEADER_LEN + n);
+        member.extend_from_slice(&self.scratch[..n]);
         member.extend_from_slice(&libdeflater::crc32(input).to_le_bytes());
         let size = u32::try_from(input.len()).map_err(|_| io::Error::other("chunk too large"))?;
         member.extend_from_slice(&size.to_le_bytes());
@@ -1404,6 +1435,33 @@ mod tests {
         }
         let empty = Deflater::new(6).unwrap().member(&[]).unwrap();
         assert!(inflate_member(&empty).unwrap().is_empty());
+        // What deflate cannot shrink still fits the length a reader accepts.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..CHUNK)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for level in 1..=9 {
+            let member = Deflater::new(level).unwrap().member(&noise).unwrap();
+            assert_eq!(member_len(&member[..HEADER_LEN]), Some(member.len()));
+            assert_eq!(inflate_member(&member).unwrap(), noise, "level {level}");
+        }
+    }
+
+    #[test]
+    fn a_deflate_thread_that_fails_fails_the_backup() {
+        // A level libdeflate refuses: every deflate thread stops at once.
+        let data = dump_of(50_000);
+        for workers in [1, 2] {
+            let mut out = Vec::new();
+            let r = compress_into(&data[..], &mut out, gzip(13), None, workers, |_| {});
+            let e = r.expect_err("a backup whose members were not made fails");
+            assert!(e.to_string().contains("gzip level 13"), "{e}");
+        }
     }
 
     #[test]
