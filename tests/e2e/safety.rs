@@ -521,6 +521,40 @@ fn signals_drop_the_scratch_database_and_a_killed_runs_leftover_goes_next_time()
     assert!(!databases(&pg).contains("app_restore_"));
 }
 
+/// SIGTERM to the xtask alone while `pg_restore --jobs 2` loads a custom
+/// archive: pg_restore is stopped (SIGTERM, on which its leader cancels its
+/// workers), the exit says which signal, the scratch database goes and no
+/// session of pg_restore is left on the server.
+#[test]
+fn a_signal_during_a_parallel_restore_stops_pg_restore() {
+    let pg = PgServer::start(15);
+    seed_big(&pg);
+    let x = crate::xtask();
+    let env = with(pg.xtask_env(DB), &[("BACKUP_FORMAT", "custom")]);
+    let file = backup(&x, &env);
+    assert!(file.ends_with(".dump"), "{file}");
+    pg.psql(DB, "DROP TABLE big");
+    let before = databases(&pg);
+    let out = signal_during_load(
+        &x,
+        &pg,
+        &["db-restore", "--latest", "--yes", "--jobs", "2"],
+        &env,
+        "app_restore_%",
+        "-TERM",
+    );
+    assert_eq!(out.status.code(), Some(143), "{}", show(&out));
+    assert!(stderr(&out).contains("terminated"), "{}", show(&out));
+    assert_eq!(databases(&pg), before);
+    assert_eq!(
+        pg.psql(
+            DB,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_restore'"
+        ),
+        "0"
+    );
+}
+
 /// [`signal_when`] pg_dump is copying the rows of `big`.
 fn signal_during_dump(
     x: &Xtask,
@@ -833,4 +867,43 @@ fn passwords_with_url_characters_work_and_never_leak() {
     }
     let metrics = std::fs::read_to_string(x.backup_dir().join("metrics/backup.prom")).unwrap();
     assert!(!metrics.contains("aB3") && !metrics.contains("xY"));
+}
+
+/// A backup whose `.sha256` is gone is still held to the checksum its
+/// `.meta` records: a changed byte of the same size is refused, not loaded.
+#[test]
+fn without_its_sha256_a_backup_is_held_to_the_checksum_in_its_meta() {
+    let pg = PgServer::start(15);
+    pg.psql(
+        DB,
+        "CREATE TABLE t (v text); INSERT INTO t VALUES ('pristine')",
+    );
+    let x = crate::xtask();
+    let env = with(pg.xtask_env(DB), &[("BACKUP_COMPRESSION", "none")]);
+    let file = backup(&x, &env);
+    assert!(file.ends_with(".sql"), "{file}");
+    let dir = x.backup_dir();
+    std::fs::remove_file(dir.join(format!("{file}.sha256"))).unwrap();
+    let sql = std::fs::read_to_string(dir.join(&file)).unwrap();
+    std::fs::write(dir.join(&file), sql.replacen("pristine", "tampered", 1)).unwrap();
+    let before = databases(&pg);
+    for args in [
+        vec!["db-restore", file.as_str(), "--target-db", "copy"],
+        vec!["db-verify", file.as_str()],
+    ] {
+        let out = x.run(&args, &env);
+        assert!(!out.status.success(), "{args:?}: {}", show(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("checksum mismatch"),
+            "{args:?}: {}",
+            show(&out)
+        );
+        assert!(
+            err.contains("checked against the one its .meta records"),
+            "{args:?}: {}",
+            show(&out)
+        );
+    }
+    assert_eq!(databases(&pg), before, "nothing was loaded");
 }

@@ -549,7 +549,7 @@ impl std::fmt::Display for ReadError {
         match self {
             ReadError::ChecksumMismatch { expected, actual } => write!(
                 f,
-                "checksum mismatch: the .sha256 file says {expected}, the file hashes to {actual}: the file is corrupt or was changed"
+                "checksum mismatch: the backup's recorded checksum is {expected}, the file hashes to {actual}: the file is corrupt or was changed"
             ),
             ReadError::Damaged(what, e) => write!(f, "the {what} is damaged ({e})"),
             ReadError::Dump(e) => write!(f, "{e}"),

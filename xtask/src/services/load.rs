@@ -273,13 +273,7 @@ pub(crate) fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
             }
             Some(hex)
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            ui::warn(format!(
-                "{} has no .sha256 (made elsewhere?): only its compressed stream and SQL structure can be checked",
-                source.file_name
-            ));
-            None
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(format_err!("cannot read {sha_name}: {e}")),
     };
     let meta = match source.read_sidecar(META_SUFFIX) {
@@ -288,6 +282,25 @@ pub(crate) fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
                 .map_err(|e| format_err!("{}{META_SUFFIX} is unreadable: {e}", source.file_name))?,
         ),
         Err(_) => None,
+    };
+    // A lost `.sha256` does not excuse the file: `.meta` records the same
+    // digest (a directory's is its manifest's, which went with the manifest).
+    let expected = match (expected, &meta) {
+        (None, Some(meta)) if !source.is_directory() => {
+            ui::warn(format!(
+                "{} has no .sha256: its checksum is checked against the one its .meta records",
+                source.file_name
+            ));
+            Some(meta.sha256.clone())
+        }
+        (None, _) => {
+            ui::warn(format!(
+                "{} has no .sha256 (made elsewhere?): only its compressed stream and SQL structure can be checked",
+                source.file_name
+            ));
+            None
+        }
+        (expected, _) => expected,
     };
     if let (Some(meta), Some(hex)) = (&meta, &expected)
         && !meta.sha256.eq_ignore_ascii_case(hex)
@@ -309,7 +322,8 @@ pub(crate) fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
 pub(crate) struct Checked {
     pub(crate) report: ReadReport,
     pub(crate) meta: Option<BackupMeta>,
-    /// The file had a `.sha256` and it matched; false for files made elsewhere.
+    /// The file's checksum was recorded (`.sha256`, or `.meta` when that is
+    /// gone) and it matched; false for files made elsewhere.
     pub(crate) checksum_recorded: bool,
 }
 
@@ -1466,8 +1480,7 @@ fn run_pg_restore(
     let errors = crate::services::process::drain(child.stderr.take().expect("piped"));
     let status = loop {
         if interrupt::received().is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_pg_restore(&mut child);
             return Ok(()); // the caller reports the interruption
         }
         match child.try_wait() {
@@ -1488,6 +1501,24 @@ fn run_pg_restore(
         ui::warn(format!("pg_restore: {line}"));
     }
     Ok(())
+}
+
+/// Stops a running pg_restore: SIGTERM first, on which a `--jobs` leader
+/// cancels its workers' statements and stops them (a SIGKILL would leave
+/// them loading, since only the leader's process gets the signal when it
+/// was sent to this process alone); SIGKILL when it has not ended within
+/// five seconds, because what stops a run must not hang it.
+fn stop_pg_restore(child: &mut Child) {
+    interrupt::terminate(child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A live database's dump through the reader; pg_dump's own failure is the error.
