@@ -283,6 +283,14 @@ pub(crate) fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
         ),
         Err(_) => None,
     };
+    if let (Some(meta), Some(hex)) = (&meta, &expected)
+        && !meta.sha256.eq_ignore_ascii_case(hex)
+    {
+        anyhow::bail!(
+            "{}: .meta and .sha256 record different checksums: one of them was changed",
+            source.file_name
+        );
+    }
     // A lost `.sha256` does not excuse the file: `.meta` records the same
     // digest (a directory's is its manifest's, which went with the manifest).
     let expected = match (expected, &meta) {
@@ -302,14 +310,6 @@ pub(crate) fn sidecars(source: &Source) -> anyhow::Result<Sidecars> {
         }
         (expected, _) => expected,
     };
-    if let (Some(meta), Some(hex)) = (&meta, &expected)
-        && !meta.sha256.eq_ignore_ascii_case(hex)
-    {
-        anyhow::bail!(
-            "{}: .meta and .sha256 record different checksums: one of them was changed",
-            source.file_name
-        );
-    }
     Ok(Sidecars {
         expected,
         meta,
